@@ -1,0 +1,107 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/chorus-kv/chorus/crdt"
+)
+
+// Defaults for Config.
+const (
+	DefaultMaxBatchOps     = 4096
+	DefaultMaxBatchBytes   = 8 << 20 // 8 MiB
+	DefaultQueueDepth      = 8192
+	DefaultRetainRevisions = 100_000
+	DefaultPageLimit       = 1000
+	MaxPageLimit           = 10_000
+	DefaultMaxPageBytes    = 4 << 20 // 4 MiB
+)
+
+// Config configures a Store. The zero value of every field but NodeID means
+// its default.
+type Config struct {
+	// Path is the LevelDB folder, created if missing. Empty means an in-memory
+	// store that is lost on Close (tests only).
+	Path string
+	// NodeID is this node's id (its libp2p peer id, raw bytes). It is the
+	// origin of every local write. Required.
+	NodeID []byte
+	// Limits bounds keys and values. Default: 4 KiB keys, 1 MiB values.
+	Limits crdt.Limits
+	// Clock stamps local writes and checks remote ones. Default: a clock on
+	// the system wall clock with crdt.DefaultMaxOffset (500 ms).
+	Clock *crdt.Clock
+	// MaxBatchOps caps how many changes share one batch and one fsync.
+	// Default 4096.
+	MaxBatchOps int
+	// MaxBatchBytes caps the key and value bytes of one batch; a single larger
+	// request still gets a batch of its own. Default 8 MiB.
+	MaxBatchBytes int
+	// QueueDepth is how many write requests may wait for the committer before
+	// writers block. Default 8192.
+	QueueDepth int
+	// RetainRevisions is how many of the latest change-log records are kept
+	// for watches that resume from a revision; older ones are deleted, a few
+	// with each batch. Default 100,000.
+	RetainRevisions int64
+	// MaxPageBytes caps the key and value bytes of one Range page (at least
+	// one key is always returned). Default 4 MiB.
+	MaxPageBytes int
+	// OnCommit, if set, is called by the committer with every batch's changes,
+	// in revision order, after the batch is durable and before its writers are
+	// acknowledged. It must not block: it runs on the write path.
+	OnCommit func([]Change)
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.Limits = c.Limits.WithDefaults()
+	if c.Clock == nil {
+		c.Clock = crdt.NewClock(crdt.SystemWallClock, crdt.DefaultMaxOffset)
+	}
+	if c.MaxBatchOps == 0 {
+		c.MaxBatchOps = DefaultMaxBatchOps
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.QueueDepth == 0 {
+		c.QueueDepth = DefaultQueueDepth
+	}
+	if c.RetainRevisions == 0 {
+		c.RetainRevisions = DefaultRetainRevisions
+	}
+	if c.MaxPageBytes == 0 {
+		c.MaxPageBytes = DefaultMaxPageBytes
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.NodeID) == 0 {
+		errs = append(errs, errors.New("store: NodeID is required"))
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxBatchOps < 0 {
+		errs = append(errs, fmt.Errorf("store: MaxBatchOps is %d; it must be positive", c.MaxBatchOps))
+	}
+	if c.MaxBatchBytes < 0 {
+		errs = append(errs, fmt.Errorf("store: MaxBatchBytes is %d; it must be positive", c.MaxBatchBytes))
+	}
+	if c.QueueDepth < 0 {
+		errs = append(errs, fmt.Errorf("store: QueueDepth is %d; it must be positive", c.QueueDepth))
+	}
+	if c.RetainRevisions < 0 {
+		errs = append(errs, fmt.Errorf("store: RetainRevisions is %d; it must be positive", c.RetainRevisions))
+	}
+	if c.MaxPageBytes < 0 {
+		errs = append(errs, fmt.Errorf("store: MaxPageBytes is %d; it must be positive", c.MaxPageBytes))
+	}
+	return errors.Join(errs...)
+}
+

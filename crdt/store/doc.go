@@ -1,0 +1,41 @@
+// Package store keeps a node's CRDT state durably in go-datastore on
+// go-ds-leveldb. It is the I/O driver around the pure logic of package crdt,
+// kept in a package of its own so that crdt stays free of I/O and goroutines.
+//
+// Every change, local (Put, Delete) or from elsewhere (Apply), goes through
+// one path: a single committer goroutine merges it against the current entry
+// with crdt.Wins, gives each real change the next local revision, and writes
+// the key's entry, its change-log record and the store's metadata in one
+// LevelDB batch. Concurrent writers share that batch and its one fsync (group
+// commit), so throughput grows with concurrency.
+//
+// Invariants:
+//
+//   - A call returns success only after its batch is on disk (go-ds-leveldb
+//     fsyncs every batch): an acknowledged write survives a crash.
+//   - Revisions increase by one per change, with no gaps, in commit order.
+//     A duplicate or stale entry changes nothing and gets no revision.
+//   - The entry, the log record and the revision counter of a change are in
+//     the same atomic batch, so after a crash they agree.
+//   - The hybrid logical clock is persisted with every batch, so a restarted
+//     node never stamps a write lower than one it stamped or accepted before.
+//   - Config.OnCommit sees every change exactly once, in revision order, after
+//     it is durable and before the writer is acknowledged.
+//
+// What a caller does, in order:
+//
+//  1. Open with a Config whose NodeID is set (the node's libp2p peer id).
+//  2. Put, Delete, Apply, Get, Range and ReadLog from any goroutine.
+//  3. Close, once: it refuses new writes, commits those already queued,
+//     stops the committer and closes LevelDB.
+//
+// On-disk layout (go-datastore keys, all under one LevelDB):
+//
+//	/k/<hex(key)>       replicationv1.Entry, the key's register (tombstones too)
+//	/l/<%016x revision> replicationv1.LogRecord, the change log
+//	/m/rev, /m/oldest, /m/hlc  the revision counter, the oldest retained log
+//	                    revision and the clock, as 8-byte big-endian integers
+//
+// User keys are hex-encoded so that arbitrary bytes survive go-datastore's key
+// rules and byte order is kept; ranges are read with LevelDB iterators.
+package store

@@ -1,0 +1,68 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+)
+
+// Key-space prefixes in LevelDB. Each is a go-datastore key prefix.
+const (
+	entryPrefix = "/k/"
+	logPrefix   = "/l/"
+	metaRev     = "/m/rev"
+	metaOldest  = "/m/oldest"
+	metaHLC     = "/m/hlc"
+)
+
+// entryKey is the LevelDB key of a user key's entry. Hex keeps byte order and
+// keeps go-datastore's path cleaning away from arbitrary bytes.
+func entryKey(key []byte) []byte {
+	out := make([]byte, len(entryPrefix)+hex.EncodedLen(len(key)))
+	copy(out, entryPrefix)
+	hex.Encode(out[len(entryPrefix):], key)
+	return out
+}
+
+// userKey decodes an entryKey.
+func userKey(k []byte) ([]byte, error) {
+	if len(k) < len(entryPrefix) || string(k[:len(entryPrefix)]) != entryPrefix {
+		return nil, fmt.Errorf("store: %q is not an entry key", k)
+	}
+	out := make([]byte, hex.DecodedLen(len(k)-len(entryPrefix)))
+	if _, err := hex.Decode(out, k[len(entryPrefix):]); err != nil {
+		return nil, fmt.Errorf("store: entry key %q: %w", k, err)
+	}
+	return out, nil
+}
+
+// entryKeyEnd is the first LevelDB key after every entry key.
+func entryKeyEnd() []byte { return []byte("/k0") } // '0' follows '/'
+
+// logKey is the LevelDB key of the change-log record of rev.
+func logKey(rev int64) []byte { return fmt.Appendf(nil, "%s%016x", logPrefix, uint64(rev)) }
+
+// logKeyEnd is the first LevelDB key after every log key.
+func logKeyEnd() []byte { return []byte("/l0") }
+
+func encodeUint64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func decodeUint64(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("store: metadata value is %d bytes; want 8", len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// PrefixEnd returns the smallest key greater than every key with the prefix,
+// or nil when there is none (the prefix is empty or all 0xff).
+func PrefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}

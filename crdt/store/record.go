@@ -1,0 +1,108 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chorus-kv/chorus/crdt"
+	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
+)
+
+// ErrCorrupt reports a stored record that does not decode.
+var ErrCorrupt = errors.New("store: corrupt record")
+
+// Record is a key's register with the local metadata this node keeps for it.
+type Record struct {
+	crdt.Entry
+	// CreateRevision is the revision at which the key was created, 0 for a
+	// tombstone.
+	CreateRevision int64
+	// ModRevision is the revision of the key's last change.
+	ModRevision int64
+	// Version counts the changes since the key was created, 0 for a tombstone.
+	Version int64
+}
+
+// Live reports whether the record holds a value (is not a tombstone).
+func (r *Record) Live() bool { return r != nil && !r.Tombstone }
+
+// Change is one change the merge made, with the record it replaced.
+type Change struct {
+	// Record is the key's state after the change; Record.ModRevision is the
+	// change's revision.
+	Record Record
+	// Prev is the key's state before the change, nil if it was unknown here
+	// (or, in a change read back from the log, no longer retained).
+	Prev *Record
+	// PrevModRevision is the mod revision of Prev, 0 if the key was unknown.
+	PrevModRevision int64
+}
+
+// Visible reports whether the change is seen by a reader: it did not merely
+// replace a missing or deleted key with a tombstone.
+func (c *Change) Visible() bool {
+	return c.Record.Live() || c.Prev.Live()
+}
+
+func toProto(r *Record) *replicationv1.Entry {
+	return &replicationv1.Entry{
+		Key:            r.Key,
+		Value:          r.Value,
+		Hlc:            uint64(r.HLC),
+		Origin:         r.Origin,
+		Tombstone:      r.Tombstone,
+		CreateRevision: r.CreateRevision,
+		ModRevision:    r.ModRevision,
+		Version:        r.Version,
+	}
+}
+
+func fromProto(e *replicationv1.Entry) Record {
+	return Record{
+		Entry: crdt.Entry{
+			Key:       e.GetKey(),
+			Value:     e.GetValue(),
+			HLC:       crdt.Timestamp(e.GetHlc()),
+			Origin:    e.GetOrigin(),
+			Tombstone: e.GetTombstone(),
+		},
+		CreateRevision: e.GetCreateRevision(),
+		ModRevision:    e.GetModRevision(),
+		Version:        e.GetVersion(),
+	}
+}
+
+func encodeRecord(r *Record) ([]byte, error) {
+	return proto.Marshal(toProto(r))
+}
+
+// decodeRecord decodes a stored entry. It never panics on bad input.
+func decodeRecord(b []byte) (Record, error) {
+	var e replicationv1.Entry
+	if err := proto.Unmarshal(b, &e); err != nil {
+		return Record{}, fmt.Errorf("%w: entry: %v", ErrCorrupt, err)
+	}
+	if len(e.GetKey()) == 0 {
+		return Record{}, fmt.Errorf("%w: entry has no key", ErrCorrupt)
+	}
+	return fromProto(&e), nil
+}
+
+func encodeLogRecord(c *Change) ([]byte, error) {
+	return proto.Marshal(&replicationv1.LogRecord{Entry: toProto(&c.Record), PrevModRevision: c.PrevModRevision})
+}
+
+// decodeLogRecord decodes a change-log record (without its Prev, which the
+// reader looks up by PrevModRevision). It never panics on bad input.
+func decodeLogRecord(b []byte) (Change, error) {
+	var lr replicationv1.LogRecord
+	if err := proto.Unmarshal(b, &lr); err != nil {
+		return Change{}, fmt.Errorf("%w: log record: %v", ErrCorrupt, err)
+	}
+	if lr.GetEntry() == nil || len(lr.GetEntry().GetKey()) == 0 {
+		return Change{}, fmt.Errorf("%w: log record has no entry", ErrCorrupt)
+	}
+	return Change{Record: fromProto(lr.GetEntry()), PrevModRevision: lr.GetPrevModRevision()}, nil
+}

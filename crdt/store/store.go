@@ -1,0 +1,259 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	ds "github.com/ipfs/go-datastore"
+	leveldb "github.com/ipfs/go-ds-leveldb"
+	goleveldb "github.com/syndtr/goleveldb/leveldb"
+	"github.com/syndtr/goleveldb/leveldb/util"
+
+	"github.com/chorus-kv/chorus/crdt"
+)
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("store: closed")
+
+// Store is a node's durable CRDT state. It is safe for concurrent use.
+type Store struct {
+	cfg Config
+	ds  *leveldb.Datastore
+
+	queue     chan *request // to the committer
+	committed chan struct{} // closed when the committer has exited
+
+	// rev and oldest are written only by the committer (and Open); readers
+	// load them atomically.
+	rev    atomic.Int64
+	oldest atomic.Int64
+
+	mu struct {
+		sync.RWMutex // held for reading while sending on queue
+		closed       bool
+	}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (or creates) the store at cfg.Path and starts its committer.
+func Open(cfg Config) (*Store, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d, err := leveldb.NewDatastore(cfg.Path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: open leveldb at %q: %w", cfg.Path, err)
+	}
+	s := &Store{
+		cfg:       cfg,
+		ds:        d,
+		queue:     make(chan *request, cfg.QueueDepth),
+		committed: make(chan struct{}),
+	}
+	if err := s.loadMeta(); err != nil {
+		_ = d.Close()
+		return nil, err
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+func (s *Store) loadMeta() error {
+	ctx := context.Background()
+	read := func(key string, def uint64) (uint64, error) {
+		b, err := s.ds.Get(ctx, ds.RawKey(key))
+		if errors.Is(err, ds.ErrNotFound) {
+			return def, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("store: read %s: %w", key, err)
+		}
+		v, err := decodeUint64(b)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s: %v", ErrCorrupt, key, err)
+		}
+		return v, nil
+	}
+	rev, err := read(metaRev, 0)
+	if err != nil {
+		return err
+	}
+	oldest, err := read(metaOldest, 1)
+	if err != nil {
+		return err
+	}
+	hlc, err := read(metaHLC, 0)
+	if err != nil {
+		return err
+	}
+	s.rev.Store(int64(rev))
+	s.oldest.Store(int64(oldest))
+	s.cfg.Clock.Observe(crdt.Timestamp(hlc))
+	return nil
+}
+
+// Close refuses new writes, commits the ones already queued, stops the
+// committer and closes LevelDB. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.mu.closed = true
+		close(s.queue)
+		s.mu.Unlock()
+		<-s.committed
+		s.closeErr = s.ds.Close()
+	})
+	return s.closeErr
+}
+
+// NodeID returns the origin id of this store's local writes.
+func (s *Store) NodeID() []byte { return s.cfg.NodeID }
+
+// Limits returns the limits the store enforces.
+func (s *Store) Limits() crdt.Limits { return s.cfg.Limits }
+
+// Clock returns the store's hybrid logical clock.
+func (s *Store) Clock() *crdt.Clock { return s.cfg.Clock }
+
+// Revision returns the revision of the latest durable change, 0 if none.
+func (s *Store) Revision() int64 { return s.rev.Load() }
+
+// OldestRevision returns the oldest revision still in the change log.
+func (s *Store) OldestRevision() int64 { return s.oldest.Load() }
+
+// Get returns the key's live record, or nil if the key does not exist or is
+// deleted.
+func (s *Store) Get(key []byte) (*Record, error) {
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return nil, err
+	}
+	r, err := s.getRecord(key)
+	if err != nil || !r.Live() {
+		return nil, err
+	}
+	return r, nil
+}
+
+// GetEntry returns the key's register, tombstone included, or nil if the key
+// is unknown here.
+func (s *Store) GetEntry(key []byte) (*Record, error) {
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return nil, err
+	}
+	return s.getRecord(key)
+}
+
+func (s *Store) getRecord(key []byte) (*Record, error) {
+	b, err := s.ds.DB.Get(entryKey(key), nil)
+	if errors.Is(err, goleveldb.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get %q: %w", key, err)
+	}
+	r, err := decodeRecord(b)
+	if err != nil {
+		return nil, fmt.Errorf("store: get %q: %w", key, err)
+	}
+	return &r, nil
+}
+
+// RangeOptions selects keys for Range.
+type RangeOptions struct {
+	// Start is the first key (inclusive); empty means the first key.
+	Start []byte
+	// End is the key after the last (exclusive); nil means no upper bound.
+	End []byte
+	// After, when set, continues a previous Range: only keys greater than it.
+	After []byte
+	// Limit is the most keys returned; 0 means DefaultPageLimit. At most
+	// MaxPageLimit.
+	Limit int
+	// KeysOnly leaves values out.
+	KeysOnly bool
+}
+
+// ErrBadRange reports RangeOptions that select nothing sensible.
+var ErrBadRange = errors.New("store: bad range")
+
+// RangeResult is one page of a Range.
+type RangeResult struct {
+	Records []Record
+	// More is true when keys remain after the page; pass NextKey as After.
+	More    bool
+	NextKey []byte
+	// Revision is the store's revision when the page was read.
+	Revision int64
+}
+
+// Range returns live keys in [Start, End), in key order, one page at a time.
+func (s *Store) Range(opts RangeOptions) (RangeResult, error) {
+	limit := opts.Limit
+	switch {
+	case limit < 0:
+		return RangeResult{}, fmt.Errorf("%w: limit is %d; it must be 0 (default %d) to %d", ErrBadRange, limit, DefaultPageLimit, MaxPageLimit)
+	case limit == 0:
+		limit = DefaultPageLimit
+	case limit > MaxPageLimit:
+		limit = MaxPageLimit
+	}
+	if opts.End != nil && bytes.Compare(opts.Start, opts.End) > 0 {
+		return RangeResult{}, fmt.Errorf("%w: start %q is after end %q", ErrBadRange, opts.Start, opts.End)
+	}
+	start := opts.Start
+	if opts.After != nil && bytes.Compare(opts.After, start) >= 0 {
+		start = append(append([]byte(nil), opts.After...), 0) // the first key after After
+	}
+	rng := &util.Range{Start: entryKey(start), Limit: entryKeyEnd()}
+	if opts.End != nil {
+		rng.Limit = entryKey(opts.End)
+	}
+	snap, err := s.ds.DB.GetSnapshot()
+	if err != nil {
+		return RangeResult{}, fmt.Errorf("store: range: %w", err)
+	}
+	defer snap.Release()
+	var res RangeResult
+	// The revision as of the snapshot, so that the page and its revision agree.
+	if b, err := snap.Get([]byte(metaRev), nil); err == nil {
+		rev, err := decodeUint64(b)
+		if err != nil {
+			return RangeResult{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, metaRev, err)
+		}
+		res.Revision = int64(rev)
+	}
+	it := snap.NewIterator(rng, nil)
+	defer it.Release()
+	size := 0
+	for it.Next() {
+		r, err := decodeRecord(it.Value())
+		if err != nil {
+			return RangeResult{}, fmt.Errorf("store: range at %q: %w", it.Key(), err)
+		}
+		if r.Tombstone {
+			continue
+		}
+		if len(res.Records) == limit || (len(res.Records) > 0 && size+len(r.Key)+len(r.Value) > s.cfg.MaxPageBytes) {
+			res.More = true
+			break
+		}
+		if opts.KeysOnly {
+			r.Value = nil
+		}
+		size += len(r.Key) + len(r.Value)
+		res.Records = append(res.Records, r)
+	}
+	if err := it.Error(); err != nil {
+		return RangeResult{}, fmt.Errorf("store: range: %w", err)
+	}
+	if res.More {
+		res.NextKey = res.Records[len(res.Records)-1].Key
+	}
+	return res, nil
+}

@@ -1,0 +1,83 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/chorus-kv/chorus/crdt"
+)
+
+// Put writes value under key, stamped with the store's clock and this node's
+// id, and returns the change once it is durable. A local write always wins:
+// its timestamp is above every one the clock has seen.
+func (s *Store) Put(ctx context.Context, key, value []byte) (*Change, error) {
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return nil, err
+	}
+	if err := s.cfg.Limits.CheckValue(value); err != nil {
+		return nil, err
+	}
+	return s.writeLocal(ctx, crdt.Entry{Key: key, Value: value})
+}
+
+// Delete writes a tombstone for key and returns the change once it is
+// durable. The tombstone is written even when the key is unknown here, so
+// that it wins over older writes still on their way from other nodes;
+// Change.Prev tells whether the key existed.
+func (s *Store) Delete(ctx context.Context, key []byte) (*Change, error) {
+	if err := s.cfg.Limits.CheckKey(key); err != nil {
+		return nil, err
+	}
+	return s.writeLocal(ctx, crdt.Entry{Key: key, Tombstone: true})
+}
+
+func (s *Store) writeLocal(ctx context.Context, e crdt.Entry) (*Change, error) {
+	req := &request{ops: []op{{local: true, entry: e}}, size: len(e.Key) + len(e.Value)}
+	if err := s.submit(ctx, req); err != nil {
+		return nil, err
+	}
+	if req.changes[0] == nil {
+		// Cannot happen: a local write's timestamp is above every stored one.
+		panic(fmt.Sprintf("store: local write to %q lost the merge", e.Key))
+	}
+	return req.changes[0], nil
+}
+
+// Apply merges entries made elsewhere (gossip, anti-entropy) through the same
+// path as local writes, and returns the changes they made, in revision order;
+// duplicates and stale entries change nothing. Every entry is checked first
+// (limits, origin, and the clock's max offset); if one fails, none is applied.
+func (s *Store) Apply(ctx context.Context, entries []crdt.Entry) ([]Change, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	req := &request{ops: make([]op, len(entries))}
+	for i := range entries {
+		e := &entries[i]
+		if err := s.cfg.Limits.CheckEntry(e); err != nil {
+			return nil, fmt.Errorf("store: apply entry %d of %d: %w", i+1, len(entries), err)
+		}
+		if err := s.cfg.Clock.Check(e.HLC); err != nil {
+			return nil, fmt.Errorf("store: apply entry %d of %d (key %q): %w", i+1, len(entries), e.Key, err)
+		}
+		req.ops[i] = op{entry: *e}
+		req.size += len(e.Key) + len(e.Value)
+	}
+	for i := range entries {
+		// Checked above; Update only fails the same check, and the clock can
+		// only have moved forward since.
+		if _, err := s.cfg.Clock.Update(entries[i].HLC); err != nil {
+			return nil, fmt.Errorf("store: apply entry %d: %w", i+1, err)
+		}
+	}
+	if err := s.submit(ctx, req); err != nil {
+		return nil, err
+	}
+	var out []Change
+	for _, c := range req.changes {
+		if c != nil {
+			out = append(out, *c)
+		}
+	}
+	return out, nil
+}
