@@ -21,6 +21,22 @@ var (
 	ErrTombstoneData = errors.New("crdt: tombstone carries a value")
 )
 
+// LimitError is the error for a key or value over its limit. It wraps
+// ErrKeyTooLarge or ErrValueTooLarge, so errors.Is works, and carries the
+// sizes for callers that report them (errors.As).
+type LimitError struct {
+	Err   error // ErrKeyTooLarge or ErrValueTooLarge
+	What  string
+	Size  int
+	Limit int
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("%v: %s is %d bytes; the limit is %d", e.Err, e.What, e.Size, e.Limit)
+}
+
+func (e *LimitError) Unwrap() error { return e.Err }
+
 // Limits bounds the size of keys and values. The zero value means the defaults.
 type Limits struct {
 	// MaxKeyBytes is the largest key accepted, in bytes. Default 4 KiB.
@@ -58,7 +74,7 @@ func (l Limits) CheckKey(key []byte) error {
 	case len(key) == 0:
 		return ErrKeyEmpty
 	case len(key) > l.MaxKeyBytes:
-		return fmt.Errorf("%w: key is %d bytes; the limit is %d", ErrKeyTooLarge, len(key), l.MaxKeyBytes)
+		return &LimitError{Err: ErrKeyTooLarge, What: "key", Size: len(key), Limit: l.MaxKeyBytes}
 	}
 	return nil
 }
@@ -66,7 +82,7 @@ func (l Limits) CheckKey(key []byte) error {
 // CheckValue reports whether value is within the limits. l must have its defaults set.
 func (l Limits) CheckValue(value []byte) error {
 	if len(value) > l.MaxValueBytes {
-		return fmt.Errorf("%w: value is %d bytes; the limit is %d", ErrValueTooLarge, len(value), l.MaxValueBytes)
+		return &LimitError{Err: ErrValueTooLarge, What: "value", Size: len(value), Limit: l.MaxValueBytes}
 	}
 	return nil
 }

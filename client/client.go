@@ -1,0 +1,229 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
+)
+
+// MaxMessageBytes is the largest response the client accepts. Range pages and
+// watch batches are capped by the node well below it.
+const MaxMessageBytes = 64 << 20
+
+// Client talks to one Chorus node. It is safe for concurrent use.
+type Client struct {
+	conn *grpc.ClientConn
+	kv   kvv1.KVServiceClient
+}
+
+// Dial connects to a node's client API at endpoint (host:port). The
+// connection is made lazily; extra gRPC dial options may be appended.
+func Dial(endpoint string, opts ...grpc.DialOption) (*Client, error) {
+	base := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(MaxMessageBytes),
+			grpc.MaxCallSendMsgSize(MaxMessageBytes),
+		),
+	}
+	conn, err := grpc.NewClient(endpoint, append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("chorus: dial %s: %w", endpoint, err)
+	}
+	return &Client{conn: conn, kv: kvv1.NewKVServiceClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// KeyValue is a key with its value and metadata.
+type KeyValue struct {
+	Key            string
+	Value          []byte
+	CreateRevision int64
+	ModRevision    int64
+	Version        int64
+	// HLC is the hybrid logical clock timestamp of the winning write.
+	HLC uint64
+	// Origin is the peer id of the node that made the winning write.
+	Origin string
+}
+
+// Time returns the wall-clock part of the write's timestamp.
+func (kv *KeyValue) Time() time.Time { return time.UnixMilli(int64(kv.HLC >> 16)).UTC() }
+
+func fromKV(kv *kvv1.KeyValue) *KeyValue {
+	if kv == nil {
+		return nil
+	}
+	return &KeyValue{
+		Key:            string(kv.GetKey()),
+		Value:          kv.GetValue(),
+		CreateRevision: kv.GetCreateRevision(),
+		ModRevision:    kv.GetModRevision(),
+		Version:        kv.GetVersion(),
+		HLC:            kv.GetHlc(),
+		Origin:         kv.GetOrigin(),
+	}
+}
+
+// PutResult is what a Put returns.
+type PutResult struct {
+	Revision int64     // the node's revision after the write
+	KV       *KeyValue // the key as written
+	Prev     *KeyValue // the previous value, with WithPrevKV, if there was one
+}
+
+// OpOption modifies a Put or Delete.
+type OpOption func(*opOptions)
+
+type opOptions struct{ prevKV bool }
+
+// WithPrevKV asks for the previous value of the key.
+func WithPrevKV() OpOption { return func(o *opOptions) { o.prevKV = true } }
+
+func collect(opts []OpOption) opOptions {
+	var o opOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// Put writes value under key. It returns once the write is durable on the node.
+func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...OpOption) (*PutResult, error) {
+	o := collect(opts)
+	resp, err := c.kv.Put(ctx, &kvv1.PutRequest{Key: []byte(key), Value: value, PrevKv: o.prevKV})
+	if err != nil {
+		return nil, fromStatus("put", err)
+	}
+	return &PutResult{Revision: resp.GetHeader().GetRevision(), KV: fromKV(resp.GetKv()), Prev: fromKV(resp.GetPrevKv())}, nil
+}
+
+// Get reads key; it fails with ErrNotFound if the key does not exist.
+func (c *Client) Get(ctx context.Context, key string) (*KeyValue, error) {
+	resp, err := c.kv.Get(ctx, &kvv1.GetRequest{Key: []byte(key)})
+	if err != nil {
+		return nil, fromStatus("get", err)
+	}
+	if resp.GetKv() == nil {
+		return nil, fmt.Errorf("chorus get %q: %w", key, ErrNotFound)
+	}
+	return fromKV(resp.GetKv()), nil
+}
+
+// DeleteResult is what a Delete returns.
+type DeleteResult struct {
+	Revision int64
+	Deleted  bool      // the key existed
+	Prev     *KeyValue // with WithPrevKV, the deleted value
+}
+
+// Delete deletes key. Deleting a missing key is not an error (Deleted is false).
+func (c *Client) Delete(ctx context.Context, key string, opts ...OpOption) (*DeleteResult, error) {
+	o := collect(opts)
+	resp, err := c.kv.Delete(ctx, &kvv1.DeleteRequest{Key: []byte(key), PrevKv: o.prevKV})
+	if err != nil {
+		return nil, fromStatus("delete", err)
+	}
+	return &DeleteResult{Revision: resp.GetHeader().GetRevision(), Deleted: resp.GetDeleted(), Prev: fromKV(resp.GetPrevKv())}, nil
+}
+
+// RangeRequest selects one page of keys: Prefix, or [Start, End).
+type RangeRequest struct {
+	Prefix     string
+	Start, End string
+	Limit      int64  // 0: the node's default page size
+	After      string // continue after this key (a previous page's NextKey)
+	KeysOnly   bool
+}
+
+// RangePage is one page of a Range.
+type RangePage struct {
+	Revision int64
+	KVs      []*KeyValue
+	More     bool
+	NextKey  string
+}
+
+// Range reads one page of keys in key order.
+func (c *Client) Range(ctx context.Context, r RangeRequest) (*RangePage, error) {
+	req := &kvv1.RangeRequest{Limit: r.Limit, KeysOnly: r.KeysOnly}
+	if r.Prefix != "" {
+		req.Prefix = []byte(r.Prefix)
+	}
+	if r.Start != "" {
+		req.Start = []byte(r.Start)
+	}
+	if r.End != "" {
+		req.End = []byte(r.End)
+	}
+	if r.After != "" {
+		req.After = []byte(r.After)
+	}
+	resp, err := c.kv.Range(ctx, req)
+	if err != nil {
+		return nil, fromStatus("range", err)
+	}
+	page := &RangePage{Revision: resp.GetHeader().GetRevision(), More: resp.GetMore(), NextKey: string(resp.GetNextKey())}
+	for _, kv := range resp.GetKvs() {
+		page.KVs = append(page.KVs, fromKV(kv))
+	}
+	return page, nil
+}
+
+// List iterates over every key with the prefix, in key order, fetching pages
+// as it goes. An error ends the iteration.
+func (c *Client) List(ctx context.Context, prefix string) iter.Seq2[*KeyValue, error] {
+	return func(yield func(*KeyValue, error) bool) {
+		req := RangeRequest{Prefix: prefix}
+		for {
+			page, err := c.Range(ctx, req)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for _, kv := range page.KVs {
+				if !yield(kv, nil) {
+					return
+				}
+			}
+			if !page.More {
+				return
+			}
+			req.After = page.NextKey
+		}
+	}
+}
+
+// Status describes a node.
+type Status struct {
+	NodeID         string
+	Version        string
+	Revision       int64
+	OldestRevision int64
+	MaxKeyBytes    int64
+	MaxValueBytes  int64
+}
+
+// Status asks the node about itself.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	resp, err := c.kv.Status(ctx, &kvv1.StatusRequest{})
+	if err != nil {
+		return nil, fromStatus("status", err)
+	}
+	return &Status{
+		NodeID:         resp.GetHeader().GetNodeId(),
+		Version:        resp.GetVersion(),
+		Revision:       resp.GetHeader().GetRevision(),
+		OldestRevision: resp.GetOldestRevision(),
+		MaxKeyBytes:    resp.GetMaxKeyBytes(),
+		MaxValueBytes:  resp.GetMaxValueBytes(),
+	}, nil
+}

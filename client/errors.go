@@ -1,0 +1,76 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/chorus-kv/chorus/internal/apierr"
+)
+
+// Errors for known causes. Test with errors.Is.
+var (
+	ErrNotFound       = errors.New("chorus: key not found")
+	ErrKeyEmpty       = errors.New("chorus: key is empty")
+	ErrKeyTooLarge    = errors.New("chorus: key too large")
+	ErrValueTooLarge  = errors.New("chorus: value too large")
+	ErrBadRange       = errors.New("chorus: bad range")
+	ErrBadRequest     = errors.New("chorus: bad request")
+	ErrCompacted      = errors.New("chorus: revision compacted")
+	ErrWatcherTooSlow = errors.New("chorus: watcher too slow")
+	ErrUnavailable    = errors.New("chorus: node unavailable")
+)
+
+var reasons = map[string]error{
+	apierr.ReasonKeyEmpty:        ErrKeyEmpty,
+	apierr.ReasonKeyTooLarge:     ErrKeyTooLarge,
+	apierr.ReasonValueTooLarge:   ErrValueTooLarge,
+	apierr.ReasonBadRange:        ErrBadRange,
+	apierr.ReasonBadRequest:      ErrBadRequest,
+	apierr.ReasonCompacted:       ErrCompacted,
+	apierr.ReasonWatcherTooSlow:  ErrWatcherTooSlow,
+	apierr.ReasonNodeUnavailable: ErrUnavailable,
+}
+
+// Error is an error the node returned for a known cause.
+type Error struct {
+	Kind    error      // one of the Err* values above
+	Code    codes.Code // the gRPC status code
+	Message string     // the node's message: what was wrong, and the limit
+	// Size and Limit are set for ErrKeyTooLarge and ErrValueTooLarge.
+	Size, Limit int64
+	// OldestRevision is set for ErrCompacted: the oldest revision a watch
+	// can still start from.
+	OldestRevision int64
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code) }
+
+// Unwrap makes errors.Is(err, ErrKeyTooLarge) and the like work.
+func (e *Error) Unwrap() error { return e.Kind }
+
+// fromStatus turns a gRPC error into an *Error when the node named its cause,
+// and wraps it with the operation otherwise.
+func fromStatus(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	info, st := apierr.Info(err)
+	if info != nil {
+		if kind, ok := reasons[info.GetReason()]; ok {
+			return &Error{
+				Kind:           kind,
+				Code:           st.Code(),
+				Message:        st.Message(),
+				Size:           apierr.MetaInt(info, apierr.MetaSize),
+				Limit:          apierr.MetaInt(info, apierr.MetaLimit),
+				OldestRevision: apierr.MetaInt(info, apierr.MetaOldestRevision),
+			}
+		}
+	}
+	if st != nil && st.Code() == codes.Unavailable {
+		return fmt.Errorf("chorus %s: %w: %s", op, ErrUnavailable, st.Message())
+	}
+	return fmt.Errorf("chorus %s: %w", op, err)
+}

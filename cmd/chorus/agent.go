@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/node"
+)
+
+const version = node.Version
+
+func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg node.Config
+	fs.StringVar(&cfg.DataDir, "data-dir", node.DefaultDataDir, "folder for the node's identity key and LevelDB store")
+	fs.StringVar(&cfg.ListenClient, "listen-client", node.DefaultListenClient, "host:port of the gRPC client API (port 0 picks a free one)")
+	fs.IntVar(&cfg.Limits.MaxKeyBytes, "max-key-bytes", crdt.DefaultMaxKeyBytes, "largest key accepted, in bytes")
+	fs.IntVar(&cfg.Limits.MaxValueBytes, "max-value-bytes", crdt.DefaultMaxValueBytes, "largest value accepted, in bytes")
+	fs.DurationVar(&cfg.MaxClockOffset, "max-clock-offset", crdt.DefaultMaxOffset, "how far ahead of this node's clock another node's timestamp may be")
+	fs.Int64Var(&cfg.RetainRevisions, "retain-revisions", 100_000, "change-log records kept for watches resuming from a revision")
+	fs.IntVar(&cfg.WatchBuffer, "watch-buffer", 4096, "events that may wait for a watcher before it is cancelled as too slow")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", node.DefaultShutdownTimeout, "how long shutdown waits for in-flight calls")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("%w: --log-level %q: %v", errUsage, *logLevel, err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	n, err := node.Start(cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	cfg.Logger.Info("shutting down")
+	return n.Close()
+}

@@ -1,0 +1,98 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/chorus-kv/chorus/crdt"
+)
+
+// Version is the software version reported by Status.
+const Version = "0.1.0-dev"
+
+// Defaults for Config.
+const (
+	DefaultDataDir         = "chorus.data"
+	DefaultListenClient    = "127.0.0.1:7379"
+	DefaultShutdownTimeout = 5 * time.Second
+)
+
+// Config configures a node. The zero value of every field means its default.
+type Config struct {
+	// DataDir holds the node's identity key and its LevelDB folder (db/).
+	// Default "chorus.data" in the working directory.
+	DataDir string
+	// ListenClient is the host:port of the gRPC client API. Port 0 picks a
+	// free port. Default 127.0.0.1:7379 (etcd's 2379/2380 stay free).
+	ListenClient string
+	// Limits bounds keys and values. Default: 4 KiB keys, 1 MiB values.
+	Limits crdt.Limits
+	// MaxClockOffset is how far ahead of this node's wall clock a timestamp
+	// from another node may be. Default 500 ms.
+	MaxClockOffset time.Duration
+	// RetainRevisions is how many change-log records are kept for watches
+	// resuming from a revision. Default 100,000.
+	RetainRevisions int64
+	// WatchBuffer is how many events may wait for a watcher before it is
+	// cancelled as too slow. Default 4096.
+	WatchBuffer int
+	// ShutdownTimeout bounds how long Close waits for in-flight calls.
+	// Default 5 s.
+	ShutdownTimeout time.Duration
+	// Logger receives the node's log. Default slog.Default().
+	Logger *slog.Logger
+	// WallClock is the wall clock the node's HLC reads. Default the system
+	// clock; tests inject one.
+	WallClock crdt.WallClock
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.ListenClient == "" {
+		c.ListenClient = DefaultListenClient
+	}
+	c.Limits = c.Limits.WithDefaults()
+	if c.MaxClockOffset == 0 {
+		c.MaxClockOffset = crdt.DefaultMaxOffset
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.WallClock == nil {
+		c.WallClock = crdt.SystemWallClock
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.ListenClient); err != nil {
+		errs = append(errs, fmt.Errorf("node: listen-client %q is not host:port: %w", c.ListenClient, err))
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxClockOffset < 0 {
+		errs = append(errs, fmt.Errorf("node: max clock offset is %v; it must be positive", c.MaxClockOffset))
+	}
+	if c.RetainRevisions < 0 {
+		errs = append(errs, fmt.Errorf("node: retained revisions is %d; it must be positive", c.RetainRevisions))
+	}
+	if c.WatchBuffer < 0 {
+		errs = append(errs, fmt.Errorf("node: watch buffer is %d; it must be positive", c.WatchBuffer))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("node: shutdown timeout is %v; it must be positive", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}

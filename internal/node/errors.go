@@ -1,0 +1,57 @@
+package node
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/apierr"
+	"github.com/chorus-kv/chorus/watch"
+)
+
+// toStatus maps an error from the store or the hub to the gRPC status a
+// client sees: a code, a message that says what was wrong (and the limit),
+// and an ErrorInfo the SDK turns back into a typed error.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	msg := err.Error()
+	var limit *crdt.LimitError
+	var compacted *store.CompactedError
+	switch {
+	case errors.As(err, &limit):
+		reason := apierr.ReasonKeyTooLarge
+		if errors.Is(err, crdt.ErrValueTooLarge) {
+			reason = apierr.ReasonValueTooLarge
+		}
+		return apierr.New(codes.InvalidArgument, reason, msg, map[string]string{
+			apierr.MetaSize:  apierr.Int(int64(limit.Size)),
+			apierr.MetaLimit: apierr.Int(int64(limit.Limit)),
+		})
+	case errors.Is(err, crdt.ErrKeyEmpty):
+		return apierr.New(codes.InvalidArgument, apierr.ReasonKeyEmpty, msg, nil)
+	case errors.Is(err, store.ErrBadRange):
+		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRange, msg, nil)
+	case errors.As(err, &compacted):
+		return apierr.New(codes.OutOfRange, apierr.ReasonCompacted, msg, map[string]string{
+			apierr.MetaOldestRevision: apierr.Int(compacted.Oldest),
+		})
+	case errors.Is(err, watch.ErrWatcherTooSlow):
+		return apierr.New(codes.ResourceExhausted, apierr.ReasonWatcherTooSlow, msg, nil)
+	case errors.Is(err, store.ErrClosed), errors.Is(err, watch.ErrClosed):
+		return apierr.New(codes.Unavailable, apierr.ReasonNodeUnavailable, "node is shutting down", nil)
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, msg)
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, msg)
+	}
+	return status.Error(codes.Internal, msg)
+}

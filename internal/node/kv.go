@@ -1,0 +1,181 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/grpc/codes"
+
+	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/apierr"
+	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
+	"github.com/chorus-kv/chorus/watch"
+)
+
+// kvServer serves kvv1.KVServiceServer from the node's store and hub.
+type kvServer struct {
+	kvv1.UnimplementedKVServiceServer
+	node *Node
+}
+
+func (s *kvServer) header() *kvv1.Header {
+	return &kvv1.Header{Revision: s.node.store.Revision(), NodeId: s.node.ID()}
+}
+
+func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResponse, error) {
+	c, err := s.node.store.Put(ctx, req.GetKey(), req.GetValue())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &kvv1.PutResponse{Header: s.header(), Kv: keyValue(&c.Record)}
+	if req.GetPrevKv() && c.Prev.Live() {
+		resp.PrevKv = keyValue(c.Prev)
+	}
+	return resp, nil
+}
+
+func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {
+	hdr := s.header() // before the read: the value is at least this fresh
+	r, err := s.node.store.Get(req.GetKey())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &kvv1.GetResponse{Header: hdr}
+	if r != nil {
+		resp.Kv = keyValue(r)
+	}
+	return resp, nil
+}
+
+func (s *kvServer) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.DeleteResponse, error) {
+	c, err := s.node.store.Delete(ctx, req.GetKey())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &kvv1.DeleteResponse{Header: s.header(), Deleted: c.Prev.Live()}
+	if req.GetPrevKv() && c.Prev.Live() {
+		resp.PrevKv = keyValue(c.Prev)
+	}
+	return resp, nil
+}
+
+func (s *kvServer) Range(ctx context.Context, req *kvv1.RangeRequest) (*kvv1.RangeResponse, error) {
+	opts := store.RangeOptions{Start: req.GetStart(), End: req.GetEnd(), After: req.GetAfter(), KeysOnly: req.GetKeysOnly()}
+	if len(req.GetPrefix()) > 0 {
+		if len(req.GetStart()) > 0 || len(req.GetEnd()) > 0 {
+			return nil, apierr.New(codes.InvalidArgument, apierr.ReasonBadRange,
+				"range: give either prefix or start/end, not both", nil)
+		}
+		// PrefixEnd is nil for a prefix of only 0xff bytes: no upper bound.
+		opts.Start, opts.End = req.GetPrefix(), store.PrefixEnd(req.GetPrefix())
+	} else if len(opts.End) == 0 {
+		opts.End = nil
+	}
+	if req.GetLimit() > store.MaxPageLimit {
+		opts.Limit = store.MaxPageLimit
+	} else {
+		opts.Limit = int(req.GetLimit())
+	}
+	res, err := s.node.store.Range(opts)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &kvv1.RangeResponse{
+		Header:  &kvv1.Header{Revision: res.Revision, NodeId: s.node.ID()},
+		Kvs:     make([]*kvv1.KeyValue, len(res.Records)),
+		More:    res.More,
+		NextKey: res.NextKey,
+	}
+	for i := range res.Records {
+		resp.Kvs[i] = keyValue(&res.Records[i])
+	}
+	return resp, nil
+}
+
+func (s *kvServer) Watch(req *kvv1.WatchRequest, stream kvv1.KVService_WatchServer) error {
+	if req.GetStartRevision() < 0 {
+		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest,
+			fmt.Sprintf("watch: start_revision is %d; it must be 0 (from now) or a revision", req.GetStartRevision()), nil)
+	}
+	w, err := s.node.hub.Watch(watch.Options{
+		Key:           req.GetKey(),
+		Prefix:        req.GetPrefix(),
+		StartRevision: req.GetStartRevision(),
+		PrevKV:        req.GetPrevKv(),
+	})
+	if err != nil {
+		return s.endWatch(stream, err)
+	}
+	defer w.Close()
+	if err := stream.Send(&kvv1.WatchResponse{
+		Header:  &kvv1.Header{Revision: w.StartedAfter(), NodeId: s.node.ID()},
+		Created: true,
+	}); err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	for {
+		events, err := w.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return toStatus(ctx.Err())
+			}
+			return s.endWatch(stream, err)
+		}
+		resp := &kvv1.WatchResponse{Header: s.header(), Events: make([]*kvv1.Event, len(events))}
+		for i := range events {
+			resp.Events[i] = event(&events[i])
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// endWatch tells the client why its watch ends, in a last response (as etcd
+// does, with compact_revision for a compacted start) and in the status.
+func (s *kvServer) endWatch(stream kvv1.KVService_WatchServer, err error) error {
+	resp := &kvv1.WatchResponse{Header: s.header(), Canceled: true, CancelReason: err.Error()}
+	var compacted *store.CompactedError
+	if errors.As(err, &compacted) {
+		resp.CompactRevision = compacted.Oldest
+	}
+	_ = stream.Send(resp) // the status below says it all if this fails
+	return toStatus(err)
+}
+
+func (s *kvServer) Status(ctx context.Context, _ *kvv1.StatusRequest) (*kvv1.StatusResponse, error) {
+	lim := s.node.store.Limits()
+	return &kvv1.StatusResponse{
+		Header:         s.header(),
+		Version:        Version,
+		OldestRevision: s.node.store.OldestRevision(),
+		MaxKeyBytes:    int64(lim.MaxKeyBytes),
+		MaxValueBytes:  int64(lim.MaxValueBytes),
+	}, nil
+}
+
+func keyValue(r *store.Record) *kvv1.KeyValue {
+	return &kvv1.KeyValue{
+		Key:            r.Key,
+		Value:          r.Value,
+		CreateRevision: r.CreateRevision,
+		ModRevision:    r.ModRevision,
+		Version:        r.Version,
+		Hlc:            uint64(r.HLC),
+		Origin:         peer.ID(r.Origin).String(),
+	}
+}
+
+func event(ev *watch.Event) *kvv1.Event {
+	out := &kvv1.Event{Type: kvv1.Event_TYPE_PUT, Kv: keyValue(&ev.Record)}
+	if ev.Type == watch.Delete {
+		out.Type = kvv1.Event_TYPE_DELETE
+	}
+	if ev.Prev != nil {
+		out.PrevKv = keyValue(ev.Prev)
+	}
+	return out
+}

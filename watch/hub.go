@@ -1,0 +1,206 @@
+package watch
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/chorus-kv/chorus/crdt/store"
+)
+
+// Errors that end a watch.
+var (
+	// ErrWatcherTooSlow: the watcher's buffer filled up.
+	ErrWatcherTooSlow = errors.New("watch: watcher too slow")
+	// ErrClosed: the watcher or the hub was closed.
+	ErrClosed = errors.New("watch: closed")
+)
+
+// Defaults for Config.
+const (
+	DefaultBufferSize   = 4096
+	DefaultReplayPage   = 512
+	DefaultMaxPageBytes = 4 << 20
+)
+
+// Config configures a Hub. The zero value of every field means its default.
+type Config struct {
+	// BufferSize is how many live events may wait for a watcher's reader
+	// before the watcher is cancelled with ErrWatcherTooSlow. Default 4096.
+	BufferSize int
+	// ReplayPage is the most events one Next returns. Default 512.
+	ReplayPage int
+	// MaxPageBytes caps the key and value bytes one Next returns (at least
+	// one event is always returned). Default 4 MiB.
+	MaxPageBytes int
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.BufferSize == 0 {
+		c.BufferSize = DefaultBufferSize
+	}
+	if c.ReplayPage == 0 {
+		c.ReplayPage = DefaultReplayPage
+	}
+	if c.MaxPageBytes == 0 {
+		c.MaxPageBytes = DefaultMaxPageBytes
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.BufferSize < 0 {
+		errs = append(errs, fmt.Errorf("watch: BufferSize is %d; it must be positive", c.BufferSize))
+	}
+	if c.ReplayPage < 0 {
+		errs = append(errs, fmt.Errorf("watch: ReplayPage is %d; it must be positive", c.ReplayPage))
+	}
+	if c.MaxPageBytes < 0 {
+		errs = append(errs, fmt.Errorf("watch: MaxPageBytes is %d; it must be positive", c.MaxPageBytes))
+	}
+	return errors.Join(errs...)
+}
+
+// Source is where a hub replays history from: the store.
+type Source interface {
+	// ReadLog calls fn with each change from revision from on; see store.ReadLog.
+	ReadLog(from int64, prev bool, fn func(*store.Change) error) (int64, error)
+	// Revision is the latest durable revision.
+	Revision() int64
+	// OldestRevision is the oldest revision ReadLog can start from.
+	OldestRevision() int64
+}
+
+// Hub fans a store's changes out to watchers. It is safe for concurrent use.
+type Hub struct {
+	src Source
+	cfg Config
+
+	mu struct {
+		sync.Mutex
+		published int64 // the last revision passed to Publish
+		watchers  map[*Watcher]struct{}
+		closed    bool
+	}
+}
+
+// NewHub returns a hub over src. Every change src makes from now on must be
+// passed to Publish.
+func NewHub(src Source, cfg Config) (*Hub, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Hub{src: src, cfg: cfg}
+	h.mu.published = src.Revision()
+	h.mu.watchers = make(map[*Watcher]struct{})
+	return h, nil
+}
+
+// Publish hands the hub a durable batch of changes, in revision order. It
+// never blocks on a watcher.
+func (h *Hub) Publish(changes []store.Change) {
+	if len(changes) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.mu.published = changes[len(changes)-1].Record.ModRevision
+	for w := range h.mu.watchers {
+		if !w.deliver(changes) {
+			delete(h.mu.watchers, w)
+		}
+	}
+}
+
+// Revision returns the last revision published.
+func (h *Hub) Revision() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.mu.published
+}
+
+// Close ends every watcher with ErrClosed and refuses new ones.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.mu.closed = true
+	for w := range h.mu.watchers {
+		w.cancel(ErrClosed)
+		delete(h.mu.watchers, w)
+	}
+}
+
+// Options says what to watch.
+type Options struct {
+	// Key is the key watched, or the key prefix when Prefix is set. An empty
+	// Key with Prefix set watches every key.
+	Key    []byte
+	Prefix bool
+	// StartRevision replays changes from this revision on; 0 means only
+	// changes after the current revision.
+	StartRevision int64
+	// PrevKV asks for each event's previous value, when still known.
+	PrevKV bool
+}
+
+// Watch starts a watcher. It fails with an error wrapping
+// *store.CompactedError when StartRevision is older than the change log.
+func (h *Hub) Watch(opts Options) (*Watcher, error) {
+	if opts.StartRevision < 0 {
+		return nil, fmt.Errorf("watch: start revision is %d; it must be 0 (now) or positive", opts.StartRevision)
+	}
+	w := &Watcher{
+		hub:    h,
+		opts:   opts,
+		notify: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+	w.opts.Key = bytes.Clone(opts.Key)
+	if opts.StartRevision > 0 {
+		if oldest := h.src.OldestRevision(); opts.StartRevision < oldest {
+			return nil, fmt.Errorf("watch: %w", &store.CompactedError{Requested: opts.StartRevision, Oldest: oldest})
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.closed {
+		return nil, ErrClosed
+	}
+	if opts.StartRevision == 0 || opts.StartRevision > h.mu.published {
+		// Nothing to replay: live from the next revision (or the one asked for).
+		w.next = max(opts.StartRevision, h.mu.published+1)
+		w.startedAfter = h.mu.published
+		h.mu.watchers[w] = struct{}{}
+		w.live = true
+	} else {
+		w.next = opts.StartRevision
+		w.startedAfter = opts.StartRevision - 1
+	}
+	return w, nil
+}
+
+// goLive registers w for live events if it has replayed everything the hub
+// has published, and reports whether it did.
+func (h *Hub) goLive(w *Watcher) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.closed {
+		return false, ErrClosed
+	}
+	if h.mu.published >= w.next {
+		return false, nil
+	}
+	h.mu.watchers[w] = struct{}{}
+	return true, nil
+}
+
+func (h *Hub) remove(w *Watcher) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.mu.watchers, w)
+}
