@@ -104,4 +104,3 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
