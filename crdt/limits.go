@@ -60,10 +60,10 @@ func (l Limits) WithDefaults() Limits {
 func (l Limits) Validate() error {
 	var errs []error
 	if l.MaxKeyBytes < 0 {
-		errs = append(errs, fmt.Errorf("crdt: MaxKeyBytes is %d; it must be positive", l.MaxKeyBytes))
+		errs = append(errs, fmt.Errorf("crdt: MaxKeyBytes is %d; it must not be negative (0 means the default)", l.MaxKeyBytes))
 	}
 	if l.MaxValueBytes < 0 {
-		errs = append(errs, fmt.Errorf("crdt: MaxValueBytes is %d; it must be positive", l.MaxValueBytes))
+		errs = append(errs, fmt.Errorf("crdt: MaxValueBytes is %d; it must not be negative (0 means the default)", l.MaxValueBytes))
 	}
 	return errors.Join(errs...)
 }

@@ -54,13 +54,13 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	var errs []error
 	if c.BufferSize < 0 {
-		errs = append(errs, fmt.Errorf("watch: BufferSize is %d; it must be positive", c.BufferSize))
+		errs = append(errs, fmt.Errorf("watch: BufferSize is %d; it must not be negative (0 means the default)", c.BufferSize))
 	}
 	if c.ReplayPage < 0 {
-		errs = append(errs, fmt.Errorf("watch: ReplayPage is %d; it must be positive", c.ReplayPage))
+		errs = append(errs, fmt.Errorf("watch: ReplayPage is %d; it must not be negative (0 means the default)", c.ReplayPage))
 	}
 	if c.MaxPageBytes < 0 {
-		errs = append(errs, fmt.Errorf("watch: MaxPageBytes is %d; it must be positive", c.MaxPageBytes))
+		errs = append(errs, fmt.Errorf("watch: MaxPageBytes is %d; it must not be negative (0 means the default)", c.MaxPageBytes))
 	}
 	return errors.Join(errs...)
 }

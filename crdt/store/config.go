@@ -88,19 +88,19 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if c.MaxBatchOps < 0 {
-		errs = append(errs, fmt.Errorf("store: MaxBatchOps is %d; it must be positive", c.MaxBatchOps))
+		errs = append(errs, fmt.Errorf("store: MaxBatchOps is %d; it must not be negative (0 means the default)", c.MaxBatchOps))
 	}
 	if c.MaxBatchBytes < 0 {
-		errs = append(errs, fmt.Errorf("store: MaxBatchBytes is %d; it must be positive", c.MaxBatchBytes))
+		errs = append(errs, fmt.Errorf("store: MaxBatchBytes is %d; it must not be negative (0 means the default)", c.MaxBatchBytes))
 	}
 	if c.QueueDepth < 0 {
-		errs = append(errs, fmt.Errorf("store: QueueDepth is %d; it must be positive", c.QueueDepth))
+		errs = append(errs, fmt.Errorf("store: QueueDepth is %d; it must not be negative (0 means the default)", c.QueueDepth))
 	}
 	if c.RetainRevisions < 0 {
-		errs = append(errs, fmt.Errorf("store: RetainRevisions is %d; it must be positive", c.RetainRevisions))
+		errs = append(errs, fmt.Errorf("store: RetainRevisions is %d; it must not be negative (0 means the default)", c.RetainRevisions))
 	}
 	if c.MaxPageBytes < 0 {
-		errs = append(errs, fmt.Errorf("store: MaxPageBytes is %d; it must be positive", c.MaxPageBytes))
+		errs = append(errs, fmt.Errorf("store: MaxPageBytes is %d; it must not be negative (0 means the default)", c.MaxPageBytes))
 	}
 	return errors.Join(errs...)
 }

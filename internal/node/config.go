@@ -83,16 +83,16 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if c.MaxClockOffset < 0 {
-		errs = append(errs, fmt.Errorf("node: max clock offset is %v; it must be positive", c.MaxClockOffset))
+		errs = append(errs, fmt.Errorf("node: max clock offset is %v; it must not be negative (0 means the default)", c.MaxClockOffset))
 	}
 	if c.RetainRevisions < 0 {
-		errs = append(errs, fmt.Errorf("node: retained revisions is %d; it must be positive", c.RetainRevisions))
+		errs = append(errs, fmt.Errorf("node: retained revisions is %d; it must not be negative (0 means the default)", c.RetainRevisions))
 	}
 	if c.WatchBuffer < 0 {
-		errs = append(errs, fmt.Errorf("node: watch buffer is %d; it must be positive", c.WatchBuffer))
+		errs = append(errs, fmt.Errorf("node: watch buffer is %d; it must not be negative (0 means the default)", c.WatchBuffer))
 	}
 	if c.ShutdownTimeout < 0 {
-		errs = append(errs, fmt.Errorf("node: shutdown timeout is %v; it must be positive", c.ShutdownTimeout))
+		errs = append(errs, fmt.Errorf("node: shutdown timeout is %v; it must not be negative (0 means the default)", c.ShutdownTimeout))
 	}
 	return errors.Join(errs...)
 }
