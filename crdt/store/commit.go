@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
 
@@ -50,29 +51,72 @@ func (s *Store) submit(ctx context.Context, req *request) error {
 	}
 }
 
+// gatherWait is how long the committer waits for more writes when the
+// batch it holds is smaller than the previous one: writers acknowledged by
+// the previous batch are usually about to write again, and sharing the next
+// fsync with them is worth far more than this wait. A lone writer's batch is
+// never smaller than the previous one, so it never waits.
+const gatherWait = 100 * time.Microsecond
+
 // commitLoop is the committer: the only goroutine that writes LevelDB. It
-// takes the first waiting request, every other one already queued (up to the
-// batch caps), and commits them in one batch.
+// takes the first waiting request and every other one already queued (up to
+// the batch caps), waits briefly for more while the batch is smaller than
+// the last, and commits them in one batch.
 func (s *Store) commitLoop() {
 	defer close(s.committed)
-	var batch []*request
-	for first := range s.queue {
-		batch = append(batch[:0], first)
-		ops, size := len(first.ops), first.size
-	gather:
-		for ops < s.cfg.MaxBatchOps && size < s.cfg.MaxBatchBytes {
-			select {
-			case req, ok := <-s.queue:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, req)
-				ops += len(req.ops)
-				size += req.size
-			default:
-				break gather
+	var (
+		batch   []*request
+		carry   *request // taken from the queue but over the caps: next batch's first
+		lastOps int
+		timer   = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			var ok bool
+			if first, ok = <-s.queue; !ok {
+				return
 			}
 		}
+		batch = append(batch[:0], first)
+		ops, size := len(first.ops), first.size
+		waited := false
+	gather:
+		for ops < s.cfg.MaxBatchOps && size < s.cfg.MaxBatchBytes {
+			var req *request
+			var ok bool
+			select {
+			case req, ok = <-s.queue:
+			default:
+				if waited || ops >= lastOps {
+					break gather
+				}
+				waited = true
+				timer.Reset(gatherWait)
+				select {
+				case req, ok = <-s.queue:
+					if !timer.Stop() {
+						<-timer.C
+					}
+				case <-timer.C:
+					break gather
+				}
+			}
+			if !ok {
+				break gather
+			}
+			if ops+len(req.ops) > s.cfg.MaxBatchOps || size+req.size > s.cfg.MaxBatchBytes {
+				carry = req
+				break gather
+			}
+			batch = append(batch, req)
+			ops += len(req.ops)
+			size += req.size
+		}
+		lastOps = ops
 		s.commit(batch)
 		clear(batch)
 	}

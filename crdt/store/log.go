@@ -34,6 +34,11 @@ func (s *Store) ReadLog(from int64, prev bool, fn func(*Change) error) (int64, e
 	if from < 1 {
 		from = 1
 	}
+	release, err := s.readGuard()
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	snap, err := s.ds.DB.GetSnapshot()
 	if err != nil {
 		return 0, fmt.Errorf("store: read log: %w", err)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -17,7 +18,8 @@ func (s *Store) Put(ctx context.Context, key, value []byte) (*Change, error) {
 	if err := s.cfg.Limits.CheckValue(value); err != nil {
 		return nil, err
 	}
-	return s.writeLocal(ctx, crdt.Entry{Key: key, Value: value})
+	// Copies: the entry outlives the call (queued, then kept by watchers).
+	return s.writeLocal(ctx, crdt.Entry{Key: bytes.Clone(key), Value: bytes.Clone(value)})
 }
 
 // Delete writes a tombstone for key and returns the change once it is
@@ -28,7 +30,7 @@ func (s *Store) Delete(ctx context.Context, key []byte) (*Change, error) {
 	if err := s.cfg.Limits.CheckKey(key); err != nil {
 		return nil, err
 	}
-	return s.writeLocal(ctx, crdt.Entry{Key: key, Tombstone: true})
+	return s.writeLocal(ctx, crdt.Entry{Key: bytes.Clone(key), Tombstone: true})
 }
 
 func (s *Store) writeLocal(ctx context.Context, e crdt.Entry) (*Change, error) {
@@ -60,7 +62,13 @@ func (s *Store) Apply(ctx context.Context, entries []crdt.Entry) ([]Change, erro
 		if err := s.cfg.Clock.Check(e.HLC); err != nil {
 			return nil, fmt.Errorf("store: apply entry %d of %d (key %q): %w", i+1, len(entries), e.Key, err)
 		}
-		req.ops[i] = op{entry: *e}
+		req.ops[i] = op{entry: crdt.Entry{
+			Key:       bytes.Clone(e.Key),
+			Value:     bytes.Clone(e.Value),
+			HLC:       e.HLC,
+			Origin:    bytes.Clone(e.Origin),
+			Tombstone: e.Tombstone,
+		}}
 		req.size += len(e.Key) + len(e.Value)
 	}
 	for i := range entries {
