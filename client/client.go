@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
 	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
 )
 
@@ -18,8 +19,9 @@ const MaxMessageBytes = 64 << 20
 
 // Client talks to one Chorus node. It is safe for concurrent use.
 type Client struct {
-	conn *grpc.ClientConn
-	kv   kvv1.KVServiceClient
+	conn    *grpc.ClientConn
+	kv      kvv1.KVServiceClient
+	cluster clusterv1.ClusterServiceClient
 }
 
 // Dial connects to a node's client API at endpoint (host:port). The
@@ -36,7 +38,7 @@ func Dial(endpoint string, opts ...grpc.DialOption) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chorus: dial %s: %w", endpoint, err)
 	}
-	return &Client{conn: conn, kv: kvv1.NewKVServiceClient(conn)}, nil
+	return &Client{conn: conn, kv: kvv1.NewKVServiceClient(conn), cluster: clusterv1.NewClusterServiceClient(conn)}, nil
 }
 
 // Close closes the connection.
@@ -83,10 +85,18 @@ type PutResult struct {
 // OpOption modifies a Put or Delete.
 type OpOption func(*opOptions)
 
-type opOptions struct{ prevKV bool }
+type opOptions struct {
+	prevKV      bool
+	minReplicas uint32
+}
 
 // WithPrevKV asks for the previous value of the key.
 func WithPrevKV() OpOption { return func(o *opOptions) { o.prevKV = true } }
+
+// WithMinReplicas also pushes the write directly to k connected peers and
+// returns only once they have it durably. On a shortfall the error is
+// ErrReplicasNotReached (the write is durable on the node and still spreads).
+func WithMinReplicas(k uint32) OpOption { return func(o *opOptions) { o.minReplicas = k } }
 
 func collect(opts []OpOption) opOptions {
 	var o opOptions
@@ -99,7 +109,7 @@ func collect(opts []OpOption) opOptions {
 // Put writes value under key. It returns once the write is durable on the node.
 func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...OpOption) (*PutResult, error) {
 	o := collect(opts)
-	resp, err := c.kv.Put(ctx, &kvv1.PutRequest{Key: []byte(key), Value: value, PrevKv: o.prevKV})
+	resp, err := c.kv.Put(ctx, &kvv1.PutRequest{Key: []byte(key), Value: value, PrevKv: o.prevKV, MinReplicas: o.minReplicas})
 	if err != nil {
 		return nil, fromStatus("put", err)
 	}
@@ -128,7 +138,7 @@ type DeleteResult struct {
 // Delete deletes key. Deleting a missing key is not an error (Deleted is false).
 func (c *Client) Delete(ctx context.Context, key string, opts ...OpOption) (*DeleteResult, error) {
 	o := collect(opts)
-	resp, err := c.kv.Delete(ctx, &kvv1.DeleteRequest{Key: []byte(key), PrevKv: o.prevKV})
+	resp, err := c.kv.Delete(ctx, &kvv1.DeleteRequest{Key: []byte(key), PrevKv: o.prevKV, MinReplicas: o.minReplicas})
 	if err != nil {
 		return nil, fromStatus("delete", err)
 	}
@@ -226,4 +236,24 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 		MaxKeyBytes:    resp.GetMaxKeyBytes(),
 		MaxValueBytes:  resp.GetMaxValueBytes(),
 	}, nil
+}
+
+// Member is a node of the cluster as the answering node sees it.
+type Member struct {
+	PeerID string
+	Addrs  []string
+	Self   bool // the node that answered
+	Gossip bool // exchanges gossip with the answering node
+}
+
+// Members lists the answering node and the peers it is connected to.
+func (c *Client) Members(ctx context.Context) (cluster string, members []Member, err error) {
+	resp, err := c.cluster.Members(ctx, &clusterv1.MembersRequest{})
+	if err != nil {
+		return "", nil, fromStatus("members", err)
+	}
+	for _, m := range resp.GetMembers() {
+		members = append(members, Member{PeerID: m.GetPeerId(), Addrs: m.GetAddrs(), Self: m.GetSelf(), Gossip: m.GetGossip()})
+	}
+	return resp.GetCluster(), members, nil
 }

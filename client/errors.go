@@ -20,17 +20,21 @@ var (
 	ErrCompacted      = errors.New("chorus: revision compacted")
 	ErrWatcherTooSlow = errors.New("chorus: watcher too slow")
 	ErrUnavailable    = errors.New("chorus: node unavailable")
+	// ErrReplicasNotReached: the write is durable on the node it reached and
+	// will still spread, but fewer peers than asked confirmed it in time.
+	ErrReplicasNotReached = errors.New("chorus: not enough replicas confirmed the write")
 )
 
 var reasons = map[string]error{
-	apierr.ReasonKeyEmpty:        ErrKeyEmpty,
-	apierr.ReasonKeyTooLarge:     ErrKeyTooLarge,
-	apierr.ReasonValueTooLarge:   ErrValueTooLarge,
-	apierr.ReasonBadRange:        ErrBadRange,
-	apierr.ReasonBadRequest:      ErrBadRequest,
-	apierr.ReasonCompacted:       ErrCompacted,
-	apierr.ReasonWatcherTooSlow:  ErrWatcherTooSlow,
-	apierr.ReasonNodeUnavailable: ErrUnavailable,
+	apierr.ReasonKeyEmpty:           ErrKeyEmpty,
+	apierr.ReasonKeyTooLarge:        ErrKeyTooLarge,
+	apierr.ReasonValueTooLarge:      ErrValueTooLarge,
+	apierr.ReasonBadRange:           ErrBadRange,
+	apierr.ReasonBadRequest:         ErrBadRequest,
+	apierr.ReasonCompacted:          ErrCompacted,
+	apierr.ReasonWatcherTooSlow:     ErrWatcherTooSlow,
+	apierr.ReasonNodeUnavailable:    ErrUnavailable,
+	apierr.ReasonReplicasNotReached: ErrReplicasNotReached,
 }
 
 // Error is an error the node returned for a known cause.
@@ -43,6 +47,8 @@ type Error struct {
 	// OldestRevision is set for ErrCompacted: the oldest revision a watch
 	// can still start from.
 	OldestRevision int64
+	// Acked and Wanted are set for ErrReplicasNotReached.
+	Acked, Wanted int64
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code) }
@@ -66,6 +72,8 @@ func fromStatus(op string, err error) error {
 				Size:           apierr.MetaInt(info, apierr.MetaSize),
 				Limit:          apierr.MetaInt(info, apierr.MetaLimit),
 				OldestRevision: apierr.MetaInt(info, apierr.MetaOldestRevision),
+				Acked:          apierr.MetaInt(info, apierr.MetaAcked),
+				Wanted:         apierr.MetaInt(info, apierr.MetaWanted),
 			}
 		}
 	}

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/internal/node"
+	"github.com/chorus-kv/chorus/p2p"
 )
 
 const version = node.Version
@@ -25,6 +27,11 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.Int64Var(&cfg.RetainRevisions, "retain-revisions", 100_000, "change-log records kept for watches resuming from a revision")
 	fs.IntVar(&cfg.WatchBuffer, "watch-buffer", 4096, "events that may wait for a watcher before it is cancelled as too slow")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", node.DefaultShutdownTimeout, "how long shutdown waits for in-flight calls")
+	fs.StringVar(&cfg.Cluster, "cluster", p2p.DefaultCluster, "cluster name: scopes gossip topics and protocols so that clusters on one network stay apart")
+	var listenP2P, bootstrap listFlag
+	fs.Var(&listenP2P, "listen-p2p", "libp2p multiaddrs to listen on, comma-separated or repeated (default "+strings.Join(p2p.DefaultListenAddrs, ",")+")")
+	fs.Var(&bootstrap, "bootstrap", "peer multiaddrs ending in /p2p/<peer id>, comma-separated or repeated; dialled with backoff until connected")
+	fs.BoolVar(&cfg.MDNS, "mdns", false, "find peers of the same cluster on the local network")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -33,6 +40,7 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if len(rest) > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
 	}
+	cfg.ListenP2P, cfg.Bootstrap = listenP2P, bootstrap
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("%w: --log-level %q: %v", errUsage, *logLevel, err)
@@ -45,4 +53,18 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	<-ctx.Done()
 	cfg.Logger.Info("shutting down")
 	return n.Close()
+}
+
+// listFlag is a flag that takes a comma-separated list and may be repeated.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
 }

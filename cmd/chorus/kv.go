@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -48,6 +49,7 @@ func (cf *clientFlags) dial() (*client.Client, error) {
 func runPut(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs, cf := newClientFlagSet("put", stderr)
 	prev := fs.Bool("prev-kv", false, "print the previous value")
+	minReplicas := fs.Uint("min-replicas", 0, "also wait until this many connected peers have the write durably")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -72,7 +74,7 @@ func runPut(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
-	var opts []client.OpOption
+	opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
 	if *prev {
 		opts = append(opts, client.WithPrevKV())
 	}
@@ -160,6 +162,7 @@ func list(ctx context.Context, c *client.Client, cf *clientFlags, prefix string,
 func runDel(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs, cf := newClientFlagSet("del", stderr)
 	prev := fs.Bool("prev-kv", false, "print the deleted value")
+	minReplicas := fs.Uint("min-replicas", 0, "also wait until this many connected peers have the delete durably")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -174,7 +177,7 @@ func runDel(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
-	var opts []client.OpOption
+	opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
 	if *prev {
 		opts = append(opts, client.WithPrevKV())
 	}
@@ -338,4 +341,41 @@ func quote(b []byte) string {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs, cf := newClientFlagSet("members", stderr)
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: members takes no arguments", errUsage)
+	}
+	c, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	cluster, members, err := c.Members(ctx)
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return json.NewEncoder(stdout).Encode(map[string]any{"cluster": cluster, "members": members})
+	}
+	fmt.Fprintf(stdout, "cluster %s\n", cluster)
+	for _, m := range members {
+		role := "peer"
+		switch {
+		case m.Self:
+			role = "self"
+		case m.Gossip:
+			role = "peer gossip"
+		}
+		fmt.Fprintf(stdout, "%s %s %s\n", m.PeerID, role, strings.Join(m.Addrs, ","))
+	}
+	return nil
 }

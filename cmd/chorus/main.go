@@ -21,13 +21,14 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"agent":  {"run a node", runAgent},
-	"put":    {"put KEY [VALUE]: write a key (the value from stdin if omitted)", runPut},
-	"get":    {"get KEY: read a key (--prefix for every key under it)", runGet},
-	"del":    {"del KEY: delete a key", runDel},
-	"ls":     {"ls [PREFIX]: list keys in key order", runLs},
-	"watch":  {"watch PREFIX: print every change under PREFIX, one line each", runWatch},
-	"status": {"status: describe the node", runStatus},
+	"agent":   {"run a node", runAgent},
+	"put":     {"put KEY [VALUE]: write a key (the value from stdin if omitted)", runPut},
+	"get":     {"get KEY: read a key (--prefix for every key under it)", runGet},
+	"del":     {"del KEY: delete a key", runDel},
+	"ls":      {"ls [PREFIX]: list keys in key order", runLs},
+	"watch":   {"watch PREFIX: print every change under PREFIX, one line each", runWatch},
+	"status":  {"status: describe the node", runStatus},
+	"members": {"members: this node and the peers it is connected to", runMembers},
 }
 
 // errUsage marks a usage error: the command prints its flags and exits 2.

@@ -27,6 +27,9 @@ const (
 	ReasonCompacted       = "COMPACTED"
 	ReasonWatcherTooSlow  = "WATCHER_TOO_SLOW"
 	ReasonNodeUnavailable = "NODE_UNAVAILABLE"
+	// ReasonReplicasNotReached: the write is durable on the node, but fewer
+	// peers than min_replicas confirmed it in time.
+	ReasonReplicasNotReached = "REPLICAS_NOT_REACHED"
 )
 
 // Metadata keys.
@@ -34,6 +37,8 @@ const (
 	MetaSize           = "size"
 	MetaLimit          = "limit"
 	MetaOldestRevision = "oldest_revision"
+	MetaAcked          = "acked"
+	MetaWanted         = "wanted"
 )
 
 // New builds a status error with an ErrorInfo.

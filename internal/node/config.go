@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/p2p"
 )
 
 // Version is the software version reported by Status.
@@ -44,6 +45,18 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger receives the node's log. Default slog.Default().
 	Logger *slog.Logger
+	// Cluster names the cluster; it scopes the gossip topic and protocols so
+	// that two clusters on one network stay apart. Default "default".
+	Cluster string
+	// ListenP2P are the libp2p multiaddrs to listen on (TCP and QUIC).
+	// Default /ip4/127.0.0.1/tcp/7380 and /ip4/127.0.0.1/udp/7380/quic-v1,
+	// or port 0 on both when ListenClient's port is 0.
+	ListenP2P []string
+	// Bootstrap are peer multiaddrs ending in /p2p/<peer id>; the node keeps
+	// dialling them, with backoff, and redials when a link drops.
+	Bootstrap []string
+	// MDNS finds peers of the same cluster on the local network. Default off.
+	MDNS bool
 	// WallClock is the wall clock the node's HLC reads. Default the system
 	// clock; tests inject one.
 	WallClock crdt.WallClock
@@ -67,6 +80,17 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Cluster == "" {
+		c.Cluster = p2p.DefaultCluster
+	}
+	if len(c.ListenP2P) == 0 {
+		c.ListenP2P = p2p.DefaultListenAddrs
+		if _, port, err := net.SplitHostPort(c.ListenClient); err == nil && port == "0" {
+			// A node asked to pick its client port (tests, scripts starting
+			// several nodes) picks its peer ports too.
+			c.ListenP2P = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+		}
+	}
 	if c.WallClock == nil {
 		c.WallClock = crdt.SystemWallClock
 	}
@@ -78,6 +102,12 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.ListenClient); err != nil {
 		errs = append(errs, fmt.Errorf("node: listen-client %q is not host:port: %w", c.ListenClient, err))
+	}
+	if err := p2p.ValidateCluster(c.Cluster); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := p2p.ParseBootstrap(c.Bootstrap, ""); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/apierr"
+	"github.com/chorus-kv/chorus/p2p"
 	"github.com/chorus-kv/chorus/watch"
 )
 
@@ -26,7 +27,17 @@ func toStatus(err error) error {
 	msg := err.Error()
 	var limit *crdt.LimitError
 	var compacted *store.CompactedError
+	var replicas *p2p.ReplicasError
 	switch {
+	case errors.As(err, &replicas):
+		code := codes.Unavailable
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(replicas.Cause, context.DeadlineExceeded) {
+			code = codes.DeadlineExceeded
+		}
+		return apierr.New(code, apierr.ReasonReplicasNotReached, msg, map[string]string{
+			apierr.MetaAcked:  apierr.Int(int64(replicas.Acked)),
+			apierr.MetaWanted: apierr.Int(int64(replicas.Wanted)),
+		})
 	case errors.As(err, &limit):
 		reason := apierr.ReasonKeyTooLarge
 		if errors.Is(err, crdt.ErrValueTooLarge) {

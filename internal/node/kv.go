@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/grpc/codes"
 
+	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/apierr"
 	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
@@ -29,11 +30,31 @@ func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResp
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if err := s.replicate(ctx, c, req.GetMinReplicas()); err != nil {
+		return nil, err
+	}
 	resp := &kvv1.PutResponse{Header: s.header(), Kv: keyValue(&c.Record)}
 	if req.GetPrevKv() && c.Prev.Live() {
 		resp.PrevKv = keyValue(c.Prev)
 	}
 	return resp, nil
+}
+
+// maxMinReplicas bounds min_replicas: more would only time out.
+const maxMinReplicas = 64
+
+// replicate pushes a durable local change to k peers when the client asked
+// for min_replicas, and fails with how many confirmed when fewer than k did.
+func (s *kvServer) replicate(ctx context.Context, c *store.Change, k uint32) error {
+	if k == 0 {
+		return nil
+	}
+	if k > maxMinReplicas {
+		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest,
+			fmt.Sprintf("min_replicas is %d; the limit is %d (the write is durable on this node)", k, maxMinReplicas), nil)
+	}
+	_, err := s.node.Replicator().Push(ctx, []crdt.Entry{c.Record.Entry}, int(k))
+	return toStatus(err)
 }
 
 func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {
@@ -53,6 +74,9 @@ func (s *kvServer) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.D
 	c, err := s.node.store.Delete(ctx, req.GetKey())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if err := s.replicate(ctx, c, req.GetMinReplicas()); err != nil {
+		return nil, err
 	}
 	resp := &kvv1.DeleteResponse{Header: s.header(), Deleted: c.Prev.Live()}
 	if req.GetPrevKv() && c.Prev.Live() {

@@ -5,14 +5,17 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/p2p"
+	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
 	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
 	"github.com/chorus-kv/chorus/watch"
 )
@@ -23,6 +26,10 @@ type Node struct {
 	identity p2p.Identity
 	store    *store.Store
 	hub      *watch.Hub
+	host     host.Host
+	repl     atomic.Pointer[p2p.Replicator] // set once started; read by the commit hook
+	boot     *p2p.Bootstrapper
+	mdns     *p2p.MDNS
 	grpc     *grpc.Server
 	listener net.Listener
 
@@ -32,7 +39,7 @@ type Node struct {
 	closeErr  error
 }
 
-// Start opens the node's state and serves its client API.
+// Start opens the node's state, joins the cluster and serves the client API.
 func Start(cfg Config) (_ *Node, err error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -42,7 +49,19 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	bootstrap, err := p2p.ParseBootstrap(cfg.Bootstrap, id.ID)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{})}
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
 
 	// The hub needs the store as its source and the store needs the hub as
 	// its commit callback: the callback is bound before any write can happen.
@@ -52,20 +71,33 @@ func Start(cfg Config) (_ *Node, err error) {
 		Limits:          cfg.Limits,
 		Clock:           crdt.NewClock(cfg.WallClock, cfg.MaxClockOffset),
 		RetainRevisions: cfg.RetainRevisions,
-		OnCommit:        func(changes []store.Change) { n.hub.Publish(changes) },
+		OnCommit:        n.onCommit,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.store = st
-	defer func() {
-		if err != nil {
-			_ = st.Close()
-		}
-	}()
+	cleanup = append(cleanup, func() { _ = st.Close() })
 	if n.hub, err = watch.NewHub(st, watch.Config{BufferSize: cfg.WatchBuffer}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	cleanup = append(cleanup, n.hub.Close)
+
+	if n.host, err = p2p.NewHost(id, cfg.ListenP2P); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = n.host.Close() })
+	repl, err := p2p.StartReplicator(p2p.ReplicatorConfig{
+		Cluster: cfg.Cluster,
+		Host:    n.host,
+		Store:   st,
+		Logger:  cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.repl.Store(repl)
+	cleanup = append(cleanup, repl.Close)
 
 	lis, err := net.Listen("tcp", cfg.ListenClient)
 	if err != nil {
@@ -79,16 +111,40 @@ func Start(cfg Config) (_ *Node, err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	kvv1.RegisterKVServiceServer(n.grpc, &kvServer{node: n})
+	clusterv1.RegisterClusterServiceServer(n.grpc, &clusterServer{node: n})
 	go func() {
 		defer close(n.serveDone)
 		n.serveErr = n.grpc.Serve(lis)
 	}()
+
+	n.boot = p2p.StartBootstrapper(n.host, bootstrap, cfg.Logger)
+	if cfg.MDNS {
+		if n.mdns, err = p2p.StartMDNS(n.host, cfg.Cluster, cfg.Logger); err != nil {
+			n.boot.Close()
+			n.grpc.Stop()
+			<-n.serveDone
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
 	cfg.Logger.Info("chorus node started",
 		"node_id", id.ID.String(),
 		"client_api", lis.Addr().String(),
+		"cluster", cfg.Cluster,
 		"data_dir", cfg.DataDir,
 		"revision", st.Revision())
+	for _, a := range p2p.FullAddrs(n.host) {
+		cfg.Logger.Info("bootstrap from", "addr", a)
+	}
 	return n, nil
+}
+
+// onCommit is the store's commit hook: every durable batch goes to the
+// watch hub and this node's own writes to gossip. It never blocks.
+func (n *Node) onCommit(changes []store.Change) {
+	n.hub.Publish(changes)
+	if r := n.repl.Load(); r != nil {
+		r.Enqueue(changes)
+	}
 }
 
 // ID returns the node's peer id.
@@ -97,14 +153,28 @@ func (n *Node) ID() string { return n.identity.ID.String() }
 // ClientAddr returns the address the client API listens on.
 func (n *Node) ClientAddr() net.Addr { return n.listener.Addr() }
 
+// P2PAddrs returns the multiaddrs other nodes can bootstrap from.
+func (n *Node) P2PAddrs() []string { return p2p.FullAddrs(n.host) }
+
+// Host returns the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Replicator returns the node's gossip replicator.
+func (n *Node) Replicator() *p2p.Replicator { return n.repl.Load() }
+
 // Store returns the node's store.
 func (n *Node) Store() *store.Store { return n.store }
 
-// Close stops the node: watches end, in-flight calls get up to
-// ShutdownTimeout to finish, then the server stops and the store closes once
-// its queued writes are durable. It is safe to call more than once.
+// Close stops the node: peer discovery stops, watches end, in-flight calls
+// get up to ShutdownTimeout to finish, then the server, gossip and the
+// libp2p host stop, and the store closes once its queued writes are
+// durable. It is safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		n.boot.Close()
+		if n.mdns != nil {
+			n.mdns.Close()
+		}
 		n.hub.Close() // ends watch streams, which GracefulStop would wait for
 		stopped := make(chan struct{})
 		go func() {
@@ -120,7 +190,12 @@ func (n *Node) Close() error {
 		}
 		timer.Stop()
 		<-n.serveDone
+		n.repl.Load().Close()
+		hostErr := n.host.Close()
 		n.closeErr = n.store.Close()
+		if n.closeErr == nil && hostErr != nil {
+			n.closeErr = fmt.Errorf("node: close libp2p host: %w", hostErr)
+		}
 		n.cfg.Logger.Info("chorus node stopped", "node_id", n.ID(), "revision", n.store.Revision())
 	})
 	return n.closeErr

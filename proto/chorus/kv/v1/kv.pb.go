@@ -228,7 +228,10 @@ type PutRequest struct {
 	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// Return the key's previous value, if it had one.
-	PrevKv        bool `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	PrevKv bool `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	// Also push the write directly to this many connected peers and answer
+	// only once they have it durably. 0: answer once durable on this node.
+	MinReplicas   uint32 `protobuf:"varint,4,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +285,13 @@ func (x *PutRequest) GetPrevKv() bool {
 		return x.PrevKv
 	}
 	return false
+}
+
+func (x *PutRequest) GetMinReplicas() uint32 {
+	if x != nil {
+		return x.MinReplicas
+	}
+	return 0
 }
 
 type PutResponse struct {
@@ -447,7 +457,9 @@ type DeleteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// Return the deleted value, if there was one.
-	PrevKv        bool `protobuf:"varint,2,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	PrevKv bool `protobuf:"varint,2,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	// As PutRequest.min_replicas.
+	MinReplicas   uint32 `protobuf:"varint,3,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -494,6 +506,13 @@ func (x *DeleteRequest) GetPrevKv() bool {
 		return x.PrevKv
 	}
 	return false
+}
+
+func (x *DeleteRequest) GetMinReplicas() uint32 {
+	if x != nil {
+		return x.MinReplicas
+	}
+	return 0
 }
 
 type DeleteResponse struct {
@@ -1070,12 +1089,13 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\fmod_revision\x18\x04 \x01(\x03R\vmodRevision\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x03R\aversion\x12\x10\n" +
 	"\x03hlc\x18\x06 \x01(\x04R\x03hlc\x12\x16\n" +
-	"\x06origin\x18\a \x01(\tR\x06origin\"M\n" +
+	"\x06origin\x18\a \x01(\tR\x06origin\"p\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x17\n" +
-	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\"\x94\x01\n" +
+	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\x12!\n" +
+	"\fmin_replicas\x18\x04 \x01(\rR\vminReplicas\"\x94\x01\n" +
 	"\vPutResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12&\n" +
 	"\x02kv\x18\x02 \x01(\v2\x16.chorus.kv.v1.KeyValueR\x02kv\x12/\n" +
@@ -1085,10 +1105,11 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"c\n" +
 	"\vGetResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12&\n" +
-	"\x02kv\x18\x02 \x01(\v2\x16.chorus.kv.v1.KeyValueR\x02kv\":\n" +
+	"\x02kv\x18\x02 \x01(\v2\x16.chorus.kv.v1.KeyValueR\x02kv\"]\n" +
 	"\rDeleteRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x17\n" +
-	"\aprev_kv\x18\x02 \x01(\bR\x06prevKv\"\x89\x01\n" +
+	"\aprev_kv\x18\x02 \x01(\bR\x06prevKv\x12!\n" +
+	"\fmin_replicas\x18\x03 \x01(\rR\vminReplicas\"\x89\x01\n" +
 	"\x0eDeleteResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12\x18\n" +
 	"\adeleted\x18\x02 \x01(\bR\adeleted\x12/\n" +

@@ -1,0 +1,351 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/store"
+)
+
+// Defaults for ReplicatorConfig.
+const (
+	DefaultSubscriptionBuffer = 8192
+	DefaultMaxBatchBytes      = 256 << 10
+	DefaultApplyWorkers       = 4
+	DefaultPushTimeout        = 5 * time.Second
+	DefaultMaxQueueBytes      = 64 << 20
+)
+
+// ReplicatorConfig configures a Replicator. Zero values mean the defaults;
+// Host and Store are required.
+type ReplicatorConfig struct {
+	// Cluster scopes the topic and protocols. Default "default".
+	Cluster string
+	Host    host.Host
+	Store   *store.Store
+	Logger  *slog.Logger
+	// SubscriptionBuffer is how many received messages may wait for the
+	// apply workers; GossipSub drops past it. Default 8192.
+	SubscriptionBuffer int
+	// MaxBatchBytes caps the entries of one gossip message; a single larger
+	// entry is sent alone. Default 256 KiB.
+	MaxBatchBytes int
+	// ApplyWorkers is how many goroutines apply received messages; their
+	// writes share the store's group commit. Default 4.
+	ApplyWorkers int
+	// PushTimeout bounds a push to peers when the caller's context has no
+	// deadline, and one push stream. Default 5 s.
+	PushTimeout time.Duration
+	// MaxQueueBytes bounds local writes waiting to be gossiped; past it they
+	// are dropped from gossip (and counted) rather than blocking writers.
+	// Default 64 MiB.
+	MaxQueueBytes int
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c ReplicatorConfig) WithDefaults() ReplicatorConfig {
+	if c.Cluster == "" {
+		c.Cluster = DefaultCluster
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.SubscriptionBuffer == 0 {
+		c.SubscriptionBuffer = DefaultSubscriptionBuffer
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.ApplyWorkers == 0 {
+		c.ApplyWorkers = DefaultApplyWorkers
+	}
+	if c.PushTimeout == 0 {
+		c.PushTimeout = DefaultPushTimeout
+	}
+	if c.MaxQueueBytes == 0 {
+		c.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c ReplicatorConfig) Validate() error {
+	var errs []error
+	if c.Host == nil {
+		errs = append(errs, errors.New("p2p: replicator needs a Host"))
+	}
+	if c.Store == nil {
+		errs = append(errs, errors.New("p2p: replicator needs a Store"))
+	}
+	if err := ValidateCluster(c.Cluster); err != nil {
+		errs = append(errs, err)
+	}
+	for name, v := range map[string]int{
+		"SubscriptionBuffer": c.SubscriptionBuffer, "MaxBatchBytes": c.MaxBatchBytes,
+		"ApplyWorkers": c.ApplyWorkers, "MaxQueueBytes": c.MaxQueueBytes,
+	} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("p2p: %s is %d; it must not be negative (0 means the default)", name, v))
+		}
+	}
+	if c.PushTimeout < 0 {
+		errs = append(errs, fmt.Errorf("p2p: PushTimeout is %v; it must not be negative", c.PushTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Stats are a replicator's counters.
+type Stats struct {
+	Published, PublishedEntries int64 // messages and entries sent
+	Received, ReceivedEntries   int64 // messages and entries accepted from peers
+	Applied                     int64 // entries that changed the store
+	DroppedLocal                int64 // local entries not gossiped: queue full or publish failed
+	ApplyErrors                 int64
+	Rejected                    RejectionCounts
+}
+
+// Replicator spreads this node's writes over GossipSub and applies other
+// nodes' writes to the store. It owns its goroutines: one publisher and
+// ApplyWorkers appliers, stopped by Close.
+type Replicator struct {
+	cfg       ReplicatorConfig
+	self      peer.ID
+	validator *Validator
+	ps        *pubsub.PubSub
+	topic     *pubsub.Topic
+	sub       *pubsub.Subscription
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wake   chan struct{}
+
+	mu struct {
+		sync.Mutex
+		queue      []crdt.Entry // local writes waiting to be published
+		queueBytes int
+		closed     bool // no new push handlers
+	}
+	handlers sync.WaitGroup // running push handlers
+
+	rejected                           Rejections
+	published, publishedEntries        atomic.Int64
+	received, receivedEntries, applied atomic.Int64
+	droppedLocal, applyErrors          atomic.Int64
+	closeOnce                          sync.Once
+}
+
+// MaxMessageBytes is the largest gossip message or push accepted for limits:
+// one largest entry with room for the envelope.
+func MaxMessageBytes(l crdt.Limits) int {
+	return max(1<<20, l.MaxValueBytes+l.MaxKeyBytes+64<<10)
+}
+
+// StartReplicator joins the cluster's topic and starts gossiping.
+func StartReplicator(cfg ReplicatorConfig) (*Replicator, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	limits := cfg.Store.Limits()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Replicator{
+		cfg:  cfg,
+		self: cfg.Host.ID(),
+		validator: &Validator{
+			Limits:          limits,
+			Clock:           cfg.Store.Clock(),
+			MaxMessageBytes: MaxMessageBytes(limits),
+		},
+		cancel: cancel,
+		wake:   make(chan struct{}, 1),
+	}
+	fail := func(err error) (*Replicator, error) {
+		cancel()
+		return nil, err
+	}
+	ps, err := pubsub.NewGossipSub(ctx, cfg.Host,
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithMaxMessageSize(r.validator.MaxMessageBytes+4<<10),
+		pubsub.WithLogger(cfg.Logger.With("component", "gossipsub")),
+	)
+	if err != nil {
+		return fail(fmt.Errorf("p2p: start gossipsub: %w", err))
+	}
+	r.ps = ps
+	topic := Topic(cfg.Cluster)
+	if err := ps.RegisterTopicValidator(topic, r.validate); err != nil {
+		return fail(fmt.Errorf("p2p: register validator: %w", err))
+	}
+	if r.topic, err = ps.Join(topic); err != nil {
+		return fail(fmt.Errorf("p2p: join %s: %w", topic, err))
+	}
+	if r.sub, err = r.topic.Subscribe(pubsub.WithBufferSize(cfg.SubscriptionBuffer)); err != nil {
+		return fail(fmt.Errorf("p2p: subscribe to %s: %w", topic, err))
+	}
+	cfg.Host.SetStreamHandler(PushProtocol(cfg.Cluster), r.handlePush)
+	r.wg.Add(1 + cfg.ApplyWorkers)
+	go r.publishLoop(ctx)
+	for range cfg.ApplyWorkers {
+		go r.applyLoop(ctx)
+	}
+	return r, nil
+}
+
+// validate is the topic validator: it rejects, and counts, what DecodeBatch
+// refuses, and hands the decoded entries to the appliers.
+func (r *Replicator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	if msg.Local {
+		return pubsub.ValidationAccept
+	}
+	entries, err := r.validator.DecodeBatch(msg.GetData(), msg.GetFrom(), true)
+	if err != nil {
+		r.rejected.count(err)
+		r.cfg.Logger.Warn("rejected gossip", "from", msg.GetFrom(), "via", msg.ReceivedFrom, "err", err)
+		return pubsub.ValidationReject
+	}
+	msg.ValidatorData = entries
+	return pubsub.ValidationAccept
+}
+
+// Enqueue takes a committed batch of changes (the store's OnCommit) and
+// queues this node's own writes for gossip. It never blocks.
+func (r *Replicator) Enqueue(changes []store.Change) {
+	r.mu.Lock()
+	added := false
+	for i := range changes {
+		e := changes[i].Record.Entry
+		if peer.ID(e.Origin) != r.self {
+			continue // others' writes are spread by their origin (and anti-entropy)
+		}
+		size := entryWireBytes(&e)
+		if r.mu.queueBytes+size > r.cfg.MaxQueueBytes {
+			r.droppedLocal.Add(1)
+			continue
+		}
+		r.mu.queue = append(r.mu.queue, e)
+		r.mu.queueBytes += size
+		added = true
+	}
+	r.mu.Unlock()
+	if added {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// publishLoop publishes queued writes. It does not wait to fill a batch: a
+// lone write goes out at once, and writes that arrive while a publish is
+// under way share the next message.
+func (r *Replicator) publishLoop(ctx context.Context) {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		}
+		r.mu.Lock()
+		entries := r.mu.queue
+		r.mu.queue, r.mu.queueBytes = nil, 0
+		r.mu.Unlock()
+		for len(entries) > 0 {
+			n, size := 0, 0
+			for n < len(entries) && (n == 0 || size+entryWireBytes(&entries[n]) <= r.cfg.MaxBatchBytes) {
+				size += entryWireBytes(&entries[n])
+				n++
+			}
+			if err := r.publish(ctx, entries[:n]); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				r.droppedLocal.Add(int64(n))
+				r.cfg.Logger.Warn("gossip publish failed; anti-entropy will repair", "entries", n, "err", err)
+			}
+			entries = entries[n:]
+		}
+	}
+}
+
+func (r *Replicator) publish(ctx context.Context, entries []crdt.Entry) error {
+	data, err := EncodeBatch(entries)
+	if err != nil {
+		return fmt.Errorf("p2p: encode batch: %w", err)
+	}
+	if err := r.topic.Publish(ctx, data); err != nil {
+		return fmt.Errorf("p2p: publish: %w", err)
+	}
+	r.published.Add(1)
+	r.publishedEntries.Add(int64(len(entries)))
+	return nil
+}
+
+// applyLoop applies validated messages from peers to the store.
+func (r *Replicator) applyLoop(ctx context.Context) {
+	defer r.wg.Done()
+	for {
+		msg, err := r.sub.Next(ctx)
+		if err != nil {
+			return // cancelled or subscription closed
+		}
+		if msg.Local || msg.GetFrom() == r.self {
+			continue
+		}
+		entries, ok := msg.ValidatorData.([]crdt.Entry)
+		if !ok {
+			continue
+		}
+		r.received.Add(1)
+		r.receivedEntries.Add(int64(len(entries)))
+		changes, err := r.cfg.Store.Apply(ctx, entries)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.applyErrors.Add(1)
+			r.cfg.Logger.Warn("apply gossip failed", "from", msg.GetFrom(), "err", err)
+			continue
+		}
+		r.applied.Add(int64(len(changes)))
+	}
+}
+
+// Stats returns the replicator's counters.
+func (r *Replicator) Stats() Stats {
+	return Stats{
+		Published: r.published.Load(), PublishedEntries: r.publishedEntries.Load(),
+		Received: r.received.Load(), ReceivedEntries: r.receivedEntries.Load(),
+		Applied: r.applied.Load(), DroppedLocal: r.droppedLocal.Load(),
+		ApplyErrors: r.applyErrors.Load(), Rejected: r.rejected.Snapshot(),
+	}
+}
+
+// TopicPeers returns the peers this node exchanges gossip with on the topic.
+func (r *Replicator) TopicPeers() []peer.ID { return r.ps.ListPeers(Topic(r.cfg.Cluster)) }
+
+// Close stops gossiping and waits for the replicator's goroutines. Writes
+// still queued are not sent (anti-entropy repairs them). Safe to call twice.
+func (r *Replicator) Close() {
+	r.closeOnce.Do(func() {
+		r.cfg.Host.RemoveStreamHandler(PushProtocol(r.cfg.Cluster))
+		r.mu.Lock()
+		r.mu.closed = true
+		r.mu.Unlock()
+		r.handlers.Wait()
+		r.cancel()
+		r.sub.Cancel()
+		r.wg.Wait()
+		_ = r.topic.Close()
+	})
+}

@@ -1,0 +1,117 @@
+package p2p
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chorus-kv/chorus/crdt"
+	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
+)
+
+// Reasons a message from a peer is rejected. Each is counted.
+var (
+	ErrUndecodable  = errors.New("p2p: message does not decode")
+	ErrEmptyBatch   = errors.New("p2p: batch has no entries")
+	ErrTooLarge     = errors.New("p2p: message too large")
+	ErrBadEntry     = errors.New("p2p: entry out of limits")
+	ErrClockAhead   = errors.New("p2p: entry timestamp beyond the max clock offset")
+	ErrForeignEntry = errors.New("p2p: entry origin is not the signing peer")
+)
+
+// Rejections counts rejected messages, by reason.
+type Rejections struct {
+	Undecodable, Empty, TooLarge, BadEntry, ClockAhead, Foreign atomic.Int64
+}
+
+// RejectionCounts is a snapshot of Rejections.
+type RejectionCounts struct {
+	Undecodable, Empty, TooLarge, BadEntry, ClockAhead, Foreign int64
+}
+
+// Snapshot reads the counters.
+func (r *Rejections) Snapshot() RejectionCounts {
+	return RejectionCounts{
+		Undecodable: r.Undecodable.Load(), Empty: r.Empty.Load(), TooLarge: r.TooLarge.Load(),
+		BadEntry: r.BadEntry.Load(), ClockAhead: r.ClockAhead.Load(), Foreign: r.Foreign.Load(),
+	}
+}
+
+func (r *Rejections) count(err error) {
+	switch {
+	case errors.Is(err, ErrUndecodable):
+		r.Undecodable.Add(1)
+	case errors.Is(err, ErrEmptyBatch):
+		r.Empty.Add(1)
+	case errors.Is(err, ErrTooLarge):
+		r.TooLarge.Add(1)
+	case errors.Is(err, ErrClockAhead):
+		r.ClockAhead.Add(1)
+	case errors.Is(err, ErrForeignEntry):
+		r.Foreign.Add(1)
+	default:
+		r.BadEntry.Add(1)
+	}
+}
+
+// Validator checks batches from peers. It holds no state but the limits
+// and the clock it checks against.
+type Validator struct {
+	Limits          crdt.Limits
+	Clock           *crdt.Clock
+	MaxMessageBytes int
+}
+
+// DecodeBatch decodes and checks a batch signed (or sent) by from: it must
+// decode, be within the size limits, hold at least one entry, every entry
+// well formed and within limits, no timestamp beyond the clock's max
+// offset, and, when ownOnly is set, every entry's origin must be from (a
+// node gossips only its own writes). It never panics on bad input.
+func (v *Validator) DecodeBatch(data []byte, from peer.ID, ownOnly bool) ([]crdt.Entry, error) {
+	if len(data) > v.MaxMessageBytes {
+		return nil, fmt.Errorf("%w: %d bytes; the limit is %d", ErrTooLarge, len(data), v.MaxMessageBytes)
+	}
+	var b replicationv1.Batch
+	if err := proto.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUndecodable, err)
+	}
+	if len(b.GetEntries()) == 0 {
+		return nil, ErrEmptyBatch
+	}
+	entries := make([]crdt.Entry, len(b.GetEntries()))
+	for i, e := range b.GetEntries() {
+		entries[i] = crdt.Entry{
+			Key:       e.GetKey(),
+			Value:     e.GetValue(),
+			HLC:       crdt.Timestamp(e.GetHlc()),
+			Origin:    e.GetOrigin(),
+			Tombstone: e.GetTombstone(),
+		}
+		if err := v.Limits.CheckEntry(&entries[i]); err != nil {
+			return nil, fmt.Errorf("%w: entry %d: %w", ErrBadEntry, i, err)
+		}
+		if ownOnly && peer.ID(entries[i].Origin) != from {
+			return nil, fmt.Errorf("%w: entry %d has origin %s, signed by %s", ErrForeignEntry, i, peer.ID(entries[i].Origin), from)
+		}
+		if err := v.Clock.Check(entries[i].HLC); err != nil {
+			return nil, fmt.Errorf("%w: entry %d: %w", ErrClockAhead, i, err)
+		}
+	}
+	return entries, nil
+}
+
+// EncodeBatch encodes entries for the wire: only the replicated fields.
+func EncodeBatch(entries []crdt.Entry) ([]byte, error) {
+	b := &replicationv1.Batch{Entries: make([]*replicationv1.Entry, len(entries))}
+	for i := range entries {
+		e := &entries[i]
+		b.Entries[i] = &replicationv1.Entry{Key: e.Key, Value: e.Value, Hlc: uint64(e.HLC), Origin: e.Origin, Tombstone: e.Tombstone}
+	}
+	return proto.Marshal(b)
+}
+
+// entryWireBytes is an upper bound on an entry's encoded size, for batching.
+func entryWireBytes(e *crdt.Entry) int { return len(e.Key) + len(e.Value) + len(e.Origin) + 32 }
