@@ -72,7 +72,7 @@ func (l Limits) Validate() error {
 func (l Limits) CheckKey(key []byte) error {
 	switch {
 	case len(key) == 0:
-		return ErrKeyEmpty
+		return fmt.Errorf("%w: keys are 1 to %d bytes", ErrKeyEmpty, l.MaxKeyBytes)
 	case len(key) > l.MaxKeyBytes:
 		return &LimitError{Err: ErrKeyTooLarge, What: "key", Size: len(key), Limit: l.MaxKeyBytes}
 	}

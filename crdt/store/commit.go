@@ -162,7 +162,7 @@ func (s *Store) commit(batch []*request) {
 				rev++
 				c := Change{Record: Record{Entry: o.entry, ModRevision: rev}, Prev: cur}
 				if cur != nil {
-					c.PrevModRevision = cur.ModRevision
+					c.PrevModRevision, c.PrevLive = cur.ModRevision, cur.Live()
 				}
 				if !o.entry.Tombstone {
 					c.Record.CreateRevision, c.Record.Version = rev, 1

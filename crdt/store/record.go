@@ -38,12 +38,15 @@ type Change struct {
 	Prev *Record
 	// PrevModRevision is the mod revision of Prev, 0 if the key was unknown.
 	PrevModRevision int64
+	// PrevLive is true when the key held a value before the change. It is
+	// kept in the log, so it is known even when Prev is not.
+	PrevLive bool
 }
 
 // Visible reports whether the change is seen by a reader: it did not merely
 // replace a missing or deleted key with a tombstone.
 func (c *Change) Visible() bool {
-	return c.Record.Live() || c.Prev.Live()
+	return c.Record.Live() || c.PrevLive
 }
 
 func toProto(r *Record) *replicationv1.Entry {
@@ -91,7 +94,7 @@ func decodeRecord(b []byte) (Record, error) {
 }
 
 func encodeLogRecord(c *Change) ([]byte, error) {
-	return proto.Marshal(&replicationv1.LogRecord{Entry: toProto(&c.Record), PrevModRevision: c.PrevModRevision})
+	return proto.Marshal(&replicationv1.LogRecord{Entry: toProto(&c.Record), PrevModRevision: c.PrevModRevision, PrevLive: c.PrevLive})
 }
 
 // decodeLogRecord decodes a change-log record (without its Prev, which the
@@ -104,5 +107,5 @@ func decodeLogRecord(b []byte) (Change, error) {
 	if lr.GetEntry() == nil || len(lr.GetEntry().GetKey()) == 0 {
 		return Change{}, fmt.Errorf("%w: log record has no entry", ErrCorrupt)
 	}
-	return Change{Record: fromProto(lr.GetEntry()), PrevModRevision: lr.GetPrevModRevision()}, nil
+	return Change{Record: fromProto(lr.GetEntry()), PrevModRevision: lr.GetPrevModRevision(), PrevLive: lr.GetPrevLive()}, nil
 }

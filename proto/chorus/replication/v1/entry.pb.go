@@ -144,8 +144,12 @@ type LogRecord struct {
 	Entry *Entry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
 	// The mod_revision of the key before this change, 0 if the key did not exist.
 	PrevModRevision int64 `protobuf:"varint,2,opt,name=prev_mod_revision,json=prevModRevision,proto3" json:"prev_mod_revision,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// True when the key held a value (not a tombstone) before this change, so
+	// that a replayed delete is known to be visible after the previous record
+	// is compacted away.
+	PrevLive      bool `protobuf:"varint,3,opt,name=prev_live,json=prevLive,proto3" json:"prev_live,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LogRecord) Reset() {
@@ -192,6 +196,13 @@ func (x *LogRecord) GetPrevModRevision() int64 {
 	return 0
 }
 
+func (x *LogRecord) GetPrevLive() bool {
+	if x != nil {
+		return x.PrevLive
+	}
+	return false
+}
+
 var File_chorus_replication_v1_entry_proto protoreflect.FileDescriptor
 
 const file_chorus_replication_v1_entry_proto_rawDesc = "" +
@@ -205,10 +216,11 @@ const file_chorus_replication_v1_entry_proto_rawDesc = "" +
 	"\ttombstone\x18\x05 \x01(\bR\ttombstone\x12'\n" +
 	"\x0fcreate_revision\x18\x06 \x01(\x03R\x0ecreateRevision\x12!\n" +
 	"\fmod_revision\x18\a \x01(\x03R\vmodRevision\x12\x18\n" +
-	"\aversion\x18\b \x01(\x03R\aversion\"k\n" +
+	"\aversion\x18\b \x01(\x03R\aversion\"\x88\x01\n" +
 	"\tLogRecord\x122\n" +
 	"\x05entry\x18\x01 \x01(\v2\x1c.chorus.replication.v1.EntryR\x05entry\x12*\n" +
-	"\x11prev_mod_revision\x18\x02 \x01(\x03R\x0fprevModRevisionBGZEgithub.com/chorus-kv/chorus/proto/chorus/replication/v1;replicationv1b\x06proto3"
+	"\x11prev_mod_revision\x18\x02 \x01(\x03R\x0fprevModRevision\x12\x1b\n" +
+	"\tprev_live\x18\x03 \x01(\bR\bprevLiveBGZEgithub.com/chorus-kv/chorus/proto/chorus/replication/v1;replicationv1b\x06proto3"
 
 var (
 	file_chorus_replication_v1_entry_proto_rawDescOnce sync.Once
