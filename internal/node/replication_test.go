@@ -16,6 +16,11 @@ import (
 // 0, and waits until a probe write on every node has reached every node.
 func startReplicaNodes(t *testing.T, n int) ([]*Node, []*client.Client) {
 	t.Helper()
+	return startReplicaNodesTB(t, n)
+}
+
+func startReplicaNodesTB(t testing.TB, n int) ([]*Node, []*client.Client) {
+	t.Helper()
 	nodes := make([]*Node, n)
 	clients := make([]*client.Client, n)
 	var bootstrap []string
@@ -63,7 +68,7 @@ func startReplicaNodes(t *testing.T, n int) ([]*Node, []*client.Client) {
 	return nodes, clients
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
