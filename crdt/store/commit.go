@@ -2,8 +2,8 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"time"
 
 	ds "github.com/ipfs/go-datastore"
 
@@ -51,171 +51,268 @@ func (s *Store) submit(ctx context.Context, req *request) error {
 	}
 }
 
-// gatherWait is how long the committer waits for more writes when the
-// batch it holds is smaller than the previous one: writers acknowledged by
-// the previous batch are usually about to write again, and sharing the next
-// fsync with them is worth far more than this wait. A lone writer's batch is
-// never smaller than the previous one, so it never waits.
-const gatherWait = 100 * time.Microsecond
+// ErrWriteFailed is returned once a batch could not be written to disk: the
+// store then refuses every write until it is reopened, because batches
+// prepared after the failed one assumed its changes.
+var ErrWriteFailed = errors.New("store: a write to disk failed; the store refuses writes until it is reopened")
 
-// commitLoop is the committer: the only goroutine that writes LevelDB. It
-// takes the first waiting request and every other one already queued (up to
-// the batch caps), waits briefly for more while the batch is smaller than
-// the last, and commits them in one batch.
+// The write path is a two-stage pipeline, so that merging and encoding the
+// next batch (CPU) overlaps the fsync of the current one (disk):
+//
+//   - the committer (commitLoop) takes requests from the queue one at a
+//     time and merges each into the open batch at once, while
+//   - the writer (writeLoop) makes the previous batch durable. When the
+//     writer is idle, the committer seals the open batch and hands it over.
+//
+// A lone write is handed over as soon as it is merged, so it waits for no
+// one; under load, every request that arrives during one fsync shares the
+// next. Merges read the newest state: the open batch, then the batch being
+// written, then LevelDB.
+
+// openBatch is the batch the committer is filling.
+type openBatch struct {
+	seq     uint64
+	reqs    []*request
+	b       ds.Batch
+	records map[string]*Record // this batch's entries, by key
+	changes []Change
+	idx     map[*request][]opChange
+	ops     int
+	size    int
+	err     error // a merge failed: every request of the batch fails
+}
+
+type opChange struct{ op, change int }
+
+// sealed is a batch handed to the writer.
+type sealed struct {
+	*openBatch
+	rev, oldest int64 // the store's revision and oldest log revision once durable
+}
+
+// pipeline is the committer's view of the state, ahead of what is durable.
+// REQUIRES: the committer goroutine only.
+type pipeline struct {
+	rev, oldest int64
+	seq         uint64
+	inFlight    *sealed // handed to the writer, maybe not durable yet
+}
+
+// commitLoop is the committer. It owns the writer goroutine and stops it
+// after the queue is closed and drained.
 func (s *Store) commitLoop() {
 	defer close(s.committed)
-	var (
-		batch   []*request
-		carry   *request // taken from the queue but over the caps: next batch's first
-		lastOps int
-		timer   = time.NewTimer(time.Hour)
-	)
-	timer.Stop()
-	defer timer.Stop()
+	toWriter := make(chan *sealed)
+	idle := make(chan struct{}, 1)
+	writerDone := make(chan struct{})
+	go s.writeLoop(toWriter, idle, writerDone)
+	defer func() {
+		close(toWriter)
+		<-writerDone
+	}()
+
+	p := &pipeline{rev: s.rev.Load(), oldest: s.oldest.Load()}
+	var open *openBatch
+	var carry *request // over the open batch's caps: the next batch's first
+	idle <- struct{}{} // the writer starts idle
 	for {
-		first := carry
-		carry = nil
-		if first == nil {
-			var ok bool
-			if first, ok = <-s.queue; !ok {
+		if open == nil || len(open.reqs) == 0 {
+			// Nothing to hand over: wait for a request.
+			req := carry
+			carry = nil
+			if req == nil {
+				var ok bool
+				if req, ok = <-s.queue; !ok {
+					return
+				}
+				s.taken.Add(1)
+			}
+			open = s.newOpenBatch(p)
+			s.merge(p, open, req)
+		}
+		if carry != nil {
+			// The open batch is full: hand it over as soon as the writer is free.
+			<-idle
+			s.handOver(p, open, toWriter)
+			open = nil
+			continue
+		}
+		select {
+		case <-idle:
+			s.handOver(p, open, toWriter)
+			open = nil
+		case req, ok := <-s.queue:
+			if !ok {
+				<-idle
+				s.handOver(p, open, toWriter)
+				<-idle // the last batch is durable
 				return
 			}
-		}
-		batch = append(batch[:0], first)
-		ops, size := len(first.ops), first.size
-		waited := false
-	gather:
-		for ops < s.cfg.MaxBatchOps && size < s.cfg.MaxBatchBytes {
-			var req *request
-			var ok bool
-			select {
-			case req, ok = <-s.queue:
-			default:
-				if waited || ops >= lastOps {
-					break gather
-				}
-				waited = true
-				timer.Reset(gatherWait)
-				select {
-				case req, ok = <-s.queue:
-					if !timer.Stop() {
-						<-timer.C
-					}
-				case <-timer.C:
-					break gather
-				}
-			}
-			if !ok {
-				break gather
-			}
-			if ops+len(req.ops) > s.cfg.MaxBatchOps || size+req.size > s.cfg.MaxBatchBytes {
+			s.taken.Add(1)
+			if open.ops+len(req.ops) > s.cfg.MaxBatchOps || open.size+req.size > s.cfg.MaxBatchBytes {
 				carry = req
-				break gather
+				continue
 			}
-			batch = append(batch, req)
-			ops += len(req.ops)
-			size += req.size
+			s.merge(p, open, req)
 		}
-		lastOps = ops
-		s.commit(batch)
-		clear(batch)
 	}
 }
 
-// commit merges the batch's ops, writes one LevelDB batch and acknowledges
-// the writers. It runs only on the committer.
-func (s *Store) commit(batch []*request) {
+func (s *Store) newOpenBatch(p *pipeline) *openBatch {
+	p.seq++
+	ob := &openBatch{seq: p.seq, records: map[string]*Record{}, idx: map[*request][]opChange{}}
+	ob.b, ob.err = s.ds.Batch(context.Background())
+	if ob.err != nil {
+		ob.err = fmt.Errorf("store: new batch: %w", ob.err)
+	}
+	return ob
+}
+
+// current returns the newest state of key: from the open batch, the batch
+// being written, or LevelDB.
+func (s *Store) current(p *pipeline, ob *openBatch, key []byte) (*Record, error) {
+	if r, ok := ob.records[string(key)]; ok {
+		return r, nil
+	}
+	if f := p.inFlight; f != nil {
+		if s.durableSeq.Load() >= f.seq {
+			p.inFlight = nil // durable: LevelDB has it
+		} else if r, ok := f.records[string(key)]; ok {
+			return r, nil
+		}
+	}
+	return s.getRecord(key)
+}
+
+// merge adds req's ops to the open batch: each op that wins its merge gets
+// the next revision and is encoded into the batch.
+func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 	ctx := context.Background()
-	startRev := s.rev.Load()
-	rev := startRev
-	var changes []Change
-	type opChange struct{ op, change int }
-	changed := make(map[*request][]opChange)
-	newOldest := s.oldest.Load()
-	err := func() error {
-		b, err := s.ds.Batch(ctx)
-		if err != nil {
-			return fmt.Errorf("store: new batch: %w", err)
-		}
-		// Entries written earlier in this batch, not yet readable from LevelDB.
-		pending := make(map[string]*Record)
-		for _, req := range batch {
-			for i := range req.ops {
-				o := &req.ops[i]
-				cur, ok := pending[string(o.entry.Key)]
-				if !ok {
-					if cur, err = s.getRecord(o.entry.Key); err != nil {
-						return err
-					}
-				}
-				if o.local {
-					o.entry.HLC = s.cfg.Clock.Now()
-					o.entry.Origin = s.cfg.NodeID
-				}
-				var curEntry *crdt.Entry
-				if cur != nil {
-					curEntry = &cur.Entry
-				}
-				if !crdt.Wins(curEntry, &o.entry) {
-					continue
-				}
-				rev++
-				c := Change{Record: Record{Entry: o.entry, ModRevision: rev}, Prev: cur}
-				if cur != nil {
-					c.PrevModRevision, c.PrevLive = cur.ModRevision, cur.Live()
-				}
-				if !o.entry.Tombstone {
-					c.Record.CreateRevision, c.Record.Version = rev, 1
-					if cur.Live() {
-						c.Record.CreateRevision, c.Record.Version = cur.CreateRevision, cur.Version+1
-					}
-				}
-				if err := putChange(ctx, b, &c); err != nil {
-					return err
-				}
-				pending[string(o.entry.Key)] = &c.Record
-				changes = append(changes, c)
-				changed[req] = append(changed[req], opChange{op: i, change: len(changes) - 1})
-			}
-		}
-		if rev == startRev {
-			return nil // nothing changed: nothing to make durable
-		}
-		if newOldest, err = s.compactLocked(ctx, b, rev, len(changes)); err != nil {
-			return err
-		}
-		if err := b.Put(ctx, ds.RawKey(metaRev), encodeUint64(uint64(rev))); err != nil {
-			return fmt.Errorf("store: batch: %w", err)
-		}
-		if err := b.Put(ctx, ds.RawKey(metaHLC), encodeUint64(uint64(s.cfg.Clock.Last()))); err != nil {
-			return fmt.Errorf("store: batch: %w", err)
-		}
-		if err := b.Commit(ctx); err != nil {
-			return fmt.Errorf("store: commit batch of %d changes: %w", len(changes), err)
-		}
-		return nil
-	}()
-	if err != nil {
-		for _, req := range batch {
-			req.err = err
-			close(req.done)
-		}
+	ob.reqs = append(ob.reqs, req)
+	ob.ops += len(req.ops)
+	ob.size += req.size
+	if ob.err != nil {
 		return
 	}
-	for _, req := range batch {
-		req.changes = make([]*Change, len(req.ops))
-		for _, oc := range changed[req] {
-			req.changes[oc.op] = &changes[oc.change]
+	for i := range req.ops {
+		o := &req.ops[i]
+		cur, err := s.current(p, ob, o.entry.Key)
+		if err != nil {
+			ob.err = err
+			return
+		}
+		if o.local {
+			o.entry.HLC = s.cfg.Clock.Now()
+			o.entry.Origin = s.cfg.NodeID
+		}
+		var curEntry *crdt.Entry
+		if cur != nil {
+			curEntry = &cur.Entry
+		}
+		if !crdt.Wins(curEntry, &o.entry) {
+			continue
+		}
+		rev := p.rev + int64(len(ob.changes)) + 1
+		c := Change{Record: Record{Entry: o.entry, ModRevision: rev}, Prev: cur}
+		if cur != nil {
+			c.PrevModRevision, c.PrevLive = cur.ModRevision, cur.Live()
+		}
+		if !o.entry.Tombstone {
+			c.Record.CreateRevision, c.Record.Version = rev, 1
+			if cur.Live() {
+				c.Record.CreateRevision, c.Record.Version = cur.CreateRevision, cur.Version+1
+			}
+		}
+		if err := putChange(ctx, ob.b, &c); err != nil {
+			ob.err = err
+			return
+		}
+		ob.changes = append(ob.changes, c)
+		ob.records[string(o.entry.Key)] = &ob.changes[len(ob.changes)-1].Record
+		ob.idx[req] = append(ob.idx[req], opChange{op: i, change: len(ob.changes) - 1})
+	}
+}
+
+// handOver seals the open batch (compaction, metadata) and gives it to the
+// writer, which must be idle.
+func (s *Store) handOver(p *pipeline, ob *openBatch, toWriter chan<- *sealed) {
+	sb := &sealed{openBatch: ob, rev: p.rev, oldest: p.oldest}
+	if ob.err == nil && len(ob.changes) > 0 {
+		ctx := context.Background()
+		rev := p.rev + int64(len(ob.changes))
+		oldest, err := s.compact(ctx, ob.b, p.oldest, rev, len(ob.changes))
+		if err == nil {
+			err = ob.b.Put(ctx, ds.RawKey(metaRev), encodeUint64(uint64(rev)))
+		}
+		if err == nil {
+			err = ob.b.Put(ctx, ds.RawKey(metaHLC), encodeUint64(uint64(s.cfg.Clock.Last())))
+		}
+		if err != nil {
+			ob.err = fmt.Errorf("store: batch: %w", err)
+		} else {
+			// The records map points into changes, which no longer grows.
+			for i := range ob.changes {
+				ob.records[string(ob.changes[i].Record.Key)] = &ob.changes[i].Record
+			}
+			sb.rev, sb.oldest = rev, oldest
+			p.rev, p.oldest = rev, oldest
+			p.inFlight = sb
 		}
 	}
-	s.oldest.Store(newOldest)
-	s.rev.Store(rev)
-	if len(changes) > 0 && s.cfg.OnCommit != nil {
-		s.cfg.OnCommit(changes)
+	toWriter <- sb
+}
+
+// writeLoop is the writer: it makes each sealed batch durable, publishes
+// its changes and acknowledges its requests, in order, then signals idle.
+func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done chan<- struct{}) {
+	defer close(done)
+	for sb := range batches {
+		err := sb.err
+		if err == nil {
+			err = s.failure()
+		}
+		if err == nil && len(sb.changes) > 0 {
+			if cerr := sb.b.Commit(context.Background()); cerr != nil {
+				err = fmt.Errorf("%w: commit batch of %d changes: %w", ErrWriteFailed, len(sb.changes), cerr)
+				s.failed.CompareAndSwap(nil, &err)
+			}
+		}
+		if err != nil {
+			for _, req := range sb.reqs {
+				req.err = err
+				close(req.done)
+			}
+			s.durableSeq.Store(sb.seq)
+			idle <- struct{}{}
+			continue
+		}
+		for _, req := range sb.reqs {
+			req.changes = make([]*Change, len(req.ops))
+			for _, oc := range sb.idx[req] {
+				req.changes[oc.op] = &sb.changes[oc.change]
+			}
+		}
+		if len(sb.changes) > 0 {
+			s.oldest.Store(sb.oldest)
+			s.rev.Store(sb.rev)
+		}
+		s.durableSeq.Store(sb.seq)
+		if len(sb.changes) > 0 && s.cfg.OnCommit != nil {
+			s.cfg.OnCommit(sb.changes)
+		}
+		for _, req := range sb.reqs {
+			close(req.done)
+		}
+		idle <- struct{}{}
 	}
-	for _, req := range batch {
-		close(req.done)
+}
+
+// failure returns the write error that stopped the store, if any.
+func (s *Store) failure() error {
+	if e := s.failed.Load(); e != nil {
+		return *e
 	}
+	return nil
 }
 
 func putChange(ctx context.Context, b ds.Batch, c *Change) error {
@@ -236,13 +333,12 @@ func putChange(ctx context.Context, b ds.Batch, c *Change) error {
 	return nil
 }
 
-// compactLocked deletes, in batch b, change-log records older than the
-// retained window ending at rev: at most 2·n+64 of them, so that a backlog
-// (after RetainRevisions shrinks) is worked off over several batches without
-// making one batch large. It returns the oldest revision kept.
-// REQUIRES: the committer.
-func (s *Store) compactLocked(ctx context.Context, b ds.Batch, rev int64, n int) (int64, error) {
-	oldest := s.oldest.Load()
+// compact deletes, in batch b, change-log records older than the retained
+// window ending at rev: at most 2·n+64 of them, so that a backlog (after
+// RetainRevisions shrinks) is worked off over several batches without making
+// one batch large. It returns the oldest revision kept. REQUIRES: the
+// committer.
+func (s *Store) compact(ctx context.Context, b ds.Batch, oldest, rev int64, n int) (int64, error) {
 	target := rev - s.cfg.RetainRevisions + 1 // the oldest revision to keep
 	if target <= oldest {
 		return oldest, nil

@@ -48,7 +48,7 @@ type Config struct {
 	// MaxPageBytes caps the key and value bytes of one Range page (at least
 	// one key is always returned). Default 4 MiB.
 	MaxPageBytes int
-	// OnCommit, if set, is called by the committer with every batch's changes,
+	// OnCommit, if set, is called by the writer goroutine with every batch's changes,
 	// in revision order, after the batch is durable and before its writers are
 	// acknowledged. It must not block: it runs on the write path.
 	OnCommit func([]Change)

@@ -3,11 +3,18 @@
 // kept in a package of its own so that crdt stays free of I/O and goroutines.
 //
 // Every change, local (Put, Delete) or from elsewhere (Apply), goes through
-// one path: a single committer goroutine merges it against the current entry
-// with crdt.Wins, gives each real change the next local revision, and writes
-// the key's entry, its change-log record and the store's metadata in one
-// LevelDB batch. Concurrent writers share that batch and its one fsync (group
-// commit), so throughput grows with concurrency.
+// one path, a two-stage pipeline. The committer goroutine merges each request
+// as it arrives against the newest state of its key with crdt.Wins, gives
+// each real change the next local revision, and encodes the key's entry and
+// its change-log record into the open LevelDB batch. The writer goroutine
+// makes the previous batch durable (one fsync) meanwhile; when it is idle,
+// the committer hands it the open batch. So merging overlaps the disk, a lone
+// write waits for no one, and every write that arrives during one fsync
+// shares the next (group commit): throughput grows with concurrency.
+//
+// A failed batch write stops the store: every later write fails with
+// ErrWriteFailed until it is reopened, because the batch after it was
+// merged assuming its changes.
 //
 // Invariants:
 //
@@ -20,7 +27,8 @@
 //   - The hybrid logical clock is persisted with every batch, so a restarted
 //     node never stamps a write lower than one it stamped or accepted before.
 //   - Config.OnCommit sees every change exactly once, in revision order, after
-//     it is durable and before the writer is acknowledged.
+//     it is durable and before the writer is acknowledged. It runs on the
+//     writer goroutine.
 //
 // What a caller does, in order:
 //

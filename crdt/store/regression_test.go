@@ -136,7 +136,7 @@ func TestWritesDoNotRetainCallerBuffers(t *testing.T) {
 			_, err := s.Put(ctx, key, value)
 			done <- err
 		}()
-		waitFor(t, "the second Put queued", func() bool { return len(s.queue) == 1 })
+		waitFor(t, "the second Put taken", func() bool { return s.taken.Load() == 2 })
 		cancel()
 		within(t, "cancelled Put", func() { err = <-done })
 		if !errors.Is(err, context.Canceled) {
@@ -207,7 +207,7 @@ func TestBatchCapsHoldWithMultiOpRequests(t *testing.T) {
 	within(t, "committer entering OnCommit", func() { <-entered })
 	// Queue, in this order, a one-change Put and a ten-change Apply.
 	wg.Go(func() { s.Put(ctx, []byte("small"), []byte("1")) })
-	waitFor(t, "the small Put queued", func() bool { return len(s.queue) == 1 })
+	waitFor(t, "the small Put taken", func() bool { return s.taken.Load() == 2 })
 	entries := make([]crdt.Entry, 10)
 	for i := range entries {
 		entries[i] = crdt.Entry{Key: []byte{'e', byte('0' + i)}, Value: []byte("v"), HLC: crdt.NewTimestamp(testWall, 0), Origin: []byte("node-b")}
@@ -217,7 +217,7 @@ func TestBatchCapsHoldWithMultiOpRequests(t *testing.T) {
 			t.Errorf("Apply: %v", err)
 		}
 	})
-	waitFor(t, "the Apply queued", func() bool { return len(s.queue) == 2 })
+	waitFor(t, "the Apply taken", func() bool { return s.taken.Load() == 3 })
 	doRelease()
 	within(t, "writers", wg.Wait)
 	mu.Lock()

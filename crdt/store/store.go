@@ -32,6 +32,12 @@ type Store struct {
 	// load them atomically.
 	rev    atomic.Int64
 	oldest atomic.Int64
+	// durableSeq is the sequence number of the last batch the writer
+	// finished; failed holds the error that stopped writes, if one did.
+	durableSeq atomic.Uint64
+	failed     atomic.Pointer[error]
+	// taken counts requests the committer has taken from the queue (tests).
+	taken atomic.Int64
 
 	mu struct {
 		sync.RWMutex // held for reading while sending on queue

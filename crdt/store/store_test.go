@@ -729,7 +729,10 @@ func TestContext(t *testing.T) {
 		var once, releaseOnce sync.Once
 		doRelease := func() { releaseOnce.Do(func() { close(release) }) }
 		defer doRelease() // never leave the committer blocked
-		s := openStore(t, Config{QueueDepth: 1, OnCommit: func([]Change) {
+		// MaxBatchOps 1: while the writer is held in OnCommit, the committer
+		// takes one request into its open batch and holds one more over the
+		// cap; the queue (depth 1) is full after that.
+		s := openStore(t, Config{QueueDepth: 1, MaxBatchOps: 1, OnCommit: func([]Change) {
 			once.Do(func() {
 				entered <- struct{}{}
 				<-release
@@ -748,9 +751,20 @@ func TestContext(t *testing.T) {
 			_, err := s.Put(ctx2, []byte("second"), []byte("2"))
 			second <- err
 		}()
-		// Wait until the second write sits in the queue (white box: len of
-		// the channel), so that the queue is full.
-		waitFor(t, "second write queued", func() bool { return len(s.queue) == 1 })
+		waitFor(t, "second write taken", func() bool { return s.taken.Load() == 2 })
+		fillers := make(chan error, 2)
+		for _, k := range []string{"filler1", "filler2"} {
+			go func() {
+				_, err := s.Put(context.Background(), []byte(k), []byte("f"))
+				fillers <- err
+			}()
+			// White box: the committer holds filler1 over the batch cap, and
+			// filler2 sits in the queue, which is then full.
+			if k == "filler1" {
+				waitFor(t, "filler1 taken", func() bool { return s.taken.Load() == 3 })
+			}
+		}
+		waitFor(t, "the queue full", func() bool { return len(s.queue) == 1 })
 
 		cancelled, cancel3 := context.WithCancel(context.Background())
 		cancel3()
@@ -778,10 +792,17 @@ func TestContext(t *testing.T) {
 				t.Errorf("first Put: %v", err)
 			}
 		})
+		for range 2 {
+			within(t, "fillers", func() {
+				if err := <-fillers; err != nil {
+					t.Errorf("filler Put: %v", err)
+				}
+			})
+		}
 		// The cancelled but queued write still commits; Close drains the queue.
 		within(t, "Close", func() { s.Close() })
-		if s.Revision() != 2 {
-			t.Errorf("Revision() = %d; want 2 (first and the queued second)", s.Revision())
+		if s.Revision() != 4 {
+			t.Errorf("Revision() = %d; want 4 (first, the queued second, two fillers)", s.Revision())
 		}
 	})
 }
