@@ -78,7 +78,7 @@ func fromStatus(op string, err error) error {
 		}
 	}
 	if st != nil && st.Code() == codes.Unavailable {
-		return fmt.Errorf("chorus %s: %w: %s", op, ErrUnavailable, st.Message())
+		return fmt.Errorf("chorus %s: %w: %w", op, ErrUnavailable, err)
 	}
 	return fmt.Errorf("chorus %s: %w", op, err)
 }

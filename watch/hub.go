@@ -27,7 +27,9 @@ const (
 // Config configures a Hub. The zero value of every field means its default.
 type Config struct {
 	// BufferSize is how many live events may wait for a watcher's reader
-	// before the watcher is cancelled with ErrWatcherTooSlow. Default 4096.
+	// before the watcher is cancelled with ErrWatcherTooSlow: a batch that
+	// finds fewer waiting is taken whole, so the buffer holds at most
+	// BufferSize events plus one commit batch. Default 4096.
 	BufferSize int
 	// ReplayPage is the most events one Next returns. Default 512.
 	ReplayPage int

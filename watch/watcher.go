@@ -161,44 +161,42 @@ func (w *Watcher) replayPage() ([]Event, error) {
 // deliver buffers the matching events of a published batch. It reports false
 // when the watcher is over and should be dropped. Called by the hub, under
 // its lock.
+//
+// The buffer bound is checked once per batch: a watcher with fewer than
+// BufferSize events waiting takes the whole batch, so that one large commit
+// (a group commit holds up to 4096 changes, an Apply more) does not cancel a
+// watcher that keeps up. The buffer so holds at most BufferSize events plus
+// one batch.
 func (w *Watcher) deliver(changes []store.Change) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.mu.err != nil {
 		return false
 	}
-	added := false
+	var events []Event
 	for i := range changes {
 		if changes[i].Record.ModRevision < w.next {
 			continue // already replayed from the log
 		}
-		ev, ok := w.event(&changes[i])
-		if !ok {
-			continue
+		if ev, ok := w.event(&changes[i]); ok {
+			events = append(events, ev)
 		}
-		if len(w.mu.buf) >= w.hub.cfg.BufferSize {
-			w.mu.buf = nil
-			w.mu.err = fmt.Errorf("%w: %d events were waiting, the limit is %d; resume from revision %d",
-				ErrWatcherTooSlow, w.hub.cfg.BufferSize, w.hub.cfg.BufferSize, w.firstUndelivered(ev))
-			w.signal()
-			return false
-		}
-		w.mu.buf = append(w.mu.buf, ev)
-		added = true
 	}
-	if added {
+	if len(events) == 0 {
+		return true
+	}
+	if waiting := len(w.mu.buf); waiting >= w.hub.cfg.BufferSize {
+		// Resume from the oldest event not delivered: the buffer's first.
+		resume := w.mu.buf[0].Record.ModRevision
+		w.mu.buf = nil
+		w.mu.err = fmt.Errorf("%w: %d events were waiting, the limit is %d; resume from revision %d",
+			ErrWatcherTooSlow, waiting, w.hub.cfg.BufferSize, resume)
 		w.signal()
+		return false
 	}
+	w.mu.buf = append(w.mu.buf, events...)
+	w.signal()
 	return true
-}
-
-// firstUndelivered is the revision a client should resume from after the
-// buffer overflowed at ev: the oldest event dropped. REQUIRES: w.mu held.
-func (w *Watcher) firstUndelivered(ev Event) int64 {
-	if len(w.mu.buf) > 0 {
-		return w.mu.buf[0].Record.ModRevision
-	}
-	return ev.Record.ModRevision
 }
 
 // event turns a change into this watcher's event, if it matches and is visible.
