@@ -176,6 +176,11 @@ func StartReplicator(cfg ReplicatorConfig) (*Replicator, error) {
 	ps, err := pubsub.NewGossipSub(ctx, cfg.Host,
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithMaxMessageSize(r.validator.MaxMessageBytes+4<<10),
+		// GossipSub drops, silently, what does not fit its per-peer outbound
+		// queue (default 32 messages) and its validation queue (default 32):
+		// under a write burst both overflow. Size them for bursts.
+		pubsub.WithPeerOutboundQueueSize(cfg.SubscriptionBuffer),
+		pubsub.WithValidateQueueSize(cfg.SubscriptionBuffer),
 		pubsub.WithLogger(cfg.Logger.With("component", "gossipsub")),
 	)
 	if err != nil {

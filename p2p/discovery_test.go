@@ -1,0 +1,186 @@
+package p2p
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/chorus-kv/chorus/crdt"
+)
+
+func TestBootstrapperReconnects(t *testing.T) {
+	a := startTestNode(t, "test")
+	b := startTestNode(t, "test")
+	boot := StartBootstrapper(b.host, []peer.AddrInfo{{ID: a.host.ID(), Addrs: a.host.Addrs()}}, quiet)
+	defer boot.Close()
+	connected := func() bool { return b.host.Network().Connectedness(a.host.ID()) == network.Connected }
+	waitFor(t, 10*time.Second, "b connects to its bootstrap peer", connected)
+	for round := range 3 {
+		if err := a.host.Network().ClosePeer(b.host.ID()); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, fmt.Sprintf("the link is down (round %d)", round), func() bool { return !connected() })
+		waitFor(t, 10*time.Second, fmt.Sprintf("b reconnects (round %d)", round), connected)
+	}
+}
+
+func TestBootstrapperRetriesUnreachablePeer(t *testing.T) {
+	// A peer that is not up yet: the bootstrapper keeps trying with backoff
+	// and connects once it is.
+	id, err := LoadOrCreateIdentity(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHost(id, []string{"/ip4/127.0.0.1/tcp/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := h.Addrs()
+	if err := h.Close(); err != nil { // down: its port refuses
+		t.Fatal(err)
+	}
+	b := startTestNode(t, "test")
+	boot := StartBootstrapper(b.host, []peer.AddrInfo{{ID: id.ID, Addrs: addrs}}, quiet)
+	defer boot.Close()
+	h2, err := NewHost(id, []string{addrs[0].String()}) // the same peer comes up on the same address
+	if err != nil {
+		t.Skipf("could not rebind %s: %v", addrs[0], err)
+	}
+	defer h2.Close()
+	waitFor(t, 20*time.Second, "b connects once the peer is up", func() bool {
+		return b.host.Network().Connectedness(id.ID) == network.Connected
+	})
+}
+
+// TestValidatorRejectsOnTheWire publishes bad messages from a rogue peer on
+// the cluster's topic, one per reason, and checks that the receiving node
+// rejects and counts each, and applies none.
+func TestValidatorRejectsOnTheWire(t *testing.T) {
+	victim := startTestNode(t, "test")
+	rogueID, err := LoadOrCreateIdentity(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue, err := NewHost(rogueID, []string{"/ip4/127.0.0.1/tcp/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rogue.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps, err := pubsub.NewGossipSub(ctx, rogue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(Topic("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer topic.Close()
+	if err := rogue.Connect(ctx, peer.AddrInfo{ID: victim.host.ID(), Addrs: victim.host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the rogue sees the victim on the topic", func() bool { return len(topic.ListPeers()) > 0 })
+
+	now := crdt.NewTimestamp(time.Now().UnixMilli(), 0)
+	entry := func(f func(*crdt.Entry)) []byte {
+		e := crdt.Entry{Key: []byte("rogue"), Value: []byte("v"), HLC: now, Origin: []byte(rogueID.ID)}
+		f(&e)
+		b, err := EncodeBatch([]crdt.Entry{e})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tests := []struct {
+		name  string
+		data  func() []byte
+		count func(RejectionCounts) int64
+	}{
+		{"undecodable", func() []byte { return []byte{0xff, 0xff, 0xff} }, func(c RejectionCounts) int64 { return c.Undecodable }},
+		{"empty", func() []byte { b, _ := EncodeBatch(nil); return b }, func(c RejectionCounts) int64 { return c.Empty }},
+		{"bad entry", func() []byte { return entry(func(e *crdt.Entry) { e.Key = nil }) }, func(c RejectionCounts) int64 { return c.BadEntry }},
+		{"clock ahead", func() []byte {
+			return entry(func(e *crdt.Entry) { e.HLC = crdt.NewTimestamp(time.Now().Add(time.Hour).UnixMilli(), 0) })
+		}, func(c RejectionCounts) int64 { return c.ClockAhead }},
+		{"foreign origin", func() []byte { return entry(func(e *crdt.Entry) { e.Origin = []byte(victim.id.ID) }) }, func(c RejectionCounts) int64 { return c.Foreign }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := tt.count(victim.repl.Stats().Rejected)
+			// Publish until the victim has counted one: GossipSub may drop
+			// the first messages to a peer whose stream is not open yet.
+			waitFor(t, 20*time.Second, "the victim rejects and counts it", func() bool {
+				if err := topic.Publish(ctx, tt.data()); err != nil {
+					t.Fatal(err)
+				}
+				deadline := time.Now().Add(100 * time.Millisecond)
+				for time.Now().Before(deadline) {
+					if tt.count(victim.repl.Stats().Rejected) > before {
+						return true
+					}
+					time.Sleep(5 * time.Millisecond) // polling interval
+				}
+				return false
+			})
+		})
+	}
+	if kv, _ := victim.store.GetEntry([]byte("rogue")); kv != nil {
+		t.Fatalf("a rejected entry was applied: %+v", kv)
+	}
+	if st := victim.repl.Stats(); st.ReceivedEntries != 0 {
+		t.Fatalf("the victim accepted rogue entries: %+v", st)
+	}
+}
+
+// TestMDNSFindsPeers runs in a network namespace of its own (re-executing
+// the test binary under `unshare -n`), with multicast routed on its loopback
+// interface only: mDNS multicasts, and a test's traffic must not leave
+// addresses it made itself. It is skipped where namespaces cannot be made
+// (not root, no unshare or ip).
+func TestMDNSFindsPeers(t *testing.T) {
+	if os.Getenv("CHORUS_MDNS_NETNS") != "1" {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root to make a network namespace")
+		}
+		for _, tool := range []string{"unshare", "ip"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				t.Skipf("needs %s to make a network namespace", tool)
+			}
+		}
+		script := "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && exec \"$0\" -test.run '^TestMDNSFindsPeers$' -test.v"
+		cmd := exec.Command("unshare", "-n", "sh", "-c", script, os.Args[0])
+		cmd.Env = append(os.Environ(), "CHORUS_MDNS_NETNS=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("mDNS test in a network namespace: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "--- PASS: TestMDNSFindsPeers") {
+			t.Fatalf("mDNS test in a network namespace did not pass:\n%s", out)
+		}
+		return
+	}
+	a := startTestNode(t, "mdns-test")
+	b := startTestNode(t, "mdns-test")
+	ma, err := StartMDNS(a.host, "mdns-test", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ma.Close()
+	mb, err := StartMDNS(b.host, "mdns-test", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	waitFor(t, 20*time.Second, "the two nodes find each other by mDNS", func() bool {
+		return a.host.Network().Connectedness(b.host.ID()) == network.Connected
+	})
+}
