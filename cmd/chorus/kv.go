@@ -39,6 +39,19 @@ func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlag
 	return fs, cf
 }
 
+// call dials the endpoint and runs fn with a client and a context bounded
+// by --timeout.
+func (cf *clientFlags) call(ctx context.Context, fn func(context.Context, *client.Client) error) error {
+	c, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	return fn(ctx, c)
+}
+
 func (cf *clientFlags) dial() (*client.Client, error) {
 	if cf.output != "text" && cf.output != "json" {
 		return nil, fmt.Errorf("%w: -o %q: want text or json", errUsage, cf.output)
@@ -67,29 +80,24 @@ func runPut(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	default:
 		return fmt.Errorf("%w: put KEY [VALUE] (the value is read from stdin when omitted)", errUsage)
 	}
-	c, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
-	if *prev {
-		opts = append(opts, client.WithPrevKV())
-	}
-	res, err := c.Put(ctx, rest[0], value, opts...)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return json.NewEncoder(stdout).Encode(map[string]any{"revision": res.Revision, "kv": jsonKV(res.KV), "prev_kv": jsonKV(res.Prev)})
-	}
-	fmt.Fprintln(stdout, "OK")
-	if res.Prev != nil {
-		fmt.Fprintf(stdout, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
-	}
-	return nil
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
+		if *prev {
+			opts = append(opts, client.WithPrevKV())
+		}
+		res, err := c.Put(ctx, rest[0], value, opts...)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return json.NewEncoder(stdout).Encode(map[string]any{"revision": res.Revision, "kv": jsonKV(res.KV), "prev_kv": jsonKV(res.Prev)})
+		}
+		fmt.Fprintln(stdout, "OK")
+		if res.Prev != nil {
+			fmt.Fprintf(stdout, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
+		}
+		return nil
+	})
 }
 
 func runGet(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -103,24 +111,19 @@ func runGet(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	if len(rest) != 1 {
 		return fmt.Errorf("%w: get KEY [--prefix]", errUsage)
 	}
-	c, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	if *prefix {
-		return list(ctx, c, cf, rest[0], true, *valueOnly, stdout)
-	}
-	kv, err := c.Get(ctx, rest[0])
-	if errors.Is(err, client.ErrNotFound) {
-		return nil // like etcdctl: nothing printed, exit 0
-	}
-	if err != nil {
-		return err
-	}
-	return printKV(stdout, cf.output, kv, true, *valueOnly)
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		if *prefix {
+			return list(ctx, c, cf, rest[0], true, *valueOnly, stdout)
+		}
+		kv, err := c.Get(ctx, rest[0])
+		if errors.Is(err, client.ErrNotFound) {
+			return nil // like etcdctl: nothing printed, exit 0
+		}
+		if err != nil {
+			return err
+		}
+		return printKV(stdout, cf.output, kv, true, *valueOnly)
+	})
 }
 
 func runLs(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -137,14 +140,9 @@ func runLs(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Wr
 	if len(rest) == 1 {
 		prefix = rest[0]
 	}
-	c, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	return list(ctx, c, cf, prefix, *values, false, stdout)
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		return list(ctx, c, cf, prefix, *values, false, stdout)
+	})
 }
 
 func list(ctx context.Context, c *client.Client, cf *clientFlags, prefix string, values, valueOnly bool, stdout io.Writer) error {
@@ -170,33 +168,28 @@ func runDel(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	if len(rest) != 1 {
 		return fmt.Errorf("%w: del KEY", errUsage)
 	}
-	c, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
-	if *prev {
-		opts = append(opts, client.WithPrevKV())
-	}
-	res, err := c.Delete(ctx, rest[0], opts...)
-	if err != nil {
-		return err
-	}
-	deleted := 0
-	if res.Deleted {
-		deleted = 1
-	}
-	if cf.output == "json" {
-		return json.NewEncoder(stdout).Encode(map[string]any{"revision": res.Revision, "deleted": deleted, "prev_kv": jsonKV(res.Prev)})
-	}
-	fmt.Fprintln(stdout, deleted) // like etcdctl: the number of keys deleted
-	if res.Prev != nil {
-		fmt.Fprintf(stdout, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
-	}
-	return nil
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
+		if *prev {
+			opts = append(opts, client.WithPrevKV())
+		}
+		res, err := c.Delete(ctx, rest[0], opts...)
+		if err != nil {
+			return err
+		}
+		deleted := 0
+		if res.Deleted {
+			deleted = 1
+		}
+		if cf.output == "json" {
+			return json.NewEncoder(stdout).Encode(map[string]any{"revision": res.Revision, "deleted": deleted, "prev_kv": jsonKV(res.Prev)})
+		}
+		fmt.Fprintln(stdout, deleted) // like etcdctl: the number of keys deleted
+		if res.Prev != nil {
+			fmt.Fprintf(stdout, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
+		}
+		return nil
+	})
 }
 
 func runWatch(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -273,23 +266,18 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if len(rest) != 0 {
 		return fmt.Errorf("%w: status takes no arguments", errUsage)
 	}
-	c, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	st, err := c.Status(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return json.NewEncoder(stdout).Encode(st)
-	}
-	fmt.Fprintf(stdout, "node:            %s\nversion:         %s\nrevision:        %d\noldest revision: %d\nmax key bytes:   %d\nmax value bytes: %d\n",
-		st.NodeID, st.Version, st.Revision, st.OldestRevision, st.MaxKeyBytes, st.MaxValueBytes)
-	return nil
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return json.NewEncoder(stdout).Encode(st)
+		}
+		fmt.Fprintf(stdout, "node:            %s\nversion:         %s\nrevision:        %d\noldest revision: %d\nmax key bytes:   %d\nmax value bytes: %d\n",
+			st.NodeID, st.Version, st.Revision, st.OldestRevision, st.MaxKeyBytes, st.MaxValueBytes)
+		return nil
+	})
 }
 
 // printKV prints one key: text is the key line, then (with values) the value
@@ -352,30 +340,25 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if len(rest) != 0 {
 		return fmt.Errorf("%w: members takes no arguments", errUsage)
 	}
-	c, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	cluster, members, err := c.Members(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return json.NewEncoder(stdout).Encode(map[string]any{"cluster": cluster, "members": members})
-	}
-	fmt.Fprintf(stdout, "cluster %s\n", cluster)
-	for _, m := range members {
-		role := "peer"
-		switch {
-		case m.Self:
-			role = "self"
-		case m.Gossip:
-			role = "peer gossip"
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		cluster, members, err := c.Members(ctx)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(stdout, "%s %s %s\n", m.PeerID, role, strings.Join(m.Addrs, ","))
-	}
-	return nil
+		if cf.output == "json" {
+			return json.NewEncoder(stdout).Encode(map[string]any{"cluster": cluster, "members": members})
+		}
+		fmt.Fprintf(stdout, "cluster %s\n", cluster)
+		for _, m := range members {
+			role := "peer"
+			switch {
+			case m.Self:
+				role = "self"
+			case m.Gossip:
+				role = "peer gossip"
+			}
+			fmt.Fprintf(stdout, "%s %s %s\n", m.PeerID, role, strings.Join(m.Addrs, ","))
+		}
+		return nil
+	})
 }
