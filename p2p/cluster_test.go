@@ -430,3 +430,41 @@ func TestValidateCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestGossipBatchesUnderLoad: concurrent writes share gossip messages, and
+// every one of them is published and reaches the peer.
+func TestGossipBatchesUnderLoad(t *testing.T) {
+	nodes := startCluster(t, 2)
+	before := nodes[0].repl.Stats()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := range 64 {
+		wg.Go(func() {
+			for j := range 20 {
+				if _, err := nodes[0].store.Put(ctx, fmt.Appendf(nil, "load/%d/%d", w, j), []byte("v")); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var keys []string
+	for w := range 64 {
+		for j := range 20 {
+			keys = append(keys, fmt.Sprintf("load/%d/%d", w, j))
+		}
+	}
+	waitFor(t, 30*time.Second, "the peer has every write", func() bool {
+		ok, _ := sameState(nodes, keys)
+		return ok
+	})
+	after := nodes[0].repl.Stats()
+	msgs, entries := after.Published-before.Published, after.PublishedEntries-before.PublishedEntries
+	if entries != 64*20 {
+		t.Fatalf("published %d entries for %d writes", entries, 64*20)
+	}
+	if msgs >= entries {
+		t.Fatalf("%d writes from 64 concurrent writers went out in %d messages: no batching", entries, msgs)
+	}
+	t.Logf("%d writes in %d gossip messages", entries, msgs)
+}

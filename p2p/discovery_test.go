@@ -12,6 +12,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/chorus-kv/chorus/crdt"
 )
@@ -198,4 +199,42 @@ func TestMDNSFindsPeers(t *testing.T) {
 	waitFor(t, 20*time.Second, "the two nodes find each other by mDNS", func() bool {
 		return a.host.Network().Connectedness(b.host.ID()) == network.Connected
 	})
+}
+
+// TestQUICAndDNSBootstrap: a node listening on QUIC only is reached through
+// a /dns4/localhost bootstrap address, and gossip and push work over it.
+func TestQUICAndDNSBootstrap(t *testing.T) {
+	a := startTestNode(t, "test")
+	idB, err := LoadOrCreateIdentity(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	quicHost, err := NewHost(idB, []string{"/ip4/127.0.0.1/udp/0/quic-v1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer quicHost.Close()
+	var port string
+	for _, addr := range quicHost.Addrs() {
+		if p, err := addr.ValueForProtocol(ma.P_UDP); err == nil {
+			port = p
+		}
+	}
+	if port == "" {
+		t.Fatalf("no UDP address in %v", quicHost.Addrs())
+	}
+	infos, err := ParseBootstrap([]string{"/dns4/localhost/udp/" + port + "/quic-v1/p2p/" + idB.ID.String()}, a.host.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := StartBootstrapper(a.host, infos, quiet)
+	defer boot.Close()
+	waitFor(t, 10*time.Second, "a connects over QUIC through a /dns4 address", func() bool {
+		return a.host.Network().Connectedness(idB.ID) == network.Connected
+	})
+	for _, c := range a.host.Network().ConnsToPeer(idB.ID) {
+		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_QUIC_V1); err != nil {
+			t.Fatalf("connection is not QUIC: %s", c.RemoteMultiaddr())
+		}
+	}
 }
