@@ -138,7 +138,10 @@ func (r *Replicator) handlePush(s network.Stream) {
 	from := s.Conn().RemotePeer()
 	data, err := readFrame(bufio.NewReader(s), r.validator.MaxMessageBytes)
 	if err != nil {
-		r.rejected.count(fmt.Errorf("%w: %v", ErrUndecodable, err))
+		if !errors.Is(err, ErrTooLarge) {
+			err = fmt.Errorf("%w: %w", ErrUndecodable, err)
+		}
+		r.rejected.count(err)
 		s.Reset()
 		return
 	}
