@@ -935,7 +935,7 @@ func TestAgentDefaultsAndFlags(t *testing.T) {
 		}
 		// Another agent on the same data folder fails: LevelDB is locked.
 		r = startProcess(t, "", "agent", "--data-dir", dir, "--listen-client", "127.0.0.1:0")
-		if code := r.wait(t, exitTimeout); code != 1 || !strings.Contains(r.stderr.String(), "open leveldb") {
+		if code := r.wait(t, exitTimeout); code != 1 || !strings.Contains(r.stderr.String(), "is another chorus agent using this data folder") {
 			t.Errorf("second agent on the same data folder: exit code %d, want 1 and the reason; stderr:\n%s", code, r.stderr.String())
 		}
 		// The first agent still serves.

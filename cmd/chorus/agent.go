@@ -50,9 +50,15 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	cfg.Logger.Info("shutting down")
-	return n.Close()
+	select {
+	case <-ctx.Done():
+		cfg.Logger.Info("shutting down")
+		return n.Close()
+	case <-n.Failed():
+		cfg.Logger.Error("the store can no longer take writes; stopping", "err", n.Err())
+		_ = n.Close()
+		return n.Err()
+	}
 }
 
 // listFlag is a flag that takes a comma-separated list and may be repeated.

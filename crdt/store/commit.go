@@ -274,7 +274,9 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 		if err == nil && len(sb.changes) > 0 {
 			if cerr := sb.b.Commit(context.Background()); cerr != nil {
 				err = fmt.Errorf("%w: commit batch of %d changes: %w", ErrWriteFailed, len(sb.changes), cerr)
-				s.failed.CompareAndSwap(nil, &err)
+				if s.failed.CompareAndSwap(nil, &err) {
+					close(s.failedCh)
+				}
 			}
 		}
 		if err != nil {

@@ -6,6 +6,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
 	"sync"
 	"testing"
 
@@ -229,4 +232,45 @@ func TestBatchCapsHoldWithMultiOpRequests(t *testing.T) {
 			t.Errorf("batches of %v changes: one holds %d, over MaxBatchOps %d, and is not a single request", sizes, n, maxOps)
 		}
 	}
+}
+
+// TestFailedWriteStopsTheStore fills a small tmpfs under a running store so
+// that LevelDB's journal write fails with ENOSPC (a real disk fault; it
+// needs root to mount, and is skipped without), and checks that the write
+// fails with ErrWriteFailed, Failed is closed, later writes fail the same
+// way, reads still work, and Close returns.
+func TestFailedWriteStopsTheStore(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	s, err := Open(Config{Path: dir, NodeID: localNode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, "before", "v")
+	ctx := context.Background()
+	value := make([]byte, 64<<10)
+	var werr error
+	for i := 0; i < 64 && werr == nil; i++ { // 4 MiB into a 1 MiB filesystem
+		_, werr = s.Put(ctx, fmt.Appendf(nil, "fill/%d", i), value)
+	}
+	if !errors.Is(werr, ErrWriteFailed) {
+		t.Fatalf("writes into a full disk: %v; want ErrWriteFailed", werr)
+	}
+	within(t, "Failed closed", func() { <-s.Failed() })
+	if !errors.Is(s.Err(), ErrWriteFailed) {
+		t.Fatalf("Err() = %v", s.Err())
+	}
+	if _, err := s.Put(ctx, []byte("small"), []byte("v")); !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("a later Put: %v; want ErrWriteFailed", err)
+	}
+	if r, err := s.Get([]byte("before")); err != nil || r == nil {
+		t.Fatalf("reads after the failure: %v, %v", r, err)
+	}
+	within(t, "Close", func() { _ = s.Close() })
 }

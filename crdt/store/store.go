@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	ds "github.com/ipfs/go-datastore"
 	leveldb "github.com/ipfs/go-ds-leveldb"
@@ -19,6 +20,9 @@ import (
 
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("store: closed")
+
+// ErrInUse is returned by Open when another process holds the store.
+var ErrInUse = errors.New("store: in use")
 
 // Store is a node's durable CRDT state. It is safe for concurrent use.
 type Store struct {
@@ -36,6 +40,7 @@ type Store struct {
 	// finished; failed holds the error that stopped writes, if one did.
 	durableSeq atomic.Uint64
 	failed     atomic.Pointer[error]
+	failedCh   chan struct{} // closed when a write fails and the store stops taking writes
 	// taken counts requests the committer has taken from the queue (tests).
 	taken atomic.Int64
 
@@ -64,6 +69,9 @@ func Open(cfg Config) (*Store, error) {
 		// Most reads on the write path are for keys that do not exist yet.
 		Filter: filter.NewBloomFilter(10),
 	})
+	if errors.Is(err, syscall.EAGAIN) {
+		return nil, fmt.Errorf("%w: %q is locked by another process (is another chorus agent using this data folder?): %w", ErrInUse, cfg.Path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open leveldb at %q: %w", cfg.Path, err)
 	}
@@ -72,6 +80,7 @@ func Open(cfg Config) (*Store, error) {
 		ds:        d,
 		queue:     make(chan *request, cfg.QueueDepth),
 		committed: make(chan struct{}),
+		failedCh:  make(chan struct{}),
 	}
 	if err := s.loadMeta(); err != nil {
 		_ = d.Close()
@@ -128,6 +137,13 @@ func (s *Store) Close() error {
 	})
 	return s.closeErr
 }
+
+// Failed is closed when a batch write fails; from then on every write fails
+// with ErrWriteFailed until the store is reopened. Err says why.
+func (s *Store) Failed() <-chan struct{} { return s.failedCh }
+
+// Err returns the write error that stopped the store, or nil.
+func (s *Store) Err() error { return s.failure() }
 
 // NodeID returns the origin id of this store's local writes.
 func (s *Store) NodeID() []byte { return s.cfg.NodeID }

@@ -147,6 +147,13 @@ func (n *Node) onCommit(changes []store.Change) {
 	}
 }
 
+// Failed is closed when the node can no longer take writes (its store hit a
+// disk error); Err says why. The agent exits then, so a supervisor restarts it.
+func (n *Node) Failed() <-chan struct{} { return n.store.Failed() }
+
+// Err returns why the node failed, or nil.
+func (n *Node) Err() error { return n.store.Err() }
+
 // ID returns the node's peer id.
 func (n *Node) ID() string { return n.identity.ID.String() }
 
