@@ -3,6 +3,7 @@ package p2p
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"testing"
 	"time"
 
@@ -86,4 +87,24 @@ func FuzzReadFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestReadFrameTruncated(t *testing.T) {
+	// A frame that claims more than it carries fails, and is not a frame.
+	var buf bytes.Buffer
+	if err := writeFrame(&buf, bytes.Repeat([]byte("x"), 100)); err != nil {
+		t.Fatal(err)
+	}
+	truncated := buf.Bytes()[:50]
+	if _, err := readFrame(bufio.NewReader(bytes.NewReader(truncated)), 1024); err == nil {
+		t.Fatal("a truncated frame was accepted")
+	}
+	// A claimed length over the limit fails before anything is read.
+	var big bytes.Buffer
+	if err := writeFrame(&big, make([]byte, 2000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFrame(bufio.NewReader(&big), 1024); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("an oversized frame: %v; want ErrTooLarge", err)
+	}
 }

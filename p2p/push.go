@@ -132,7 +132,7 @@ func (r *Replicator) handlePush(s network.Stream) {
 		s.Reset()
 		return
 	}
-	defer r.handlers.Done()
+	defer r.leaveHandler()
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(r.cfg.PushTimeout))
 	from := s.Conn().RemotePeer()
@@ -170,16 +170,29 @@ func (r *Replicator) applyPushed(entries []crdt.Entry) ([]store.Change, error) {
 	return r.cfg.Store.Apply(ctx, entries)
 }
 
+// MaxPushHandlers bounds the pushes served at once; a push beyond it is
+// refused (its stream reset), so peers cannot pile up handlers.
+const MaxPushHandlers = 64
+
 // enterHandler registers a running stream handler, unless the replicator is
-// closing; Close waits for registered handlers.
+// closing or MaxPushHandlers are running; Close waits for registered
+// handlers.
 func (r *Replicator) enterHandler() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.mu.closed {
+	if r.mu.closed || r.mu.pushHandlers >= MaxPushHandlers {
 		return false
 	}
+	r.mu.pushHandlers++
 	r.handlers.Add(1)
 	return true
+}
+
+func (r *Replicator) leaveHandler() {
+	r.mu.Lock()
+	r.mu.pushHandlers--
+	r.mu.Unlock()
+	r.handlers.Done()
 }
 
 // writeFrame writes a uvarint length and the bytes.
@@ -198,9 +211,14 @@ func readFrame(r *bufio.Reader, maxBytes int) ([]byte, error) {
 	if n > uint64(maxBytes) {
 		return nil, fmt.Errorf("%w: frame of %d bytes; the limit is %d", ErrTooLarge, n, maxBytes)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	// Grow the buffer as bytes arrive, not from the claimed length: a peer
+	// that sends a length and stalls must not pin that much memory.
+	buf, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err != nil {
 		return nil, err
+	}
+	if uint64(len(buf)) != n {
+		return nil, fmt.Errorf("frame of %d bytes ended after %d: %w", n, len(buf), io.ErrUnexpectedEOF)
 	}
 	return buf, nil
 }

@@ -131,9 +131,10 @@ type Replicator struct {
 
 	mu struct {
 		sync.Mutex
-		queue      []crdt.Entry // local writes waiting to be published
-		queueBytes int
-		closed     bool // no new push handlers
+		queue        []crdt.Entry // local writes waiting to be published
+		queueBytes   int
+		closed       bool // no new push handlers
+		pushHandlers int  // push handlers running
 	}
 	handlers sync.WaitGroup // running push handlers
 

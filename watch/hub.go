@@ -84,8 +84,9 @@ type Hub struct {
 
 	mu struct {
 		sync.Mutex
-		published int64 // the last revision passed to Publish
-		watchers  map[*Watcher]struct{}
+		published int64                 // the last revision passed to Publish
+		watchers  map[*Watcher]struct{} // live watchers, fed by Publish
+		all       map[*Watcher]struct{} // every open watcher, replaying or live
 		closed    bool
 	}
 }
@@ -100,6 +101,7 @@ func NewHub(src Source, cfg Config) (*Hub, error) {
 	h := &Hub{src: src, cfg: cfg}
 	h.mu.published = src.Revision()
 	h.mu.watchers = make(map[*Watcher]struct{})
+	h.mu.all = make(map[*Watcher]struct{})
 	return h, nil
 }
 
@@ -131,10 +133,11 @@ func (h *Hub) Close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.mu.closed = true
-	for w := range h.mu.watchers {
+	for w := range h.mu.all { // replaying ones too: their Next stops at the next page
 		w.cancel(ErrClosed)
-		delete(h.mu.watchers, w)
 	}
+	clear(h.mu.all)
+	clear(h.mu.watchers)
 }
 
 // Options says what to watch.
@@ -173,6 +176,7 @@ func (h *Hub) Watch(opts Options) (*Watcher, error) {
 	if h.mu.closed {
 		return nil, ErrClosed
 	}
+	h.mu.all[w] = struct{}{}
 	if opts.StartRevision == 0 || opts.StartRevision > h.mu.published {
 		// Nothing to replay: live from the next revision (or the one asked for).
 		w.next = max(opts.StartRevision, h.mu.published+1)
@@ -194,6 +198,9 @@ func (h *Hub) goLive(w *Watcher) (bool, error) {
 	if h.mu.closed {
 		return false, ErrClosed
 	}
+	if _, open := h.mu.all[w]; !open {
+		return false, ErrClosed // closed while replaying
+	}
 	if h.mu.published >= w.next {
 		return false, nil
 	}
@@ -205,4 +212,5 @@ func (h *Hub) remove(w *Watcher) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.mu.watchers, w)
+	delete(h.mu.all, w)
 }

@@ -26,6 +26,9 @@ func (s *kvServer) header() *kvv1.Header {
 }
 
 func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResponse, error) {
+	if err := checkMinReplicas(req.GetMinReplicas()); err != nil {
+		return nil, err
+	}
 	c, err := s.node.store.Put(ctx, req.GetKey(), req.GetValue())
 	if err != nil {
 		return nil, toStatus(err)
@@ -43,15 +46,21 @@ func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResp
 // maxMinReplicas bounds min_replicas: more would only time out.
 const maxMinReplicas = 64
 
+// checkMinReplicas rejects a min_replicas over the limit before anything is
+// written.
+func checkMinReplicas(k uint32) error {
+	if k > maxMinReplicas {
+		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest,
+			fmt.Sprintf("min_replicas is %d; the limit is %d (nothing was written)", k, maxMinReplicas), nil)
+	}
+	return nil
+}
+
 // replicate pushes a durable local change to k peers when the client asked
 // for min_replicas, and fails with how many confirmed when fewer than k did.
 func (s *kvServer) replicate(ctx context.Context, c *store.Change, k uint32) error {
 	if k == 0 {
 		return nil
-	}
-	if k > maxMinReplicas {
-		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest,
-			fmt.Sprintf("min_replicas is %d; the limit is %d (the write is durable on this node)", k, maxMinReplicas), nil)
 	}
 	_, err := s.node.Replicator().Push(ctx, []crdt.Entry{c.Record.Entry}, int(k))
 	return toStatus(err)
@@ -71,6 +80,9 @@ func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResp
 }
 
 func (s *kvServer) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.DeleteResponse, error) {
+	if err := checkMinReplicas(req.GetMinReplicas()); err != nil {
+		return nil, err
+	}
 	c, err := s.node.store.Delete(ctx, req.GetKey())
 	if err != nil {
 		return nil, toStatus(err)

@@ -140,6 +140,10 @@ func TestMinReplicas(t *testing.T) {
 	if _, err := clients[0].Put(ctx, "/k", []byte("v"), client.WithMinReplicas(1000)); !errors.Is(err, client.ErrBadRequest) {
 		t.Fatalf("min_replicas 1000: %v; want ErrBadRequest", err)
 	}
+	// Rejected before anything was written.
+	if _, err := clients[0].Get(ctx, "/k"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("a Put rejected for its min_replicas was written: %v", err)
+	}
 }
 
 func TestMembers(t *testing.T) {
