@@ -20,6 +20,7 @@ var (
 // Defaults for Config.
 const (
 	DefaultBufferSize   = 4096
+	DefaultBufferBytes  = 64 << 20
 	DefaultReplayPage   = 512
 	DefaultMaxPageBytes = 4 << 20
 )
@@ -31,6 +32,9 @@ type Config struct {
 	// finds fewer waiting is taken whole, so the buffer holds at most
 	// BufferSize events plus one commit batch. Default 4096.
 	BufferSize int
+	// BufferBytes is, likewise, how many key and value bytes may wait for a
+	// watcher's reader. Default 64 MiB.
+	BufferBytes int
 	// ReplayPage is the most events one Next returns. Default 512.
 	ReplayPage int
 	// MaxPageBytes caps the key and value bytes one Next returns (at least
@@ -42,6 +46,9 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	if c.BufferSize == 0 {
 		c.BufferSize = DefaultBufferSize
+	}
+	if c.BufferBytes == 0 {
+		c.BufferBytes = DefaultBufferBytes
 	}
 	if c.ReplayPage == 0 {
 		c.ReplayPage = DefaultReplayPage
@@ -57,6 +64,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.BufferSize < 0 {
 		errs = append(errs, fmt.Errorf("watch: BufferSize is %d; it must not be negative (0 means the default)", c.BufferSize))
+	}
+	if c.BufferBytes < 0 {
+		errs = append(errs, fmt.Errorf("watch: BufferBytes is %d; it must not be negative (0 means the default)", c.BufferBytes))
 	}
 	if c.ReplayPage < 0 {
 		errs = append(errs, fmt.Errorf("watch: ReplayPage is %d; it must not be negative (0 means the default)", c.ReplayPage))

@@ -807,3 +807,20 @@ func TestReplayEmitsDeleteEvents(t *testing.T) {
 		diffStreams(t, "replayed watcher (prev compacted)", evStrings(got), want)
 	})
 }
+
+// TestSlowWatcherByteLimit: a watcher whose waiting events hold more than
+// BufferBytes of keys and values is cancelled, even under the event limit.
+func TestSlowWatcherByteLimit(t *testing.T) {
+	e := newEnv(t, store.Config{}, watch.Config{BufferSize: 1000, BufferBytes: 4096})
+	w := e.watch(t, watch.Options{Key: []byte("b/"), Prefix: true})
+	big := strings.Repeat("x", 1024)
+	for i := range 10 {
+		e.put(t, fmt.Sprintf("b/%d", i), big)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	_, err := w.Next(ctx)
+	if !errors.Is(err, watch.ErrWatcherTooSlow) || !strings.Contains(err.Error(), "the limit is 4096 bytes") {
+		t.Fatalf("Next = %v; want ErrWatcherTooSlow naming the byte limit", err)
+	}
+}

@@ -55,8 +55,9 @@ type Watcher struct {
 
 	mu struct {
 		sync.Mutex
-		buf []Event
-		err error // set once: the watcher is over after buf drains
+		buf      []Event
+		bufBytes int   // key and value bytes in buf
+		err      error // set once: the watcher is over after buf drains
 	}
 }
 
@@ -128,6 +129,9 @@ func (w *Watcher) takeLocked() []Event {
 		n++
 	}
 	events := append([]Event(nil), w.mu.buf[:n]...)
+	for i := range events {
+		w.mu.bufBytes -= eventSize(&events[i])
+	}
 	rest := copy(w.mu.buf, w.mu.buf[n:])
 	clear(w.mu.buf[rest:])
 	w.mu.buf = w.mu.buf[:rest]
@@ -185,14 +189,21 @@ func (w *Watcher) deliver(changes []store.Change) bool {
 	if len(events) == 0 {
 		return true
 	}
-	if waiting := len(w.mu.buf); waiting >= w.hub.cfg.BufferSize {
+	waiting, waitingBytes := len(w.mu.buf), w.mu.bufBytes
+	if waiting >= w.hub.cfg.BufferSize || waitingBytes >= w.hub.cfg.BufferBytes {
 		// Resume from the oldest event not delivered: the buffer's first.
 		resume := w.mu.buf[0].Record.ModRevision
-		w.mu.buf = nil
-		w.mu.err = fmt.Errorf("%w: %d events were waiting, the limit is %d; resume from revision %d",
-			ErrWatcherTooSlow, waiting, w.hub.cfg.BufferSize, resume)
+		w.mu.buf, w.mu.bufBytes = nil, 0
+		what := fmt.Sprintf("%d events were waiting, the limit is %d", waiting, w.hub.cfg.BufferSize)
+		if waiting < w.hub.cfg.BufferSize {
+			what = fmt.Sprintf("%d bytes were waiting, the limit is %d bytes", waitingBytes, w.hub.cfg.BufferBytes)
+		}
+		w.mu.err = fmt.Errorf("%w: %s; resume from revision %d", ErrWatcherTooSlow, what, resume)
 		w.signal()
 		return false
+	}
+	for i := range events {
+		w.mu.bufBytes += eventSize(&events[i])
 	}
 	w.mu.buf = append(w.mu.buf, events...)
 	w.signal()
@@ -228,7 +239,7 @@ func (w *Watcher) cancel(err error) {
 	defer w.mu.Unlock()
 	if w.mu.err == nil {
 		w.mu.err = err
-		w.mu.buf = nil
+		w.mu.buf, w.mu.bufBytes = nil, 0
 	}
 	w.signal()
 }
