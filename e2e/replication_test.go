@@ -51,9 +51,9 @@ func startCluster(t *testing.T, n int) ([]*agent, []*client.Client) {
 
 func waitGossip(t *testing.T, clients []*client.Client) {
 	t.Helper()
-	ctx := rpcContext(t)
 	deadline := time.Now().Add(60 * time.Second)
 	for round := 0; ; round++ {
+		ctx := rpcContext(t) // per round: the whole wait may take longer than one call's timeout
 		for i, c := range clients {
 			if _, err := c.Put(ctx, fmt.Sprintf("/probe/%d", i), fmt.Appendf(nil, "%d", round)); err != nil {
 				t.Fatal(err)
@@ -97,9 +97,9 @@ func snapshot(ctx context.Context, t *testing.T, c *client.Client, prefix string
 // under prefix, and at least want keys.
 func waitSame(t *testing.T, clients []*client.Client, prefix string, want int) map[string]string {
 	t.Helper()
-	ctx := rpcContext(t)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		ctx := rpcContext(t) // per round, as in waitGossip
 		ref := snapshot(ctx, t, clients[0], prefix)
 		same := len(ref) >= want
 		for _, c := range clients[1:] {
@@ -275,6 +275,7 @@ func TestNodeKilledDuringLoad(t *testing.T) {
 	clients[2] = rc
 	waitGossip(t, clients)
 	// Back in step: new writes on every node reach every node.
+	ctx = rpcContext(t)
 	for i, c := range clients {
 		for j := range 10 {
 			if _, err := c.Put(ctx, fmt.Sprintf("/after/%d/%d", i, j), []byte("v")); err != nil {
@@ -283,7 +284,7 @@ func TestNodeKilledDuringLoad(t *testing.T) {
 		}
 	}
 	waitSame(t, clients, "/after/", 30)
-	if _, err := rc.Get(ctx, "/missing"); !errors.Is(err, client.ErrNotFound) {
+	if _, err := rc.Get(rpcContext(t), "/missing"); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("Get of a missing key: %v", err)
 	}
 	t.Logf("victim acknowledged %d writes before SIGKILL; all present after restart", len(victimAcks))
