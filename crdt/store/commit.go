@@ -74,7 +74,7 @@ type openBatch struct {
 	seq     uint64
 	reqs    []*request
 	b       ds.Batch
-	records map[string]*Record // this batch's entries, by key
+	records map[string]int // index in changes of this batch's entry, by key
 	changes []Change
 	idx     map[*request][]opChange
 	ops     int
@@ -160,7 +160,7 @@ func (s *Store) commitLoop() {
 
 func (s *Store) newOpenBatch(p *pipeline) *openBatch {
 	p.seq++
-	ob := &openBatch{seq: p.seq, records: map[string]*Record{}, idx: map[*request][]opChange{}}
+	ob := &openBatch{seq: p.seq, records: map[string]int{}, idx: map[*request][]opChange{}}
 	ob.b, ob.err = s.ds.Batch(context.Background())
 	if ob.err != nil {
 		ob.err = fmt.Errorf("store: new batch: %w", ob.err)
@@ -171,14 +171,14 @@ func (s *Store) newOpenBatch(p *pipeline) *openBatch {
 // current returns the newest state of key: from the open batch, the batch
 // being written, or LevelDB.
 func (s *Store) current(p *pipeline, ob *openBatch, key []byte) (*Record, error) {
-	if r, ok := ob.records[string(key)]; ok {
-		return r, nil
+	if i, ok := ob.records[string(key)]; ok {
+		return &ob.changes[i].Record, nil
 	}
 	if f := p.inFlight; f != nil {
 		if s.durableSeq.Load() >= f.seq {
 			p.inFlight = nil // durable: LevelDB has it
-		} else if r, ok := f.records[string(key)]; ok {
-			return r, nil
+		} else if i, ok := f.records[string(key)]; ok {
+			return &f.changes[i].Record, nil
 		}
 	}
 	return s.getRecord(key)
@@ -228,7 +228,7 @@ func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 			return
 		}
 		ob.changes = append(ob.changes, c)
-		ob.records[string(o.entry.Key)] = &ob.changes[len(ob.changes)-1].Record
+		ob.records[string(o.entry.Key)] = len(ob.changes) - 1
 		ob.idx[req] = append(ob.idx[req], opChange{op: i, change: len(ob.changes) - 1})
 	}
 }
@@ -250,10 +250,6 @@ func (s *Store) handOver(p *pipeline, ob *openBatch, toWriter chan<- *sealed) {
 		if err != nil {
 			ob.err = fmt.Errorf("store: batch: %w", err)
 		} else {
-			// The records map points into changes, which no longer grows.
-			for i := range ob.changes {
-				ob.records[string(ob.changes[i].Record.Key)] = &ob.changes[i].Record
-			}
 			sb.rev, sb.oldest = rev, oldest
 			p.rev, p.oldest = rev, oldest
 			p.inFlight = sb

@@ -116,13 +116,12 @@ func Start(cfg Config) (_ *Node, err error) {
 		defer close(n.serveDone)
 		n.serveErr = n.grpc.Serve(lis)
 	}()
+	cleanup = append(cleanup, func() { n.grpc.Stop(); <-n.serveDone })
 
 	n.boot = p2p.StartBootstrapper(n.host, bootstrap, cfg.Logger)
+	cleanup = append(cleanup, n.boot.Close)
 	if cfg.MDNS {
 		if n.mdns, err = p2p.StartMDNS(n.host, cfg.Cluster, cfg.Logger); err != nil {
-			n.boot.Close()
-			n.grpc.Stop()
-			<-n.serveDone
 			return nil, fmt.Errorf("node: %w", err)
 		}
 	}
