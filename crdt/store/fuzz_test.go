@@ -2,6 +2,8 @@ package store
 
 import (
 	"bytes"
+	"encoding/hex"
+	"fmt"
 	"errors"
 	"testing"
 
@@ -135,4 +137,16 @@ func FuzzUserKey(f *testing.F) {
 		_, _ = userKey(a)
 		_, _ = userKey(append([]byte(entryPrefix), b...))
 	})
+}
+
+// userKey decodes an entryKey: the inverse that shows entryKey loses nothing.
+func userKey(k []byte) ([]byte, error) {
+	if len(k) < len(entryPrefix) || string(k[:len(entryPrefix)]) != entryPrefix {
+		return nil, fmt.Errorf("store: %q is not an entry key", k)
+	}
+	out := make([]byte, hex.DecodedLen(len(k)-len(entryPrefix)))
+	if _, err := hex.Decode(out, k[len(entryPrefix):]); err != nil {
+		return nil, fmt.Errorf("store: entry key %q: %w", k, err)
+	}
+	return out, nil
 }

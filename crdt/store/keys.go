@@ -24,18 +24,6 @@ func entryKey(key []byte) []byte {
 	return out
 }
 
-// userKey decodes an entryKey.
-func userKey(k []byte) ([]byte, error) {
-	if len(k) < len(entryPrefix) || string(k[:len(entryPrefix)]) != entryPrefix {
-		return nil, fmt.Errorf("store: %q is not an entry key", k)
-	}
-	out := make([]byte, hex.DecodedLen(len(k)-len(entryPrefix)))
-	if _, err := hex.Decode(out, k[len(entryPrefix):]); err != nil {
-		return nil, fmt.Errorf("store: entry key %q: %w", k, err)
-	}
-	return out, nil
-}
-
 // entryKeyEnd is the first LevelDB key after every entry key.
 func entryKeyEnd() []byte { return []byte("/k0") } // '0' follows '/'
 
