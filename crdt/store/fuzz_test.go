@@ -3,8 +3,8 @@ package store
 import (
 	"bytes"
 	"encoding/hex"
-	"fmt"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/chorus-kv/chorus/crdt"
