@@ -30,6 +30,7 @@ func (s *Store) buildTree() error {
 		return fmt.Errorf("store: read %s: %w", metaIndexed, err)
 	}
 	tree := merkle.NewTree()
+	var keys int64
 	var batch goleveldb.Batch
 	it := s.ds.DB.NewIterator(&util.Range{Start: []byte(entryPrefix), Limit: entryKeyEnd()}, &opt.ReadOptions{DontFillCache: true})
 	defer it.Release()
@@ -39,6 +40,7 @@ func (s *Store) buildTree() error {
 			return fmt.Errorf("store: build Merkle tree: entry %q: %w", it.Key(), err)
 		}
 		kh := merkle.KeyHash(r.Key)
+		keys++
 		tree.Update(merkle.BucketOf(kh), 0, merkle.EntryHash(&r.Entry))
 		if !indexed {
 			batch.Put(hashKey(kh, r.Key), nil)
@@ -65,6 +67,7 @@ func (s *Store) buildTree() error {
 	s.tree.Lock()
 	s.tree.t = tree
 	s.tree.Unlock()
+	s.keys.Store(keys)
 	return nil
 }
 
@@ -76,10 +79,15 @@ func (s *Store) updateTree(b *openBatch) {
 	}
 	s.tree.Lock()
 	defer s.tree.Unlock()
+	added := 0
 	for i := range b.changes {
 		c := &b.changes[i]
 		s.tree.t.Update(c.bucket, c.oldHash, c.newHash)
+		if c.Prev == nil {
+			added++
+		}
 	}
+	s.keys.Add(int64(added - len(b.purges)))
 	var purged crdt.Timestamp
 	for _, p := range b.purges {
 		s.tree.t.Update(p.bucket, p.hash, 0)
@@ -89,6 +97,9 @@ func (s *Store) updateTree(b *openBatch) {
 		s.purged.Store(uint64(purged))
 	}
 }
+
+// Keys returns how many keys the store holds, tombstones included.
+func (s *Store) Keys() int64 { return s.keys.Load() }
 
 // MerkleRoot returns the root of the tree over this store's entries. Two
 // stores with the same entries (key, HLC, origin, tombstone) have the same

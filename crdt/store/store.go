@@ -46,6 +46,7 @@ type Store struct {
 	// the last completed sync (see LastContact).
 	purged  atomic.Uint64
 	contact atomic.Uint64
+	keys    atomic.Int64 // entries, tombstones included
 	tree    struct {
 		sync.RWMutex
 		t *merkle.Tree
