@@ -113,13 +113,13 @@ func (c SyncConfig) Validate() error {
 
 // SyncStats describes one session, from the side that ran it.
 type SyncStats struct {
-	Peer                                            peer.ID
-	EntriesSent, EntriesReceived, EntriesApplied    int
-	BytesSent, BytesReceived                        int64
-	RoundTrips                                      int
-	Partial                                         bool // the difference exceeded MaxDiffNodes: run another
-	Duration                                        time.Duration
-	LocalRoot, PeerRoot                             uint64 // after the session
+	Peer                                           peer.ID
+	EntriesSent, EntriesReceived, EntriesApplied   int
+	BytesSent, BytesReceived                       int64
+	RoundTrips                                     int
+	Partial                                        bool // the difference exceeded MaxDiffNodes: run another
+	Duration                                       time.Duration
+	LocalRoot, PeerRoot                            uint64 // after the session
 	differingBuckets, digestsSent, digestsReceived int
 }
 

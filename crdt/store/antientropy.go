@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -128,34 +129,35 @@ func (s *Store) MerkleDiff(level int, parents []uint32, theirs []uint64, max int
 }
 
 // BucketDigests returns the digests of the entries in the given Merkle
-// buckets, in key-hash order.
+// buckets (ascending), in key-hash order.
 func (s *Store) BucketDigests(buckets []uint32) ([]merkle.Digest, error) {
-	release, err := s.readGuard()
-	if err != nil {
-		return nil, err
+	prefixes := make([][]byte, len(buckets))
+	for i, b := range buckets {
+		prefixes[i] = bucketPrefix(b)
 	}
-	defer release()
-	snap, err := s.ds.DB.GetSnapshot()
-	if err != nil {
-		return nil, fmt.Errorf("store: digests: %w", err)
-	}
-	defer snap.Release()
 	var out []merkle.Digest
-	for _, b := range buckets {
-		err := s.eachIndexed(snap, bucketPrefix(b), func(r *Record) {
-			out = append(out, merkle.Digest{KeyHash: merkle.KeyHash(r.Key), HLC: r.HLC, Hash: merkle.EntryHash(&r.Entry)})
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+	err := s.eachIndexed(prefixes, func(r *Record) error {
+		out = append(out, merkle.Digest{KeyHash: merkle.KeyHash(r.Key), HLC: r.HLC, Hash: merkle.EntryHash(&r.Entry)})
+		return nil
+	})
+	return out, err
 }
 
-// EntriesByKeyHash returns the entries (tombstones too) whose keys have the
-// given hashes; fn is called with each, in key-hash order, and may stop the
-// walk by returning an error.
+// EntriesByKeyHash calls fn with the entries (tombstones too) whose keys
+// have the given hashes (ascending); fn may stop the walk by returning an
+// error.
 func (s *Store) EntriesByKeyHash(hashes []uint64, fn func(*crdt.Entry) error) error {
+	prefixes := make([][]byte, len(hashes))
+	for i, h := range hashes {
+		prefixes[i] = keyHashPrefix(h)
+	}
+	return s.eachIndexed(prefixes, func(r *Record) error { return fn(&r.Entry) })
+}
+
+// eachIndexed calls fn with the entry of every key-hash index key under
+// each prefix, from one snapshot, seeking one iterator from prefix to
+// prefix.
+func (s *Store) eachIndexed(prefixes [][]byte, fn func(*Record) error) error {
 	release, err := s.readGuard()
 	if err != nil {
 		return err
@@ -163,55 +165,39 @@ func (s *Store) EntriesByKeyHash(hashes []uint64, fn func(*crdt.Entry) error) er
 	defer release()
 	snap, err := s.ds.DB.GetSnapshot()
 	if err != nil {
-		return fmt.Errorf("store: entries by hash: %w", err)
+		return fmt.Errorf("store: walk key-hash index: %w", err)
 	}
 	defer snap.Release()
-	var fnErr error
-	for _, h := range hashes {
-		err := s.eachIndexed(snap, keyHashPrefix(h), func(r *Record) {
-			if fnErr == nil {
-				fnErr = fn(&r.Entry)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		if fnErr != nil {
-			return fnErr
-		}
-	}
-	return nil
-}
-
-// eachIndexed calls fn with the entry of every key-hash index key under
-// prefix.
-func (s *Store) eachIndexed(snap *goleveldb.Snapshot, prefix []byte, fn func(*Record)) error {
-	it := snap.NewIterator(util.BytesPrefix(prefix), nil)
+	it := snap.NewIterator(&util.Range{Start: []byte(hashPrefix), Limit: []byte("/h0")}, nil)
 	defer it.Release()
-	for it.Next() {
-		k := it.Key()
-		if len(k) < len(hashPrefix)+16 {
-			return fmt.Errorf("%w: key-hash index key %q", ErrCorrupt, k)
+	for _, prefix := range prefixes {
+		for ok := it.Seek(prefix); ok && bytes.HasPrefix(it.Key(), prefix); ok = it.Next() {
+			k := it.Key()
+			if len(k) < len(hashPrefix)+16 {
+				return fmt.Errorf("%w: key-hash index key %q", ErrCorrupt, k)
+			}
+			key, err := hex.DecodeString(string(k[len(hashPrefix)+16:]))
+			if err != nil {
+				return fmt.Errorf("%w: key-hash index key %q: %v", ErrCorrupt, k, err)
+			}
+			b, err := snap.Get(entryKey(key), nil)
+			if errors.Is(err, goleveldb.ErrNotFound) {
+				return fmt.Errorf("%w: key-hash index names %q, which has no entry", ErrCorrupt, key)
+			}
+			if err != nil {
+				return fmt.Errorf("store: read %q: %w", key, err)
+			}
+			r, err := decodeRecord(b)
+			if err != nil {
+				return fmt.Errorf("store: read %q: %w", key, err)
+			}
+			if err := fn(&r); err != nil {
+				return err
+			}
 		}
-		key, err := hex.DecodeString(string(k[len(hashPrefix)+16:]))
-		if err != nil {
-			return fmt.Errorf("%w: key-hash index key %q: %v", ErrCorrupt, k, err)
+		if err := it.Error(); err != nil {
+			return fmt.Errorf("store: walk key-hash index: %w", err)
 		}
-		b, err := snap.Get(entryKey(key), nil)
-		if errors.Is(err, goleveldb.ErrNotFound) {
-			return fmt.Errorf("%w: key-hash index names %q, which has no entry", ErrCorrupt, key)
-		}
-		if err != nil {
-			return fmt.Errorf("store: read %q: %w", key, err)
-		}
-		r, err := decodeRecord(b)
-		if err != nil {
-			return fmt.Errorf("store: read %q: %w", key, err)
-		}
-		fn(&r)
-	}
-	if err := it.Error(); err != nil {
-		return fmt.Errorf("store: walk key-hash index: %w", err)
 	}
 	return nil
 }

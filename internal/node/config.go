@@ -73,6 +73,9 @@ type Config struct {
 	// Gater, when set, vets every libp2p connection (tests cut partitions
 	// with it).
 	Gater connmgr.ConnectionGater
+	// DropGossip injects a fault for tests: when it returns true, gossip
+	// received from peers is dropped as if lost.
+	DropGossip func() bool
 	// WallClock is the wall clock the node's HLC reads. Default the system
 	// clock; tests inject one.
 	WallClock crdt.WallClock

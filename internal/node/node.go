@@ -98,10 +98,11 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	cleanup = append(cleanup, func() { _ = n.host.Close() })
 	repl, err := p2p.StartReplicator(p2p.ReplicatorConfig{
-		Cluster: cfg.Cluster,
-		Host:    n.host,
-		Store:   st,
-		Logger:  cfg.Logger,
+		Cluster:    cfg.Cluster,
+		Host:       n.host,
+		Store:      st,
+		Logger:     cfg.Logger,
+		DropGossip: cfg.DropGossip,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)

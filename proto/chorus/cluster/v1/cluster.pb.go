@@ -289,7 +289,8 @@ type SyncResponse struct {
 	// session continues it.
 	Partial         bool    `protobuf:"varint,8,opt,name=partial,proto3" json:"partial,omitempty"`
 	DurationSeconds float64 `protobuf:"fixed64,9,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
-	// Both nodes' roots after the session.
+	// This node's root after the session, and the peer's as it reported it at
+	// the start.
 	LocalRoot     uint64 `protobuf:"fixed64,10,opt,name=local_root,json=localRoot,proto3" json:"local_root,omitempty"`
 	PeerRoot      uint64 `protobuf:"fixed64,11,opt,name=peer_root,json=peerRoot,proto3" json:"peer_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
