@@ -36,7 +36,7 @@ func StatusProtocol(cluster string) protocol.ID {
 const (
 	DefaultSyncInterval    = 5 * time.Second
 	DefaultSyncTimeout     = 30 * time.Second
-	DefaultMaxDiffNodes    = 8192
+	DefaultMaxDiffNodes    = 16384
 	DefaultMaxSyncFollowUp = 64
 	// MaxSyncHandlers bounds the sessions served at once; more are refused.
 	MaxSyncHandlers = 4
@@ -44,6 +44,9 @@ const (
 	syncChunkBytes = 1 << 20
 	// digestsPerFrame is the most digests in one frame (about 24 bytes each).
 	digestsPerFrame = 1 << 16
+	// maxSyncFrameBytes bounds a frame, with room for one largest entry on
+	// top: a level message of DefaultMaxDiffNodes parents is 2.1 MiB.
+	maxSyncFrameBytes = 4 << 20
 	// maxDigests bounds the digests one session accepts.
 	maxDigests = 1 << 22
 )
@@ -63,7 +66,7 @@ type SyncConfig struct {
 	Timeout time.Duration
 	// MaxDiffNodes caps the differing tree nodes a session descends into at
 	// each level; a larger difference is repaired over several sessions.
-	// Default 8192.
+	// Default 16384.
 	MaxDiffNodes int
 	// Admit, when set, is asked before a session with a peer, in either
 	// direction; an error refuses the session.
@@ -463,7 +466,7 @@ func (s *Syncer) runSession(ctx context.Context, st network.Stream, initiator bo
 	ss := &session{
 		s: s, store: s.cfg.Store, peer: p,
 		r: bufio.NewReader(cs), w: bufio.NewWriterSize(cs, 64<<10),
-		maxMsg: syncChunkBytes + MaxMessageBytes(s.cfg.Store.Limits()),
+		maxMsg: maxSyncFrameBytes + MaxMessageBytes(s.cfg.Store.Limits()),
 	}
 	ss.stats.Peer = p
 	// The contact time is taken before anything is exchanged: a complete
