@@ -3,9 +3,11 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	ds "github.com/ipfs/go-datastore"
@@ -44,7 +46,7 @@ func (s *Store) buildTree() error {
 		keys++
 		tree.Update(merkle.BucketOf(kh), 0, merkle.EntryHash(&r.Entry))
 		if !indexed {
-			batch.Put(hashKey(kh, r.Key), nil)
+			batch.Put(hashKey(kh, r.Key), digestValue(&r.Entry))
 			if r.Tombstone {
 				batch.Put(tombKey(r.HLC, r.Key), nil)
 			}
@@ -129,15 +131,19 @@ func (s *Store) MerkleDiff(level int, parents []uint32, theirs []uint64, max int
 }
 
 // BucketDigests returns the digests of the entries in the given Merkle
-// buckets (ascending), in key-hash order.
+// buckets (ascending), in key-hash order, from the key-hash index alone.
 func (s *Store) BucketDigests(buckets []uint32) ([]merkle.Digest, error) {
 	prefixes := make([][]byte, len(buckets))
 	for i, b := range buckets {
 		prefixes[i] = bucketPrefix(b)
 	}
 	var out []merkle.Digest
-	err := s.eachIndexed(prefixes, func(r *Record) error {
-		out = append(out, merkle.Digest{KeyHash: merkle.KeyHash(r.Key), HLC: r.HLC, Hash: merkle.EntryHash(&r.Entry)})
+	err := s.walkIndex(prefixes, func(_ *goleveldb.Snapshot, k, v []byte) error {
+		kh, err := strconv.ParseUint(string(k[len(hashPrefix):len(hashPrefix)+16]), 16, 64)
+		if err != nil || len(v) != 16 {
+			return fmt.Errorf("%w: key-hash index entry %q", ErrCorrupt, k)
+		}
+		out = append(out, merkle.Digest{KeyHash: kh, HLC: crdt.Timestamp(binary.BigEndian.Uint64(v)), Hash: binary.BigEndian.Uint64(v[8:])})
 		return nil
 	})
 	return out, err
@@ -155,9 +161,32 @@ func (s *Store) EntriesByKeyHash(hashes []uint64, fn func(*crdt.Entry) error) er
 }
 
 // eachIndexed calls fn with the entry of every key-hash index key under
-// each prefix, from one snapshot, seeking one iterator from prefix to
-// prefix.
+// each prefix.
 func (s *Store) eachIndexed(prefixes [][]byte, fn func(*Record) error) error {
+	return s.walkIndex(prefixes, func(snap *goleveldb.Snapshot, k, _ []byte) error {
+		key, err := hex.DecodeString(string(k[len(hashPrefix)+16:]))
+		if err != nil {
+			return fmt.Errorf("%w: key-hash index key %q: %v", ErrCorrupt, k, err)
+		}
+		b, err := snap.Get(entryKey(key), nil)
+		if errors.Is(err, goleveldb.ErrNotFound) {
+			return fmt.Errorf("%w: key-hash index names %q, which has no entry", ErrCorrupt, key)
+		}
+		if err != nil {
+			return fmt.Errorf("store: read %q: %w", key, err)
+		}
+		r, err := decodeRecord(b)
+		if err != nil {
+			return fmt.Errorf("store: read %q: %w", key, err)
+		}
+		return fn(&r)
+	})
+}
+
+// walkIndex calls fn with every key-hash index key (at least 16 hex digits
+// of hash long) and value under each prefix, from one snapshot, seeking one
+// iterator from prefix to prefix.
+func (s *Store) walkIndex(prefixes [][]byte, fn func(snap *goleveldb.Snapshot, k, v []byte) error) error {
 	release, err := s.readGuard()
 	if err != nil {
 		return err
@@ -172,26 +201,10 @@ func (s *Store) eachIndexed(prefixes [][]byte, fn func(*Record) error) error {
 	defer it.Release()
 	for _, prefix := range prefixes {
 		for ok := it.Seek(prefix); ok && bytes.HasPrefix(it.Key(), prefix); ok = it.Next() {
-			k := it.Key()
-			if len(k) < len(hashPrefix)+16 {
-				return fmt.Errorf("%w: key-hash index key %q", ErrCorrupt, k)
+			if len(it.Key()) < len(hashPrefix)+16 {
+				return fmt.Errorf("%w: key-hash index key %q", ErrCorrupt, it.Key())
 			}
-			key, err := hex.DecodeString(string(k[len(hashPrefix)+16:]))
-			if err != nil {
-				return fmt.Errorf("%w: key-hash index key %q: %v", ErrCorrupt, k, err)
-			}
-			b, err := snap.Get(entryKey(key), nil)
-			if errors.Is(err, goleveldb.ErrNotFound) {
-				return fmt.Errorf("%w: key-hash index names %q, which has no entry", ErrCorrupt, key)
-			}
-			if err != nil {
-				return fmt.Errorf("store: read %q: %w", key, err)
-			}
-			r, err := decodeRecord(b)
-			if err != nil {
-				return fmt.Errorf("store: read %q: %w", key, err)
-			}
-			if err := fn(&r); err != nil {
+			if err := fn(snap, it.Key(), it.Value()); err != nil {
 				return err
 			}
 		}

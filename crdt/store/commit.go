@@ -371,13 +371,10 @@ func putChange(ctx context.Context, b ds.Batch, c *Change) error {
 	if err := b.Put(ctx, ds.RawKey(string(logKey(c.Record.ModRevision))), logRec); err != nil {
 		return fmt.Errorf("store: batch: %w", err)
 	}
-	// The anti-entropy indexes: a new key joins the key-hash index, and the
-	// tombstone index follows the key's tombstone.
+	// The anti-entropy indexes: the key-hash index holds the entry's digest,
+	// and the tombstone index follows the key's tombstone.
 	key := c.Record.Key
-	err = nil
-	if c.Prev == nil {
-		err = b.Put(ctx, ds.RawKey(string(hashKey(merkle.KeyHash(key), key))), []byte{})
-	}
+	err = b.Put(ctx, ds.RawKey(string(hashKey(merkle.KeyHash(key), key))), digestValue(&c.Record.Entry))
 	if err == nil && c.Prev != nil && c.Prev.Tombstone {
 		err = b.Delete(ctx, ds.RawKey(string(tombKey(c.Prev.HLC, key))))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/merkle"
 )
 
 // Key-space prefixes in LevelDB. Each is a go-datastore key prefix.
@@ -22,6 +23,13 @@ const (
 	metaContact = "/m/contact"
 	metaPurged  = "/m/purged"
 )
+
+// digestValue is the value of a key-hash index key: the entry's HLC and
+// Merkle hash, so that a bucket's digests are read from the index alone.
+func digestValue(e *crdt.Entry) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(e.HLC))
+	return binary.BigEndian.AppendUint64(b, merkle.EntryHash(e))
+}
 
 // hashKey is the LevelDB key of key's entry in the key-hash index.
 func hashKey(keyHash uint64, key []byte) []byte {

@@ -304,7 +304,7 @@ func TestNewNodeCatchesUpWith100kKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = joiner.Close() })
-	eventually(t, 120*time.Second, "the new node has all 100,000 keys", func() bool {
+	eventually(t, 300*time.Second, "the new node has all 100,000 keys", func() bool {
 		return joiner.Store().MerkleRoot() == nodes[0].Store().MerkleRoot()
 	})
 	if got := joiner.Store().Keys(); got != keys {
