@@ -1,13 +1,18 @@
 package p2p
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -45,13 +50,43 @@ func PushProtocol(cluster string) protocol.ID { return protocol.ID("/chorus/" + 
 // TLS (libp2p's defaults). Extra options (a connection gater, say) are
 // appended to Chorus's own.
 func NewHost(id Identity, listen []string, extra ...libp2p.Option) (host.Host, error) {
+	return NewHostWith(id, HostConfig{Listen: listen}, extra...)
+}
+
+// HostConfig configures NewHostWith.
+type HostConfig struct {
+	// Listen are the multiaddrs to listen on; DefaultListenAddrs when empty
+	// (their TCP ones only, with a SwarmKey).
+	Listen []string
+	// SwarmKey, when set, makes the host part of a libp2p private network:
+	// a peer without the same key cannot complete a handshake. go-libp2p
+	// refuses a private network with QUIC, so the host then uses TCP only.
+	SwarmKey pnet.PSK
+	// Gater, when set, vets every connection.
+	Gater connmgr.ConnectionGater
+}
+
+// NewHostWith starts a libp2p host as NewHost does, with a swarm key and a
+// connection gater when cfg has them.
+func NewHostWith(id Identity, cfg HostConfig, extra ...libp2p.Option) (host.Host, error) {
+	listen := cfg.Listen
 	if len(listen) == 0 {
 		listen = DefaultListenAddrs
+		if cfg.SwarmKey != nil {
+			listen = []string{DefaultListenAddrs[0]}
+		}
 	}
 	var errs []error
 	for _, a := range listen {
-		if _, err := ma.NewMultiaddr(a); err != nil {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("p2p: listen address %q: %w", a, err))
+			continue
+		}
+		if cfg.SwarmKey != nil {
+			if _, err := m.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+				errs = append(errs, fmt.Errorf("p2p: listen address %q: QUIC cannot be used with a swarm key (go-libp2p refuses a private network over QUIC); listen on TCP only", a))
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -61,15 +96,47 @@ func NewHost(id Identity, listen []string, extra ...libp2p.Option) (host.Host, e
 		libp2p.Identity(id.Key),
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
 		libp2p.DisableMetrics(),
 		libp2p.DisableRelay(),
+	}
+	if cfg.SwarmKey != nil {
+		opts = append(opts, libp2p.PrivateNetwork(cfg.SwarmKey))
+	} else {
+		opts = append(opts, libp2p.Transport(quic.NewTransport))
+	}
+	if cfg.Gater != nil {
+		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
 	}
 	h, err := libp2p.New(append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: start host on %v: %w", listen, err)
 	}
 	return h, nil
+}
+
+// LoadSwarmKey reads a swarm key file in go-libp2p's format
+// (/key/swarm/psk/1.0.0/, /base16/, 64 hex digits), as GenerateSwarmKey
+// writes it.
+func LoadSwarmKey(path string) (pnet.PSK, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: swarm key: %w", err)
+	}
+	defer f.Close()
+	psk, err := pnet.DecodeV1PSK(f)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: swarm key %s: %w (want the format `chorus swarm-key` writes)", path, err)
+	}
+	return psk, nil
+}
+
+// GenerateSwarmKey returns a new random swarm key file's contents.
+func GenerateSwarmKey() ([]byte, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("p2p: generate swarm key: %w", err)
+	}
+	return []byte("/key/swarm/psk/1.0.0/\n/base16/\n" + hex.EncodeToString(key) + "\n"), nil
 }
 
 // FullAddrs returns the multiaddrs another node can bootstrap from, each

@@ -146,7 +146,13 @@ func (r *Replicator) handlePush(s network.Stream) {
 		return
 	}
 	ack := &replicationv1.PushAck{}
-	entries, err := r.validator.DecodeBatch(data, from, true)
+	var entries []crdt.Entry
+	if r.cfg.Admit != nil {
+		err = r.cfg.Admit(from)
+	}
+	if err == nil {
+		entries, err = r.validator.DecodeBatch(data, from, true)
+	}
 	if err != nil {
 		r.rejected.count(err)
 		ack.Error = err.Error()

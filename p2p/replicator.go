@@ -50,6 +50,9 @@ type ReplicatorConfig struct {
 	// are dropped from gossip (and counted) rather than blocking writers.
 	// Default 64 MiB.
 	MaxQueueBytes int
+	// Admit, when set, is asked about the signer of every gossip message and
+	// the sender of every push; an error rejects the message (admission).
+	Admit func(peer.ID) error
 	// DropGossip injects a fault for tests: when it returns true, a gossip
 	// message received from a peer is dropped as if lost. GossipSub does lose
 	// messages (slow readers, partitions), but not on demand.
@@ -219,6 +222,13 @@ func (r *Replicator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 	}
 	if r.cfg.DropGossip != nil && r.cfg.DropGossip() {
 		return pubsub.ValidationIgnore
+	}
+	if r.cfg.Admit != nil {
+		if err := r.cfg.Admit(msg.GetFrom()); err != nil {
+			r.rejected.count(err)
+			r.cfg.Logger.Warn("rejected gossip from a non-member", "from", msg.GetFrom(), "via", msg.ReceivedFrom, "err", err)
+			return pubsub.ValidationReject
+		}
 	}
 	entries, err := r.validator.DecodeBatch(msg.GetData(), msg.GetFrom(), true)
 	if err != nil {

@@ -71,6 +71,9 @@ type SyncConfig struct {
 	// Admit, when set, is asked before a session with a peer, in either
 	// direction; an error refuses the session.
 	Admit func(peer.ID) error
+	// OnComplete, when set, is called after every complete (not partial)
+	// session, from the session's goroutine.
+	OnComplete func(peer.ID)
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -489,6 +492,9 @@ func (s *Syncer) runSession(ctx context.Context, st network.Stream, initiator bo
 	if !ss.stats.Partial {
 		if err := s.cfg.Store.SetLastContact(contact); err != nil {
 			return ss.stats, err
+		}
+		if s.cfg.OnComplete != nil {
+			s.cfg.OnComplete(p)
 		}
 	}
 	return ss.stats, nil

@@ -24,12 +24,12 @@ var (
 
 // Rejections counts rejected messages, by reason.
 type Rejections struct {
-	Undecodable, Empty, TooLarge, BadEntry, ClockAhead, Foreign atomic.Int64
+	Undecodable, Empty, TooLarge, BadEntry, ClockAhead, Foreign, NotMember atomic.Int64
 }
 
 // RejectionCounts is a snapshot of Rejections.
 type RejectionCounts struct {
-	Undecodable, Empty, TooLarge, BadEntry, ClockAhead, Foreign int64
+	Undecodable, Empty, TooLarge, BadEntry, ClockAhead, Foreign, NotMember int64
 }
 
 // Snapshot reads the counters.
@@ -37,6 +37,7 @@ func (r *Rejections) Snapshot() RejectionCounts {
 	return RejectionCounts{
 		Undecodable: r.Undecodable.Load(), Empty: r.Empty.Load(), TooLarge: r.TooLarge.Load(),
 		BadEntry: r.BadEntry.Load(), ClockAhead: r.ClockAhead.Load(), Foreign: r.Foreign.Load(),
+		NotMember: r.NotMember.Load(),
 	}
 }
 
@@ -52,6 +53,8 @@ func (r *Rejections) count(err error) {
 		r.ClockAhead.Add(1)
 	case errors.Is(err, ErrForeignEntry):
 		r.Foreign.Add(1)
+	case errors.Is(err, ErrNotMember):
+		r.NotMember.Add(1)
 	default:
 		r.BadEntry.Add(1)
 	}

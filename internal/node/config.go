@@ -70,8 +70,19 @@ type Config struct {
 	// are purged. A node out of contact for longer must be reset before it
 	// syncs again. Default 24 h.
 	TombstoneGrace time.Duration
-	// Gater, when set, vets every libp2p connection (tests cut partitions
-	// with it).
+	// Name is this node's human-readable name in the member list. Default
+	// the host name and the end of the peer id.
+	Name string
+	// OpenAdmission lets any peer that reaches the node connect, gossip and
+	// sync (labs and tests). By default only members on the replicated
+	// member list may; a node that founds a cluster admits itself.
+	OpenAdmission bool
+	// SwarmKeyFile, when set, is a libp2p private-network key: peers without
+	// it cannot complete a handshake. The node then listens on TCP only
+	// (go-libp2p refuses a private network over QUIC).
+	SwarmKeyFile string
+	// Gater, when set, also vets every libp2p connection, besides admission
+	// (tests cut partitions with it).
 	Gater connmgr.ConnectionGater
 	// DropGossip injects a fault for tests: when it returns true, gossip
 	// received from peers is dropped as if lost.
@@ -122,6 +133,12 @@ func (c Config) WithDefaults() Config {
 	if c.TombstoneGrace == 0 {
 		c.TombstoneGrace = store.DefaultTombstoneGrace
 	}
+	if c.SwarmKeyFile != "" && len(c.ListenP2P) == 2 && c.ListenP2P[1] == p2p.DefaultListenAddrs[1] {
+		c.ListenP2P = c.ListenP2P[:1] // TCP only with a swarm key
+	}
+	if c.SwarmKeyFile != "" && len(c.ListenP2P) == 2 && c.ListenP2P[1] == "/ip4/127.0.0.1/udp/0/quic-v1" {
+		c.ListenP2P = c.ListenP2P[:1]
+	}
 	return c
 }
 
@@ -148,6 +165,9 @@ func (c Config) Validate() error {
 	}
 	if c.WatchBuffer < 0 {
 		errs = append(errs, fmt.Errorf("node: watch buffer is %d; it must not be negative (0 means the default)", c.WatchBuffer))
+	}
+	if len(c.Name) > 253 {
+		errs = append(errs, fmt.Errorf("node: name is %d bytes; the limit is 253", len(c.Name)))
 	}
 	if c.SyncTimeout < 0 {
 		errs = append(errs, fmt.Errorf("node: sync timeout is %v; it must not be negative (0 means the default)", c.SyncTimeout))

@@ -29,6 +29,9 @@ func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResp
 	if err := checkMinReplicas(req.GetMinReplicas()); err != nil {
 		return nil, err
 	}
+	if err := CheckWritable(req.GetKey()); err != nil {
+		return nil, err
+	}
 	c, err := s.node.store.Put(ctx, req.GetKey(), req.GetValue())
 	if err != nil {
 		return nil, toStatus(err)
@@ -81,6 +84,9 @@ func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResp
 
 func (s *kvServer) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.DeleteResponse, error) {
 	if err := checkMinReplicas(req.GetMinReplicas()); err != nil {
+		return nil, err
+	}
+	if err := CheckWritable(req.GetKey()); err != nil {
 		return nil, err
 	}
 	c, err := s.node.store.Delete(ctx, req.GetKey())

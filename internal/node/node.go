@@ -9,8 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -24,18 +26,22 @@ import (
 
 // Node is one running Chorus node.
 type Node struct {
-	cfg      Config
-	identity p2p.Identity
-	store    *store.Store
-	hub      *watch.Hub
-	host     host.Host
-	repl     atomic.Pointer[p2p.Replicator] // set once started; read by the commit hook
-	sync     *p2p.Syncer
-	boot     *p2p.Bootstrapper
-	mdns     *p2p.MDNS
-	grpc     *grpc.Server
-	listener net.Listener
+	cfg       Config
+	identity  p2p.Identity
+	store     *store.Store
+	hub       *watch.Hub
+	host      host.Host
+	repl      atomic.Pointer[p2p.Replicator] // set once started; read by the commit hook
+	sync      *p2p.Syncer
+	admission *p2p.Admission
+	removed   chan peer.ID // members removed, for enforceAdmission
+	boot      *p2p.Bootstrapper
+	mdns      *p2p.MDNS
+	grpc      *grpc.Server
+	listener  net.Listener
 
+	stopAdmit chan struct{}
+	admitDone chan struct{}
 	stopGC    chan struct{}
 	gcDone    chan struct{}
 	serveDone chan struct{}
@@ -58,7 +64,16 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{})}
+	if cfg.Name == "" {
+		cfg.Name = defaultName(id.ID)
+	}
+	var swarmKey pnet.PSK
+	if cfg.SwarmKeyFile != "" {
+		if swarmKey, err = p2p.LoadSwarmKey(cfg.SwarmKeyFile); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
+	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{}), removed: make(chan peer.ID, 256)}
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -89,11 +104,15 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	cleanup = append(cleanup, n.hub.Close)
 
-	var hostOpts []libp2p.Option
-	if cfg.Gater != nil {
-		hostOpts = append(hostOpts, libp2p.ConnectionGater(cfg.Gater))
+	if n.admission, err = p2p.NewAdmission(id.ID, bootstrap, cfg.OpenAdmission, st, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
-	if n.host, err = p2p.NewHost(id, cfg.ListenP2P, hostOpts...); err != nil {
+	n.logAdmission(len(bootstrap))
+	var gater connmgr.ConnectionGater = n.admission
+	if cfg.Gater != nil {
+		gater = bothGaters{n.admission, cfg.Gater}
+	}
+	if n.host, err = p2p.NewHostWith(id, p2p.HostConfig{Listen: cfg.ListenP2P, SwarmKey: swarmKey, Gater: gater}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = n.host.Close() })
@@ -103,6 +122,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		Store:      st,
 		Logger:     cfg.Logger,
 		DropGossip: cfg.DropGossip,
+		Admit:      n.admission.Check,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -116,10 +136,17 @@ func Start(cfg Config) (_ *Node, err error) {
 		Logger:   cfg.Logger,
 		Interval: cfg.SyncInterval,
 		Timeout:  cfg.SyncTimeout,
+		Admit:    n.admission.Check,
+		OnComplete: func(peer.ID) {
+			n.admission.Synced()
+		},
 	}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = n.sync.Close() })
+	n.stopAdmit, n.admitDone = make(chan struct{}), make(chan struct{})
+	go n.enforceAdmission()
+	cleanup = append(cleanup, func() { close(n.stopAdmit); <-n.admitDone })
 	n.stopGC, n.gcDone = make(chan struct{}), make(chan struct{})
 	go n.collectTombstones()
 	cleanup = append(cleanup, func() { close(n.stopGC); <-n.gcDone })
@@ -166,6 +193,14 @@ func Start(cfg Config) (_ *Node, err error) {
 // watch hub and this node's own writes to gossip. It never blocks.
 func (n *Node) onCommit(changes []store.Change) {
 	n.hub.Publish(changes)
+	if a := n.admission; a != nil {
+		for _, p := range a.Observe(changes) {
+			select {
+			case n.removed <- p:
+			default: // enforceAdmission's sweep closes it within a second
+			}
+		}
+	}
 	if r := n.repl.Load(); r != nil {
 		r.Enqueue(changes)
 	}
@@ -248,6 +283,8 @@ func (n *Node) Close() error {
 		<-n.serveDone
 		close(n.stopGC)
 		<-n.gcDone
+		close(n.stopAdmit)
+		<-n.admitDone
 		_ = n.sync.Close()
 		n.repl.Load().Close()
 		hostErr := n.host.Close()

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/p2p"
 )
 
 // startReplicaNodes starts n nodes on loopback, each bootstrapped from node
@@ -24,9 +27,13 @@ func startReplicaNodesTB(t testing.TB, n int) ([]*Node, []*client.Client) {
 	nodes := make([]*Node, n)
 	clients := make([]*client.Client, n)
 	var bootstrap []string
+	dirs := make([]string, n)
+	for i := range dirs {
+		dirs[i] = t.TempDir()
+	}
 	for i := range n {
 		nd, err := Start(Config{
-			DataDir:      t.TempDir(),
+			DataDir:      dirs[i],
 			ListenClient: "127.0.0.1:0",
 			Bootstrap:    bootstrap,
 			Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -37,6 +44,7 @@ func startReplicaNodesTB(t testing.TB, n int) ([]*Node, []*client.Client) {
 		t.Cleanup(func() { _ = nd.Close() })
 		if i == 0 {
 			bootstrap = nd.P2PAddrs()
+			admit(t, nd, dirs[1:]...)
 		}
 		c, err := client.Dial(nd.ClientAddr().String())
 		if err != nil {
@@ -66,6 +74,26 @@ func startReplicaNodesTB(t testing.TB, n int) ([]*Node, []*client.Client) {
 		return true
 	})
 	return nodes, clients
+}
+
+// admit puts the nodes whose data folders are dirs on founder's member
+// list, creating their identities now, as an operator does with `chorus id`
+// and `chorus member add` before starting them.
+func admit(t testing.TB, founder *Node, dirs ...string) {
+	t.Helper()
+	ids := []peer.ID{founder.identity.ID}
+	for _, dir := range dirs {
+		id, err := p2p.LoadOrCreateIdentity(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id.ID)
+	}
+	for _, id := range ids {
+		if _, err := founder.writeMember(context.Background(), id, id.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {

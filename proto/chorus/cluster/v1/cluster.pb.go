@@ -78,7 +78,20 @@ type Member struct {
 	Keys     int64 `protobuf:"varint,8,opt,name=keys,proto3" json:"keys,omitempty"`
 	// Set when the member's status could not be read; the fields above are
 	// then unknown.
-	StatusError   string `protobuf:"bytes,9,opt,name=status_error,json=statusError,proto3" json:"status_error,omitempty"`
+	StatusError string `protobuf:"bytes,9,opt,name=status_error,json=statusError,proto3" json:"status_error,omitempty"`
+	// The name it was admitted with.
+	Name string `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`
+	// alive, suspect, dead or left, as this node's failure detector sees it;
+	// "unknown" for a connected peer that is not on the member list.
+	State string `protobuf:"bytes,11,opt,name=state,proto3" json:"state,omitempty"`
+	// When this node last heard from it (Unix ms), 0 if never.
+	LastHeardUnixMs int64 `protobuf:"varint,12,opt,name=last_heard_unix_ms,json=lastHeardUnixMs,proto3" json:"last_heard_unix_ms,omitempty"`
+	// Its hybrid logical clock, as it reported it.
+	Hlc uint64 `protobuf:"varint,13,opt,name=hlc,proto3" json:"hlc,omitempty"`
+	// True when it is on the member list.
+	Admitted bool `protobuf:"varint,14,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	// Its incarnation number (SWIM): it raises it to refute a suspicion.
+	Incarnation   uint64 `protobuf:"varint,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -174,6 +187,48 @@ func (x *Member) GetStatusError() string {
 		return x.StatusError
 	}
 	return ""
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Member) GetLastHeardUnixMs() int64 {
+	if x != nil {
+		return x.LastHeardUnixMs
+	}
+	return 0
+}
+
+func (x *Member) GetHlc() uint64 {
+	if x != nil {
+		return x.Hlc
+	}
+	return 0
+}
+
+func (x *Member) GetAdmitted() bool {
+	if x != nil {
+		return x.Admitted
+	}
+	return false
+}
+
+func (x *Member) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 type MembersResponse struct {
@@ -404,12 +459,290 @@ func (x *SyncResponse) GetPeerRoot() uint64 {
 	return 0
 }
 
+type AddMemberRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new member's libp2p peer id (text form); `chorus id --data-dir DIR`
+	// prints a node's id before it first starts.
+	PeerId string `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	// A human-readable name.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMemberRequest) Reset() {
+	*x = AddMemberRequest{}
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberRequest) ProtoMessage() {}
+
+func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
+func (*AddMemberRequest) Descriptor() ([]byte, []int) {
+	return file_chorus_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AddMemberRequest) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+func (x *AddMemberRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type AddMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revision of the write on the answering node.
+	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddMemberResponse) Reset() {
+	*x = AddMemberResponse{}
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddMemberResponse) ProtoMessage() {}
+
+func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
+func (*AddMemberResponse) Descriptor() ([]byte, []int) {
+	return file_chorus_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AddMemberResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type RemoveMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PeerId        string                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_chorus_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RemoveMemberRequest) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+type RemoveMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberResponse) Reset() {
+	*x = RemoveMemberResponse{}
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberResponse) ProtoMessage() {}
+
+func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
+func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
+	return file_chorus_cluster_v1_cluster_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RemoveMemberResponse) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type WatchMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchMembersRequest) Reset() {
+	*x = WatchMembersRequest{}
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchMembersRequest) ProtoMessage() {}
+
+func (x *WatchMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchMembersRequest.ProtoReflect.Descriptor instead.
+func (*WatchMembersRequest) Descriptor() ([]byte, []int) {
+	return file_chorus_cluster_v1_cluster_proto_rawDescGZIP(), []int{9}
+}
+
+type WatchMembersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The members whose state changed (all of them in the first response).
+	Members []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// True for members removed from the list.
+	Removed       []string `protobuf:"bytes,2,rep,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchMembersResponse) Reset() {
+	*x = WatchMembersResponse{}
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchMembersResponse) ProtoMessage() {}
+
+func (x *WatchMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchMembersResponse.ProtoReflect.Descriptor instead.
+func (*WatchMembersResponse) Descriptor() ([]byte, []int) {
+	return file_chorus_cluster_v1_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *WatchMembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *WatchMembersResponse) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
 var File_chorus_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_chorus_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x1fchorus/cluster/v1/cluster.proto\x12\x11chorus.cluster.v1\"\x10\n" +
-	"\x0eMembersRequest\"\xf5\x01\n" +
+	"\x0eMembersRequest\"\x9c\x03\n" +
 	"\x06Member\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12\x12\n" +
@@ -420,7 +753,14 @@ const file_chorus_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tconverged\x18\x06 \x01(\bR\tconverged\x12\x1a\n" +
 	"\brevision\x18\a \x01(\x03R\brevision\x12\x12\n" +
 	"\x04keys\x18\b \x01(\x03R\x04keys\x12!\n" +
-	"\fstatus_error\x18\t \x01(\tR\vstatusError\"`\n" +
+	"\fstatus_error\x18\t \x01(\tR\vstatusError\x12\x12\n" +
+	"\x04name\x18\n" +
+	" \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\v \x01(\tR\x05state\x12+\n" +
+	"\x12last_heard_unix_ms\x18\f \x01(\x03R\x0flastHeardUnixMs\x12\x10\n" +
+	"\x03hlc\x18\r \x01(\x04R\x03hlc\x12\x1a\n" +
+	"\badmitted\x18\x0e \x01(\bR\badmitted\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\x04R\vincarnation\"`\n" +
 	"\x0fMembersResponse\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x123\n" +
 	"\amembers\x18\x02 \x03(\v2\x19.chorus.cluster.v1.MemberR\amembers\"&\n" +
@@ -441,10 +781,26 @@ const file_chorus_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"local_root\x18\n" +
 	" \x01(\x06R\tlocalRoot\x12\x1b\n" +
-	"\tpeer_root\x18\v \x01(\x06R\bpeerRoot2\xab\x01\n" +
+	"\tpeer_root\x18\v \x01(\x06R\bpeerRoot\"?\n" +
+	"\x10AddMemberRequest\x12\x17\n" +
+	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"/\n" +
+	"\x11AddMemberResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\".\n" +
+	"\x13RemoveMemberRequest\x12\x17\n" +
+	"\apeer_id\x18\x01 \x01(\tR\x06peerId\"2\n" +
+	"\x14RemoveMemberResponse\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\x15\n" +
+	"\x13WatchMembersRequest\"e\n" +
+	"\x14WatchMembersResponse\x123\n" +
+	"\amembers\x18\x01 \x03(\v2\x19.chorus.cluster.v1.MemberR\amembers\x12\x18\n" +
+	"\aremoved\x18\x02 \x03(\tR\aremoved2\xc7\x03\n" +
 	"\x0eClusterService\x12P\n" +
 	"\aMembers\x12!.chorus.cluster.v1.MembersRequest\x1a\".chorus.cluster.v1.MembersResponse\x12G\n" +
-	"\x04Sync\x12\x1e.chorus.cluster.v1.SyncRequest\x1a\x1f.chorus.cluster.v1.SyncResponseB?Z=github.com/chorus-kv/chorus/proto/chorus/cluster/v1;clusterv1b\x06proto3"
+	"\x04Sync\x12\x1e.chorus.cluster.v1.SyncRequest\x1a\x1f.chorus.cluster.v1.SyncResponse\x12V\n" +
+	"\tAddMember\x12#.chorus.cluster.v1.AddMemberRequest\x1a$.chorus.cluster.v1.AddMemberResponse\x12_\n" +
+	"\fRemoveMember\x12&.chorus.cluster.v1.RemoveMemberRequest\x1a'.chorus.cluster.v1.RemoveMemberResponse\x12a\n" +
+	"\fWatchMembers\x12&.chorus.cluster.v1.WatchMembersRequest\x1a'.chorus.cluster.v1.WatchMembersResponse0\x01B?Z=github.com/chorus-kv/chorus/proto/chorus/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_chorus_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -458,25 +814,38 @@ func file_chorus_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_chorus_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_chorus_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_chorus_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_chorus_cluster_v1_cluster_proto_goTypes = []any{
-	(*MembersRequest)(nil),  // 0: chorus.cluster.v1.MembersRequest
-	(*Member)(nil),          // 1: chorus.cluster.v1.Member
-	(*MembersResponse)(nil), // 2: chorus.cluster.v1.MembersResponse
-	(*SyncRequest)(nil),     // 3: chorus.cluster.v1.SyncRequest
-	(*SyncResponse)(nil),    // 4: chorus.cluster.v1.SyncResponse
+	(*MembersRequest)(nil),       // 0: chorus.cluster.v1.MembersRequest
+	(*Member)(nil),               // 1: chorus.cluster.v1.Member
+	(*MembersResponse)(nil),      // 2: chorus.cluster.v1.MembersResponse
+	(*SyncRequest)(nil),          // 3: chorus.cluster.v1.SyncRequest
+	(*SyncResponse)(nil),         // 4: chorus.cluster.v1.SyncResponse
+	(*AddMemberRequest)(nil),     // 5: chorus.cluster.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),    // 6: chorus.cluster.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),  // 7: chorus.cluster.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil), // 8: chorus.cluster.v1.RemoveMemberResponse
+	(*WatchMembersRequest)(nil),  // 9: chorus.cluster.v1.WatchMembersRequest
+	(*WatchMembersResponse)(nil), // 10: chorus.cluster.v1.WatchMembersResponse
 }
 var file_chorus_cluster_v1_cluster_proto_depIdxs = []int32{
-	1, // 0: chorus.cluster.v1.MembersResponse.members:type_name -> chorus.cluster.v1.Member
-	0, // 1: chorus.cluster.v1.ClusterService.Members:input_type -> chorus.cluster.v1.MembersRequest
-	3, // 2: chorus.cluster.v1.ClusterService.Sync:input_type -> chorus.cluster.v1.SyncRequest
-	2, // 3: chorus.cluster.v1.ClusterService.Members:output_type -> chorus.cluster.v1.MembersResponse
-	4, // 4: chorus.cluster.v1.ClusterService.Sync:output_type -> chorus.cluster.v1.SyncResponse
-	3, // [3:5] is the sub-list for method output_type
-	1, // [1:3] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1,  // 0: chorus.cluster.v1.MembersResponse.members:type_name -> chorus.cluster.v1.Member
+	1,  // 1: chorus.cluster.v1.WatchMembersResponse.members:type_name -> chorus.cluster.v1.Member
+	0,  // 2: chorus.cluster.v1.ClusterService.Members:input_type -> chorus.cluster.v1.MembersRequest
+	3,  // 3: chorus.cluster.v1.ClusterService.Sync:input_type -> chorus.cluster.v1.SyncRequest
+	5,  // 4: chorus.cluster.v1.ClusterService.AddMember:input_type -> chorus.cluster.v1.AddMemberRequest
+	7,  // 5: chorus.cluster.v1.ClusterService.RemoveMember:input_type -> chorus.cluster.v1.RemoveMemberRequest
+	9,  // 6: chorus.cluster.v1.ClusterService.WatchMembers:input_type -> chorus.cluster.v1.WatchMembersRequest
+	2,  // 7: chorus.cluster.v1.ClusterService.Members:output_type -> chorus.cluster.v1.MembersResponse
+	4,  // 8: chorus.cluster.v1.ClusterService.Sync:output_type -> chorus.cluster.v1.SyncResponse
+	6,  // 9: chorus.cluster.v1.ClusterService.AddMember:output_type -> chorus.cluster.v1.AddMemberResponse
+	8,  // 10: chorus.cluster.v1.ClusterService.RemoveMember:output_type -> chorus.cluster.v1.RemoveMemberResponse
+	10, // 11: chorus.cluster.v1.ClusterService.WatchMembers:output_type -> chorus.cluster.v1.WatchMembersResponse
+	7,  // [7:12] is the sub-list for method output_type
+	2,  // [2:7] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_chorus_cluster_v1_cluster_proto_init() }
@@ -490,7 +859,7 @@ func file_chorus_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chorus_cluster_v1_cluster_proto_rawDesc), len(file_chorus_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

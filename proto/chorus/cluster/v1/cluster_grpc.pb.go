@@ -19,8 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ClusterService_Members_FullMethodName = "/chorus.cluster.v1.ClusterService/Members"
-	ClusterService_Sync_FullMethodName    = "/chorus.cluster.v1.ClusterService/Sync"
+	ClusterService_Members_FullMethodName      = "/chorus.cluster.v1.ClusterService/Members"
+	ClusterService_Sync_FullMethodName         = "/chorus.cluster.v1.ClusterService/Sync"
+	ClusterService_AddMember_FullMethodName    = "/chorus.cluster.v1.ClusterService/AddMember"
+	ClusterService_RemoveMember_FullMethodName = "/chorus.cluster.v1.ClusterService/RemoveMember"
+	ClusterService_WatchMembers_FullMethodName = "/chorus.cluster.v1.ClusterService/WatchMembers"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -34,6 +37,16 @@ type ClusterServiceClient interface {
 	// Sync runs one anti-entropy session with a connected peer now and reports
 	// what it exchanged.
 	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (*SyncResponse, error)
+	// AddMember admits a node to the cluster: its record is written under the
+	// reserved prefix /chorus/members/ and replicates to every node.
+	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
+	// RemoveMember removes a member: every node closes its connections to it
+	// and rejects its data from then on.
+	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
+	// WatchMembers streams the member list as this node sees it: first every
+	// member, then each change of state (a member added, removed, suspected,
+	// dead, back alive, or leaving).
+	WatchMembers(ctx context.Context, in *WatchMembersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchMembersResponse], error)
 }
 
 type clusterServiceClient struct {
@@ -64,6 +77,45 @@ func (c *clusterServiceClient) Sync(ctx context.Context, in *SyncRequest, opts .
 	return out, nil
 }
 
+func (c *clusterServiceClient) AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddMemberResponse)
+	err := c.cc.Invoke(ctx, ClusterService_AddMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveMemberResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RemoveMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) WatchMembers(ctx context.Context, in *WatchMembersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchMembersResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[0], ClusterService_WatchMembers_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchMembersRequest, WatchMembersResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_WatchMembersClient = grpc.ServerStreamingClient[WatchMembersResponse]
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -75,6 +127,16 @@ type ClusterServiceServer interface {
 	// Sync runs one anti-entropy session with a connected peer now and reports
 	// what it exchanged.
 	Sync(context.Context, *SyncRequest) (*SyncResponse, error)
+	// AddMember admits a node to the cluster: its record is written under the
+	// reserved prefix /chorus/members/ and replicates to every node.
+	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
+	// RemoveMember removes a member: every node closes its connections to it
+	// and rejects its data from then on.
+	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
+	// WatchMembers streams the member list as this node sees it: first every
+	// member, then each change of state (a member added, removed, suspected,
+	// dead, back alive, or leaving).
+	WatchMembers(*WatchMembersRequest, grpc.ServerStreamingServer[WatchMembersResponse]) error
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -90,6 +152,15 @@ func (UnimplementedClusterServiceServer) Members(context.Context, *MembersReques
 }
 func (UnimplementedClusterServiceServer) Sync(context.Context, *SyncRequest) (*SyncResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedClusterServiceServer) AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddMember not implemented")
+}
+func (UnimplementedClusterServiceServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
+func (UnimplementedClusterServiceServer) WatchMembers(*WatchMembersRequest, grpc.ServerStreamingServer[WatchMembersResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchMembers not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -148,6 +219,53 @@ func _ClusterService_Sync_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_AddMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).AddMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_AddMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).AddMember(ctx, req.(*AddMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_RemoveMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RemoveMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RemoveMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RemoveMember(ctx, req.(*RemoveMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_WatchMembers_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchMembersRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServiceServer).WatchMembers(m, &grpc.GenericServerStream[WatchMembersRequest, WatchMembersResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_WatchMembersServer = grpc.ServerStreamingServer[WatchMembersResponse]
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -163,7 +281,21 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Sync",
 			Handler:    _ClusterService_Sync_Handler,
 		},
+		{
+			MethodName: "AddMember",
+			Handler:    _ClusterService_AddMember_Handler,
+		},
+		{
+			MethodName: "RemoveMember",
+			Handler:    _ClusterService_RemoveMember_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchMembers",
+			Handler:       _ClusterService_WatchMembers_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "chorus/cluster/v1/cluster.proto",
 }

@@ -578,6 +578,71 @@ func (x *NodeStatus) GetKeys() int64 {
 	return 0
 }
 
+// MemberRecord is the value of an admitted member's key,
+// /chorus/members/<peer id>, in the store: the member list is replicated
+// like any other data. Deleting the key removes the member.
+type MemberRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A human-readable name, shown by `chorus members`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The peer id (text) of the node that admitted it, and when (Unix ms).
+	AddedBy       string `protobuf:"bytes,2,opt,name=added_by,json=addedBy,proto3" json:"added_by,omitempty"`
+	AddedUnixMs   int64  `protobuf:"varint,3,opt,name=added_unix_ms,json=addedUnixMs,proto3" json:"added_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRecord) Reset() {
+	*x = MemberRecord{}
+	mi := &file_chorus_replication_v1_sync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRecord) ProtoMessage() {}
+
+func (x *MemberRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_replication_v1_sync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRecord.ProtoReflect.Descriptor instead.
+func (*MemberRecord) Descriptor() ([]byte, []int) {
+	return file_chorus_replication_v1_sync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MemberRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MemberRecord) GetAddedBy() string {
+	if x != nil {
+		return x.AddedBy
+	}
+	return ""
+}
+
+func (x *MemberRecord) GetAddedUnixMs() int64 {
+	if x != nil {
+		return x.AddedUnixMs
+	}
+	return 0
+}
+
 var File_chorus_replication_v1_sync_proto protoreflect.FileDescriptor
 
 const file_chorus_replication_v1_sync_proto_rawDesc = "" +
@@ -621,7 +686,11 @@ const file_chorus_replication_v1_sync_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x10\n" +
 	"\x03hlc\x18\x03 \x01(\x04R\x03hlc\x12!\n" +
 	"\flast_contact\x18\x04 \x01(\x04R\vlastContact\x12\x12\n" +
-	"\x04keys\x18\x05 \x01(\x03R\x04keysBGZEgithub.com/chorus-kv/chorus/proto/chorus/replication/v1;replicationv1b\x06proto3"
+	"\x04keys\x18\x05 \x01(\x03R\x04keys\"a\n" +
+	"\fMemberRecord\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\badded_by\x18\x02 \x01(\tR\aaddedBy\x12\"\n" +
+	"\radded_unix_ms\x18\x03 \x01(\x03R\vaddedUnixMsBGZEgithub.com/chorus-kv/chorus/proto/chorus/replication/v1;replicationv1b\x06proto3"
 
 var (
 	file_chorus_replication_v1_sync_proto_rawDescOnce sync.Once
@@ -635,16 +704,17 @@ func file_chorus_replication_v1_sync_proto_rawDescGZIP() []byte {
 	return file_chorus_replication_v1_sync_proto_rawDescData
 }
 
-var file_chorus_replication_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_chorus_replication_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_chorus_replication_v1_sync_proto_goTypes = []any{
-	(*SyncMessage)(nil), // 0: chorus.replication.v1.SyncMessage
-	(*SyncHello)(nil),   // 1: chorus.replication.v1.SyncHello
-	(*SyncLevel)(nil),   // 2: chorus.replication.v1.SyncLevel
-	(*SyncDigests)(nil), // 3: chorus.replication.v1.SyncDigests
-	(*SyncEntries)(nil), // 4: chorus.replication.v1.SyncEntries
-	(*SyncDone)(nil),    // 5: chorus.replication.v1.SyncDone
-	(*NodeStatus)(nil),  // 6: chorus.replication.v1.NodeStatus
-	(*Entry)(nil),       // 7: chorus.replication.v1.Entry
+	(*SyncMessage)(nil),  // 0: chorus.replication.v1.SyncMessage
+	(*SyncHello)(nil),    // 1: chorus.replication.v1.SyncHello
+	(*SyncLevel)(nil),    // 2: chorus.replication.v1.SyncLevel
+	(*SyncDigests)(nil),  // 3: chorus.replication.v1.SyncDigests
+	(*SyncEntries)(nil),  // 4: chorus.replication.v1.SyncEntries
+	(*SyncDone)(nil),     // 5: chorus.replication.v1.SyncDone
+	(*NodeStatus)(nil),   // 6: chorus.replication.v1.NodeStatus
+	(*MemberRecord)(nil), // 7: chorus.replication.v1.MemberRecord
+	(*Entry)(nil),        // 8: chorus.replication.v1.Entry
 }
 var file_chorus_replication_v1_sync_proto_depIdxs = []int32{
 	1, // 0: chorus.replication.v1.SyncMessage.hello:type_name -> chorus.replication.v1.SyncHello
@@ -652,7 +722,7 @@ var file_chorus_replication_v1_sync_proto_depIdxs = []int32{
 	3, // 2: chorus.replication.v1.SyncMessage.digests:type_name -> chorus.replication.v1.SyncDigests
 	4, // 3: chorus.replication.v1.SyncMessage.entries:type_name -> chorus.replication.v1.SyncEntries
 	5, // 4: chorus.replication.v1.SyncMessage.done:type_name -> chorus.replication.v1.SyncDone
-	7, // 5: chorus.replication.v1.SyncEntries.entries:type_name -> chorus.replication.v1.Entry
+	8, // 5: chorus.replication.v1.SyncEntries.entries:type_name -> chorus.replication.v1.Entry
 	6, // [6:6] is the sub-list for method output_type
 	6, // [6:6] is the sub-list for method input_type
 	6, // [6:6] is the sub-list for extension type_name
@@ -679,7 +749,7 @@ func file_chorus_replication_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chorus_replication_v1_sync_proto_rawDesc), len(file_chorus_replication_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,189 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/connmgr"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chorus-kv/chorus/internal/apierr"
+	"github.com/chorus-kv/chorus/p2p"
+	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
+	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
+)
+
+// CheckWritable refuses client writes under p2p.ReservedPrefix: the member
+// list lives there and changes only through AddMember and RemoveMember.
+func CheckWritable(key []byte) error {
+	if bytes.HasPrefix(key, []byte(p2p.ReservedPrefix)) {
+		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest,
+			fmt.Sprintf("key %q is under %s, which is reserved for the cluster's own state (the member list); use `chorus member add` and `chorus member remove`", key, p2p.ReservedPrefix), nil)
+	}
+	return nil
+}
+
+// defaultName is a node's name when none is given: the host name and the
+// end of the peer id, so that nodes on one host differ.
+func defaultName(id peer.ID) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	s := id.String()
+	return host + "-" + s[max(0, len(s)-6):]
+}
+
+// logAdmission says at start where this node stands. A node founds a
+// cluster lazily: alone, it needs no member list; the first AddMember on a
+// node with an empty list and no bootstrap peers admits the node itself too.
+// A node with bootstrap peers and an empty list is joining: it lets its
+// bootstrap peers in until it has synced the list from them (and found
+// itself on it).
+func (n *Node) logAdmission(bootstrap int) {
+	switch {
+	case n.cfg.OpenAdmission:
+		n.cfg.Logger.Warn("admission is open: any peer that reaches this node may join the cluster")
+	case n.admission.Joined():
+	case len(n.admission.Members()) > 0:
+		n.cfg.Logger.Warn("this node is not on the cluster's member list (it was removed, or not yet admitted): peers will refuse it",
+			"node_id", n.ID(), "admit_with", "chorus member add "+n.ID())
+	case bootstrap > 0:
+		n.cfg.Logger.Info("joining: waiting to be admitted by a member and to sync the member list from the bootstrap peers",
+			"node_id", n.ID(), "admit_with", "chorus member add "+n.ID())
+	}
+}
+
+func (n *Node) writeMember(ctx context.Context, id peer.ID, name string) (int64, error) {
+	rec, err := proto.Marshal(&replicationv1.MemberRecord{Name: name, AddedBy: n.ID(), AddedUnixMs: time.Now().UnixMilli()})
+	if err != nil {
+		return 0, err
+	}
+	c, err := n.store.Put(ctx, p2p.MemberKey(id), rec)
+	if err != nil {
+		return 0, err
+	}
+	return c.Record.ModRevision, nil
+}
+
+// enforceAdmission closes connections to peers that are no longer
+// admitted: at once for those removed (from the commit hook), and every
+// second for any other (a connection let in while joining, say).
+func (n *Node) enforceAdmission() {
+	defer close(n.admitDone)
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	cut := func(p peer.ID) {
+		if err := n.admission.Check(p); err != nil && n.host.Network().Connectedness(p) == network.Connected {
+			n.cfg.Logger.Info("closing the connections to a peer that is not a member", "peer", p)
+			_ = n.host.Network().ClosePeer(p)
+		}
+	}
+	for {
+		select {
+		case <-n.stopAdmit:
+			return
+		case p := <-n.removed:
+			cut(p)
+		case <-ticker.C:
+			for _, p := range n.host.Network().Peers() {
+				cut(p)
+			}
+		}
+	}
+}
+
+// bothGaters lets a connection through only if both gaters do (tests add a
+// partition to admission).
+type bothGaters struct{ a, b connmgr.ConnectionGater }
+
+func (g bothGaters) InterceptPeerDial(p peer.ID) bool {
+	return g.a.InterceptPeerDial(p) && g.b.InterceptPeerDial(p)
+}
+
+func (g bothGaters) InterceptAddrDial(p peer.ID, m ma.Multiaddr) bool {
+	return g.a.InterceptAddrDial(p, m) && g.b.InterceptAddrDial(p, m)
+}
+
+func (g bothGaters) InterceptAccept(c network.ConnMultiaddrs) bool {
+	return g.a.InterceptAccept(c) && g.b.InterceptAccept(c)
+}
+
+func (g bothGaters) InterceptSecured(d network.Direction, p peer.ID, c network.ConnMultiaddrs) bool {
+	return g.a.InterceptSecured(d, p, c) && g.b.InterceptSecured(d, p, c)
+}
+
+func (g bothGaters) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReason) {
+	if ok, r := g.a.InterceptUpgraded(c); !ok {
+		return ok, r
+	}
+	return g.b.InterceptUpgraded(c)
+}
+
+// AddMember admits a peer.
+func (s *clusterServer) AddMember(ctx context.Context, req *clusterv1.AddMemberRequest) (*clusterv1.AddMemberResponse, error) {
+	p, err := decodePeer(req.GetPeerId())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetName()) > 253 {
+		return nil, apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest, fmt.Sprintf("name is %d bytes; the limit is 253", len(req.GetName())), nil)
+	}
+	name := req.GetName()
+	if name == "" {
+		name = p.String()
+	}
+	n := s.node
+	if !n.admission.Joined() {
+		if len(n.admission.Members()) > 0 || len(n.cfg.Bootstrap) > 0 {
+			return nil, apierr.New(codes.FailedPrecondition, apierr.ReasonBadRequest,
+				"this node is not a member of its cluster yet (it is joining, or was removed): add members from a node that is", nil)
+		}
+		// The first member added founds the cluster: this node admits itself.
+		if _, err := n.writeMember(ctx, n.identity.ID, n.cfg.Name); err != nil {
+			return nil, toStatus(err)
+		}
+		n.cfg.Logger.Info("founded a cluster: this node is its first member", "node_id", n.ID(), "name", n.cfg.Name)
+	}
+	rev, err := n.writeMember(ctx, p, name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clusterv1.AddMemberResponse{Revision: rev}, nil
+}
+
+// RemoveMember removes a member.
+func (s *clusterServer) RemoveMember(ctx context.Context, req *clusterv1.RemoveMemberRequest) (*clusterv1.RemoveMemberResponse, error) {
+	p, err := decodePeer(req.GetPeerId())
+	if err != nil {
+		return nil, err
+	}
+	if p == s.node.identity.ID {
+		return nil, apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest, "a node cannot remove itself; run `chorus member remove` against another member", nil)
+	}
+	if !s.node.admission.IsMember(p) {
+		return nil, apierr.New(codes.NotFound, apierr.ReasonBadRequest, "peer "+p.String()+" is not on the member list", nil)
+	}
+	c, err := s.node.store.Delete(ctx, p2p.MemberKey(p))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &clusterv1.RemoveMemberResponse{Revision: c.Record.ModRevision}, nil
+}
+
+func decodePeer(s string) (peer.ID, error) {
+	p, err := peer.Decode(s)
+	if err != nil {
+		return "", apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest,
+			"peer_id "+quote(s)+" is not a libp2p peer id: "+err.Error(), nil)
+	}
+	return p, nil
+}

@@ -1,0 +1,203 @@
+package p2p
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chorus-kv/chorus/crdt/store"
+	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
+)
+
+// MembersPrefix is the reserved key prefix of the member list: the key
+// MembersPrefix + <peer id> holds a MemberRecord. Clients cannot write under
+// ReservedPrefix.
+const (
+	ReservedPrefix = "/chorus/"
+	MembersPrefix  = "/chorus/members/"
+)
+
+// MemberKey is the store key of a member's record.
+func MemberKey(id peer.ID) []byte { return []byte(MembersPrefix + id.String()) }
+
+// ErrNotMember is returned for a peer that is not on the member list.
+var ErrNotMember = errors.New("p2p: peer is not a member of the cluster")
+
+// Admission decides which peers may connect, gossip and sync: the members
+// on the list replicated under MembersPrefix. Until this node finds itself
+// on the list and has completed a sync (a new node that has not fetched the
+// whole list yet), it also lets in the bootstrap peers it was given, so it
+// can fetch the list. With Open set it
+// lets everyone in (labs and tests). It implements connmgr.ConnectionGater
+// and is safe for concurrent use.
+type Admission struct {
+	self      peer.ID
+	bootstrap map[peer.ID]bool
+	open      bool
+	logger    *slog.Logger
+
+	// synced is set once a sync session completed: the member list is then
+	// as complete as the peer's, and bootstrap peers need to be members.
+	synced atomic.Bool
+
+	mu      sync.RWMutex
+	members map[peer.ID]*replicationv1.MemberRecord
+}
+
+// Synced records that a sync session completed (SyncConfig.OnComplete).
+func (a *Admission) Synced() { a.synced.Store(true) }
+
+// NewAdmission returns the admission of self, with the member list read
+// from st.
+func NewAdmission(self peer.ID, bootstrap []peer.AddrInfo, open bool, st *store.Store, logger *slog.Logger) (*Admission, error) {
+	a := &Admission{self: self, bootstrap: map[peer.ID]bool{}, open: open, logger: logger, members: map[peer.ID]*replicationv1.MemberRecord{}}
+	for _, b := range bootstrap {
+		a.bootstrap[b.ID] = true
+	}
+	opts := store.RangeOptions{Start: []byte(MembersPrefix), End: store.PrefixEnd([]byte(MembersPrefix)), Limit: store.MaxPageLimit}
+	for {
+		page, err := st.Range(opts)
+		if err != nil {
+			return nil, fmt.Errorf("p2p: read the member list: %w", err)
+		}
+		for i := range page.Records {
+			a.apply(page.Records[i].Key, page.Records[i].Value, false)
+		}
+		if !page.More {
+			break
+		}
+		opts.After = page.NextKey
+	}
+	return a, nil
+}
+
+// Observe updates the list from committed changes (the store's commit
+// hook); it returns the members that were removed.
+func (a *Admission) Observe(changes []store.Change) (removed []peer.ID) {
+	for i := range changes {
+		r := &changes[i].Record
+		if !strings.HasPrefix(string(r.Key), MembersPrefix) {
+			continue
+		}
+		if id, ok := a.apply(r.Key, r.Value, r.Tombstone); !ok && id != "" {
+			removed = append(removed, id)
+		}
+	}
+	return removed
+}
+
+// apply sets or deletes one member; it returns the peer and whether it is
+// a member now.
+func (a *Admission) apply(key, value []byte, deleted bool) (peer.ID, bool) {
+	id, err := peer.Decode(strings.TrimPrefix(string(key), MembersPrefix))
+	if err != nil {
+		a.logger.Warn("ignoring a member record whose key is not a peer id", "key", string(key))
+		return "", false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if deleted {
+		delete(a.members, id)
+		return id, false
+	}
+	rec := &replicationv1.MemberRecord{}
+	if err := proto.Unmarshal(value, rec); err != nil {
+		a.logger.Warn("member record does not decode; admitting the peer without a name", "peer", id, "err", err)
+	}
+	a.members[id] = rec
+	return id, true
+}
+
+// Joined reports whether this node is on its own member list.
+func (a *Admission) Joined() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	_, ok := a.members[a.self]
+	return ok
+}
+
+// Members returns the admitted members and their records, sorted by id.
+func (a *Admission) Members() map[peer.ID]*replicationv1.MemberRecord {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := make(map[peer.ID]*replicationv1.MemberRecord, len(a.members))
+	for id, r := range a.members {
+		out[id] = r
+	}
+	return out
+}
+
+// IsMember reports whether id is on the list.
+func (a *Admission) IsMember(id peer.ID) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	_, ok := a.members[id]
+	return ok
+}
+
+// Check returns nil when p may talk to this node, else an error saying why.
+func (a *Admission) Check(p peer.ID) error {
+	if a.open || p == a.self {
+		return nil
+	}
+	a.mu.RLock()
+	_, member := a.members[p]
+	_, joined := a.members[a.self]
+	a.mu.RUnlock()
+	if member || ((!joined || !a.synced.Load()) && a.bootstrap[p]) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s (an operator admits it with `chorus member add %s`)", ErrNotMember, p, p)
+}
+
+// SortedIDs returns the member ids in order.
+func (a *Admission) SortedIDs() []peer.ID {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	ids := make([]peer.ID, 0, len(a.members))
+	for id := range a.members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (a *Admission) gate(p peer.ID, what string) bool {
+	err := a.Check(p)
+	if err != nil {
+		a.logger.Debug("refused a connection", "peer", p, "direction", what, "err", err)
+	}
+	return err == nil
+}
+
+// InterceptPeerDial refuses to dial non-members.
+func (a *Admission) InterceptPeerDial(p peer.ID) bool { return a.gate(p, "outbound") }
+
+// InterceptAddrDial refuses to dial non-members.
+func (a *Admission) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool {
+	return a.gate(p, "outbound")
+}
+
+// InterceptAccept lets the handshake start: the peer id is known only after it.
+func (a *Admission) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+
+// InterceptSecured refuses a connection, either way, once the handshake
+// proved the peer's id, unless the peer is admitted.
+func (a *Admission) InterceptSecured(dir network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return a.gate(p, dir.String())
+}
+
+// InterceptUpgraded lets every secured connection through.
+func (a *Admission) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
