@@ -313,3 +313,24 @@ func (c *Client) Sync(ctx context.Context, peerID string) (*SyncResult, error) {
 		PeerRoot:        resp.GetPeerRoot(),
 	}, nil
 }
+
+// AddMember admits a node, by its peer id, to the cluster of the node this
+// client talks to; the record replicates to every member. name is shown by
+// Members. It returns the write's revision on the answering node.
+func (c *Client) AddMember(ctx context.Context, peerID, name string) (int64, error) {
+	resp, err := c.cluster.AddMember(ctx, &clusterv1.AddMemberRequest{PeerId: peerID, Name: name})
+	if err != nil {
+		return 0, fromStatus("member add", err)
+	}
+	return resp.GetRevision(), nil
+}
+
+// RemoveMember removes a member: every node closes its connections to it
+// and rejects its data from then on.
+func (c *Client) RemoveMember(ctx context.Context, peerID string) (int64, error) {
+	resp, err := c.cluster.RemoveMember(ctx, &clusterv1.RemoveMemberRequest{PeerId: peerID})
+	if err != nil {
+		return 0, fromStatus("member remove", err)
+	}
+	return resp.GetRevision(), nil
+}

@@ -19,7 +19,7 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 	boot := first.p2pAddr(t)
 	agents := []*agent{first}
 	for range 2 {
-		agents = append(agents, startAgent(t, t.TempDir(), append([]string{"--bootstrap", boot}, fast...)...))
+		agents = append(agents, startAgent(t, admitNew(t, first), append([]string{"--bootstrap", boot}, fast...)...))
 	}
 	c0, c1 := agents[0].dial(t), agents[1].dial(t)
 	ctx := rpcContext(t)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -30,6 +31,27 @@ func (a *agent) p2pAddr(t testing.TB) string {
 	}
 }
 
+// admitNew makes a data folder, prints its peer id with `chorus id` and
+// admits it with `chorus member add` on member, as an operator does before
+// a node's first start; it returns the folder.
+func admitNew(t *testing.T, member *agent) string {
+	t.Helper()
+	dir := t.TempDir()
+	id := strings.TrimSpace(string(runCLIOK(t, "id", "--data-dir", dir).stdout))
+	member.mustCLI(t, nil, "member", "add", id, "--name", filepath.Base(dir))
+	return dir
+}
+
+// runCLIOK runs the CLI without an endpoint and requires exit code 0.
+func runCLIOK(t *testing.T, args ...string) cliResult {
+	t.Helper()
+	r := runCLI(t, nil, nil, args...)
+	if r.code != 0 {
+		t.Fatalf("want exit 0: %v", r)
+	}
+	return r
+}
+
 // startCluster starts n agents, every one after the first bootstrapped from
 // the first, and waits until a probe write on each reaches all the others
 // (GossipSub drops what a node publishes before its streams to its peers
@@ -39,7 +61,7 @@ func startCluster(t *testing.T, n int) ([]*agent, []*client.Client) {
 	agents := []*agent{startAgent(t, t.TempDir())}
 	boot := agents[0].p2pAddr(t)
 	for range n - 1 {
-		agents = append(agents, startAgent(t, t.TempDir(), "--bootstrap", boot))
+		agents = append(agents, startAgent(t, admitNew(t, agents[0]), "--bootstrap", boot))
 	}
 	clients := make([]*client.Client, n)
 	for i, a := range agents {

@@ -33,6 +33,9 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.Var(&listenP2P, "listen-p2p", "libp2p multiaddrs to listen on, comma-separated or repeated (default "+strings.Join(p2p.DefaultListenAddrs, ",")+")")
 	fs.Var(&bootstrap, "bootstrap", "peer multiaddrs ending in /p2p/<peer id>, comma-separated or repeated; dialled with backoff until connected")
 	fs.BoolVar(&cfg.MDNS, "mdns", false, "find peers of the same cluster on the local network")
+	fs.StringVar(&cfg.Name, "name", "", "this node's name in the member list (default: host name and the end of the peer id)")
+	admission := fs.String("admission", "members", "members: only peers on the replicated member list may connect (chorus member add); open: any peer that reaches the node (labs and tests)")
+	fs.StringVar(&cfg.SwarmKeyFile, "swarm-key", "", "libp2p private-network key file (chorus swarm-key makes one): peers without it cannot connect; TCP only")
 	fs.DurationVar(&cfg.SyncInterval, "sync-interval", p2p.DefaultSyncInterval, "how often to run anti-entropy with a random connected peer (±20% jitter; negative: only on connect and on demand)")
 	fs.DurationVar(&cfg.SyncTimeout, "sync-timeout", p2p.DefaultSyncTimeout, "deadline of one anti-entropy session")
 	fs.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", store.DefaultTombstoneGrace, "how long deletes are remembered before their tombstones are purged; a node out of contact for longer must be reset")
@@ -45,6 +48,13 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
 	}
 	cfg.ListenP2P, cfg.Bootstrap = listenP2P, bootstrap
+	switch *admission {
+	case "members":
+	case "open":
+		cfg.OpenAdmission = true
+	default:
+		return fmt.Errorf("%w: --admission is %q; want members or open", errUsage, *admission)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("%w: --log-level %q: %v", errUsage, *logLevel, err)

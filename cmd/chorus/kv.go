@@ -375,7 +375,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 
 func runSync(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs, cf := newClientFlagSet("sync", stderr)
-	peerID := fs.String("peer", "", "the peer id to sync with (required; `chorus members` lists them)")
+	peerID := fs.String("peer", "", "the peer id to sync with (required; chorus members lists them)")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
