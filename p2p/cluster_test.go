@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,8 @@ type testNode struct {
 	host  host.Host
 	store *store.Store
 	repl  *Replicator
+	// admit, when set, is the replicator's admission check.
+	admit atomic.Pointer[func(peer.ID) error]
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -58,7 +61,13 @@ func startTestNode(t testing.TB, cluster string) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := StartReplicator(ReplicatorConfig{Cluster: cluster, Host: h, Store: n.store, Logger: quiet})
+	r, err := StartReplicator(ReplicatorConfig{Cluster: cluster, Host: h, Store: n.store, Logger: quiet,
+		Admit: func(p peer.ID) error {
+			if f := n.admit.Load(); f != nil {
+				return (*f)(p)
+			}
+			return nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,122 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chorus-kv/chorus/crdt/store"
+	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
+)
+
+func memberRecord(t testing.TB, name string) []byte {
+	b, err := proto.Marshal(&replicationv1.MemberRecord{Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func testPeerIDs(t testing.TB, n int) []peer.ID {
+	var out []peer.ID
+	for range n {
+		id, err := LoadOrCreateIdentity(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, id.ID)
+	}
+	return out
+}
+
+func TestAdmissionCheck(t *testing.T) {
+	ids := testPeerIDs(t, 4)
+	self, member, boot, stranger := ids[0], ids[1], ids[2], ids[3]
+	st, err := store.Open(store.Config{NodeID: []byte(self)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	a, err := NewAdmission(self, []peer.AddrInfo{{ID: boot}}, false, st, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := func(p peer.ID) bool { return a.Check(p) == nil }
+	// Joining: only bootstrap peers (and itself).
+	if !allowed(boot) || allowed(member) || allowed(stranger) || !allowed(self) {
+		t.Fatal("joining: want only the bootstrap peer and itself let in")
+	}
+	put := func(p peer.ID) {
+		c, err := st.Put(ctx, MemberKey(p), memberRecord(t, "n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Observe([]store.Change{*c})
+	}
+	put(self)
+	put(member)
+	if !a.Joined() || !allowed(member) || !allowed(boot) || allowed(stranger) {
+		t.Fatal("joined, not yet synced: want members and the bootstrap peer")
+	}
+	a.Synced()
+	if allowed(boot) {
+		t.Fatal("joined and synced: a bootstrap peer that is not a member is still let in")
+	}
+	if err := a.Check(stranger); !errors.Is(err, ErrNotMember) || !strings.Contains(err.Error(), "chorus member add "+stranger.String()) {
+		t.Fatalf("stranger: %v; want ErrNotMember saying how to admit it", err)
+	}
+	c, err := st.Delete(ctx, MemberKey(member))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed := a.Observe([]store.Change{*c}); len(removed) != 1 || removed[0] != member || allowed(member) {
+		t.Fatalf("removal: removed %v, member allowed %v", removed, allowed(member))
+	}
+	// A fresh Admission reads the list back from the store.
+	b, err := NewAdmission(self, nil, false, st, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Joined() || b.IsMember(member) || len(b.Members()) != 1 {
+		t.Fatalf("reloaded list: %v", b.SortedIDs())
+	}
+	open, err := NewAdmission(self, nil, true, st, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if open.Check(stranger) != nil {
+		t.Fatal("open admission refused a peer")
+	}
+}
+
+// TestGossipFromNonMemberRejected: a peer that is connected (here, hosts
+// without a gater) but not a member cannot get its gossip applied.
+func TestGossipFromNonMemberRejected(t *testing.T) {
+	nodes := startCluster(t, 2)
+	a, b := nodes[0], nodes[1]
+	// b now admits nobody but itself.
+	onlySelf := func(p peer.ID) error {
+		if p == b.host.ID() {
+			return nil
+		}
+		return fmt.Errorf("%w: %s", ErrNotMember, p)
+	}
+	b.admit.Store(&onlySelf)
+	before := b.repl.Stats().Rejected.NotMember
+	if _, err := a.store.Put(context.Background(), []byte("from-non-member"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "b rejected a's gossip as from a non-member", func() bool {
+		return b.repl.Stats().Rejected.NotMember > before
+	})
+	if e, _ := b.store.GetEntry([]byte("from-non-member")); e != nil {
+		t.Fatal("b applied gossip from a non-member")
+	}
+}
