@@ -25,6 +25,9 @@ type request struct {
 	changes []*Change
 	err     error
 	done    chan struct{}
+	// compactTo, if set, asks for the change log below this revision to be
+	// deleted (Compact); such a request has no ops.
+	compactTo int64
 }
 
 // submit queues req for the committer and waits until it is durable.
@@ -80,6 +83,8 @@ type openBatch struct {
 	ops     int
 	size    int
 	err     error // a merge failed: every request of the batch fails
+	// compactTo is the highest compactTo of the batch's requests.
+	compactTo int64
 }
 
 type opChange struct{ op, change int }
@@ -88,6 +93,7 @@ type opChange struct{ op, change int }
 type sealed struct {
 	*openBatch
 	rev, oldest int64 // the store's revision and oldest log revision once durable
+	dirty       bool  // the batch writes something: changes, or a compaction
 }
 
 // pipeline is the committer's view of the state, ahead of what is durable.
@@ -191,6 +197,7 @@ func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 	ob.reqs = append(ob.reqs, req)
 	ob.ops += len(req.ops)
 	ob.size += req.size
+	ob.compactTo = max(ob.compactTo, req.compactTo)
 	if ob.err != nil {
 		return
 	}
@@ -237,10 +244,10 @@ func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 // writer, which must be idle.
 func (s *Store) handOver(p *pipeline, ob *openBatch, toWriter chan<- *sealed) {
 	sb := &sealed{openBatch: ob, rev: p.rev, oldest: p.oldest}
-	if ob.err == nil && len(ob.changes) > 0 {
+	if ob.err == nil && (len(ob.changes) > 0 || ob.compactTo > p.oldest) {
 		ctx := context.Background()
 		rev := p.rev + int64(len(ob.changes))
-		oldest, err := s.compact(ctx, ob.b, p.oldest, rev, len(ob.changes))
+		oldest, err := s.compact(ctx, ob.b, p.oldest, rev, len(ob.changes), ob.compactTo)
 		if err == nil {
 			err = ob.b.Put(ctx, ds.RawKey(metaRev), encodeUint64(uint64(rev)))
 		}
@@ -250,7 +257,7 @@ func (s *Store) handOver(p *pipeline, ob *openBatch, toWriter chan<- *sealed) {
 		if err != nil {
 			ob.err = fmt.Errorf("store: batch: %w", err)
 		} else {
-			sb.rev, sb.oldest = rev, oldest
+			sb.rev, sb.oldest, sb.dirty = rev, oldest, true
 			p.rev, p.oldest = rev, oldest
 			p.inFlight = sb
 		}
@@ -267,7 +274,7 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 		if err == nil {
 			err = s.failure()
 		}
-		if err == nil && len(sb.changes) > 0 {
+		if err == nil && sb.dirty {
 			if cerr := sb.b.Commit(context.Background()); cerr != nil {
 				err = fmt.Errorf("%w: commit batch of %d changes: %w", ErrWriteFailed, len(sb.changes), cerr)
 				if s.failed.CompareAndSwap(nil, &err) {
@@ -290,7 +297,7 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 				req.changes[oc.op] = &sb.changes[oc.change]
 			}
 		}
-		if len(sb.changes) > 0 {
+		if sb.dirty {
 			s.oldest.Store(sb.oldest)
 			s.rev.Store(sb.rev)
 		}
@@ -332,16 +339,22 @@ func putChange(ctx context.Context, b ds.Batch, c *Change) error {
 }
 
 // compact deletes, in batch b, change-log records older than the retained
-// window ending at rev: at most 2·n+64 of them, so that a backlog (after
-// RetainRevisions shrinks) is worked off over several batches without making
-// one batch large. It returns the oldest revision kept. REQUIRES: the
+// window ending at rev, or than explicit (a Compact call, at most rev): at
+// most 2·n+64 of them (maxCompactChunk for a Compact), so that a backlog
+// (after RetainRevisions shrinks) is worked off over several batches without
+// making one batch large. It returns the oldest revision kept. REQUIRES: the
 // committer.
-func (s *Store) compact(ctx context.Context, b ds.Batch, oldest, rev int64, n int) (int64, error) {
+func (s *Store) compact(ctx context.Context, b ds.Batch, oldest, rev int64, n int, explicit int64) (int64, error) {
 	target := rev - s.cfg.RetainRevisions + 1 // the oldest revision to keep
+	chunk := int64(2*n + 64)
+	if explicit > 0 {
+		target = max(target, min(explicit, rev))
+		chunk = max(chunk, maxCompactChunk)
+	}
 	if target <= oldest {
 		return oldest, nil
 	}
-	target = min(target, oldest+int64(2*n+64))
+	target = min(target, oldest+chunk)
 	for r := oldest; r < target; r++ {
 		if err := b.Delete(ctx, ds.RawKey(string(logKey(r)))); err != nil {
 			return 0, fmt.Errorf("store: batch: %w", err)
