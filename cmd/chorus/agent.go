@@ -32,6 +32,7 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.Var(&listenP2P, "listen-p2p", "libp2p multiaddrs to listen on, comma-separated or repeated (default "+strings.Join(p2p.DefaultListenAddrs, ",")+")")
 	fs.Var(&bootstrap, "bootstrap", "peer multiaddrs ending in /p2p/<peer id>, comma-separated or repeated; dialled with backoff until connected")
 	fs.BoolVar(&cfg.MDNS, "mdns", false, "find peers of the same cluster on the local network")
+	fs.StringVar(&cfg.ListenEtcd, "listen-etcd", "", "host:port of the etcd v3 API, e.g. 127.0.0.1:2379 (off when empty; port 0 picks a free one)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
