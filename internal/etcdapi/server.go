@@ -125,6 +125,7 @@ type Server struct {
 	clusterID uint64
 	locks     *keyLocks
 	leases    *lessor
+	view      *memberView
 	grpc      *grpc.Server
 	listener  net.Listener
 
@@ -154,6 +155,7 @@ func Start(cfg Config) (*Server, error) {
 		serveDone: make(chan struct{}),
 	}
 	s.leases = newLessor(s)
+	s.view = &memberView{members: make(map[string]viewEntry)}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("etcdapi: listen on %s: %w", cfg.Listen, err)
@@ -177,6 +179,13 @@ func Start(cfg Config) (*Server, error) {
 		defer s.wg.Done()
 		s.leases.run()
 	}()
+	if cfg.Host != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.refreshMembers()
+		}()
+	}
 	go func() {
 		defer close(s.serveDone)
 		_ = s.grpc.Serve(lis)
