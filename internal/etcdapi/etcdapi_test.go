@@ -488,3 +488,61 @@ func TestMemberListStatusAndUnimplemented(t *testing.T) {
 		t.Errorf("Defragment: %v; want Unimplemented naming the call", err)
 	}
 }
+
+// TestCloseEndsStreams: open watch and keep-alive streams do not hold a
+// node's Close until its shutdown timeout; the server ends them.
+func TestCloseEndsStreams(t *testing.T) {
+	n, err := node.Start(node.Config{
+		DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0",
+		Logger: quiet, ShutdownTimeout: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, n)
+	ctx := ctxT(t)
+	wch := c.Watch(ctx, "/x", clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	if resp := <-wch; !resp.Created {
+		t.Fatalf("watch not created: %v", resp.Err())
+	}
+	lease, err := c.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KeepAlive(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, c, "/x/a", "1", clientv3.WithLease(lease.ID))
+	start := time.Now()
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Close took %v with open streams; want it to end them at once", d)
+	}
+}
+
+// TestWatchCancelAndSingleKey: a canceled watch gets no more events;
+// a watch on a single key ignores its neighbours.
+func TestWatchCancelAndSingleKey(t *testing.T) {
+	c := dial(t, startNode(t, nil))
+	ctx := ctxT(t)
+	wctx, cancel := context.WithCancel(ctx)
+	canceled := c.Watch(wctx, "/k", clientv3.WithCreatedNotify())
+	if resp := <-canceled; !resp.Created {
+		t.Fatal("not created")
+	}
+	cancel()
+	single := c.Watch(ctx, "/k")
+	mustPut(t, c, "/k2", "neighbour")
+	mustPut(t, c, "/k", "1")
+	resp := <-single
+	if len(resp.Events) != 1 || string(resp.Events[0].Kv.Key) != "/k" {
+		t.Errorf("single-key watch got %v; want just /k", resp.Events)
+	}
+	for resp := range canceled {
+		if len(resp.Events) > 0 {
+			t.Errorf("canceled watch got events %v", resp.Events)
+		}
+	}
+}
