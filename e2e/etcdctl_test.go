@@ -126,8 +126,10 @@ func TestEtcdctlAgainstAChorusCluster(t *testing.T) {
 	waitGossip(t, clients)
 	on := func(i int) string { return "--endpoints=" + eps[i] }
 
-	// A watch on node 2 sees a put and a delete made on node 1.
-	watch := startEtcdctl(t, on(2), "watch", "--prefix", "/etcdctl/")
+	// A watch on node 2 sees the puts and the delete made on node 0. It starts
+	// at revision 1 of node 2 (revisions are per node), so the puts are seen
+	// even if they reach node 2 before etcdctl has set its watch up.
+	watch := startEtcdctl(t, on(2), "watch", "--prefix", "/etcdctl/", "--rev", "1")
 	if got := runEtcdctl(t, on(0), "put", "/etcdctl/a", "1"); strings.TrimSpace(got) != "OK" {
 		t.Fatalf("put printed %q; want OK", got)
 	}

@@ -36,12 +36,15 @@
 //     event has been sent (watch.Watcher.Progress).
 //   - Compact deletes this node's change log below the revision
 //     (store.Compact); it does not touch other nodes.
-//   - Leases live on the node that granted them, in memory: a lease is lost
-//     when its node restarts or dies, and the keys attached to it then stay
-//     (documented limit). A key is attached at the revision of the put that
-//     named the lease; a later write of it detaches it. At expiry or Revoke,
-//     the keys still attached are deleted in one store batch, so the deletes
-//     replicate like any other.
+//   - Leases live on the node that granted them. They are saved in the data
+//     folder (etcd-leases.json, rewritten at most once a second and at
+//     Close) and reloaded at start, each with its full TTL again, as etcd
+//     does on a leader change; a crash may lose the last second of grants
+//     and attachments, and a node that never comes back leaves the keys of
+//     its leases (documented limit). A key is attached at the revision of
+//     the put that named the lease; a later write of it detaches it. At
+//     expiry or Revoke, the keys still attached are deleted in one store
+//     batch, so the deletes replicate like any other.
 //   - MemberList lists this node and the gossip topic's peers, each named by
 //     its peer id with the etcd client URL it reports over a libp2p protocol
 //     (/chorus/<cluster>/etcd-member/1). Status reports APIVersion, the size

@@ -546,3 +546,59 @@ func TestWatchCancelAndSingleKey(t *testing.T) {
 		}
 	}
 }
+
+// TestLeasesSurviveARestart: a lease and its keys are saved with the node,
+// and the key is deleted when the lease expires after the restart.
+func TestLeasesSurviveARestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := node.Config{DataDir: dir, ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0", Logger: quiet}
+	n, err := node.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, n)
+	ctx := ctxT(t)
+	lease, err := c.Grant(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, c, "/restart/leased", "1", clientv3.WithLease(lease.ID))
+	mustPut(t, c, "/restart/plain", "2")
+	_ = c.Close()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	n = startNodeWith(t, cfg)
+	c = dial(t, n)
+	ttl, err := c.TimeToLive(ctx, lease.ID, clientv3.WithAttachedKeys())
+	if err != nil || ttl.GrantedTTL != 2 || len(ttl.Keys) != 1 || string(ttl.Keys[0]) != "/restart/leased" {
+		t.Fatalf("TimeToLive after a restart: %v, %+v; want the lease with its key", err, ttl)
+	}
+	wch := c.Watch(ctx, "/restart/leased")
+	select {
+	case resp := <-wch:
+		if len(resp.Events) != 1 || resp.Events[0].Type != mvccpb.DELETE {
+			t.Errorf("watch got %v; want the key's deletion", resp.Events)
+		}
+	case <-ctx.Done():
+		t.Fatal("the leased key was not deleted after the restart")
+	}
+	if g, err := c.Get(ctx, "/restart/plain"); err != nil || len(g.Kvs) != 1 {
+		t.Errorf("unleased key: %v, %v; want it kept", err, g)
+	}
+}
+
+func startNodeWith(tb testing.TB, cfg node.Config) *node.Node {
+	tb.Helper()
+	n, err := node.Start(cfg)
+	if err != nil {
+		tb.Fatalf("node.Start: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			tb.Errorf("node.Close: %v", err)
+		}
+	})
+	return n
+}

@@ -2,8 +2,14 @@ package etcdapi
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -23,8 +29,11 @@ const (
 	minLeaseTTL = 1
 )
 
-// lessor keeps this node's leases, in memory: a lease lives on the node that
-// granted it, and is lost (with its attachments) when the node restarts.
+// lessor keeps this node's leases: a lease lives on the node that granted
+// it. They are saved to the data folder (leaseFile) at most a second after a
+// change and when the server closes, and loaded at start, each with its full
+// TTL again (as etcd does when a new leader takes over): a restart keeps
+// them, a crash may lose the last second of grants and attachments.
 //
 // A key is attached to a lease at the revision of the put that named it; a
 // later write of the key from anywhere else (another node, the Chorus API)
@@ -32,11 +41,13 @@ const (
 // or is revoked, its keys that are still attached are deleted through the
 // store's normal write path, so the deletions replicate like any other.
 type lessor struct {
-	s  *Server
-	mu struct {
+	s    *Server
+	path string // the lease file; empty: not saved
+	mu   struct {
 		sync.Mutex
 		leases map[int64]*lease
 		keys   map[string]attachment
+		dirty  bool // changed since saved
 	}
 }
 
@@ -52,11 +63,17 @@ type attachment struct {
 	modRev int64 // the revision of the put that attached it
 }
 
-func newLessor(s *Server) *lessor {
+func newLessor(s *Server) (*lessor, error) {
 	l := &lessor{s: s}
 	l.mu.leases = make(map[int64]*lease)
 	l.mu.keys = make(map[string]attachment)
-	return l
+	if s.cfg.DataDir != "" {
+		l.path = filepath.Join(s.cfg.DataDir, leaseFile)
+		if err := l.load(); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
 }
 
 func (l *lessor) exists(id int64) bool {
@@ -100,6 +117,7 @@ func (l *lessor) attach(key []byte, id, modRev int64) {
 		}
 		delete(l.mu.keys, k)
 	}
+	l.mu.dirty = true
 	le := l.mu.leases[id]
 	if id == 0 || le == nil {
 		return
@@ -124,6 +142,7 @@ func (l *lessor) grant(id, ttl int64) (*lease, error) {
 	}
 	le := &lease{id: id, ttl: ttl, expires: time.Now().Add(time.Duration(ttl) * time.Second), keys: map[string]struct{}{}}
 	l.mu.leases[id] = le
+	l.mu.dirty = true
 	return le, nil
 }
 
@@ -187,20 +206,33 @@ func (l *lessor) revoke(ctx context.Context, id int64) (int64, error) {
 			delete(l.mu.keys, k)
 		}
 	}
+	l.mu.dirty = true
 	l.mu.Unlock()
 	return rev, nil
 }
 
-// run revokes expired leases every LeaseCheckInterval until the server
-// closes.
+// run revokes expired leases every LeaseCheckInterval, and saves the
+// leases at most every leaseSaveInterval when they changed, until the server
+// closes; then it saves them a last time.
 func (l *lessor) run() {
 	t := time.NewTicker(l.s.cfg.LeaseCheckInterval)
 	defer t.Stop()
+	lastSave := time.Now()
+	save := func() {
+		if err := l.save(); err != nil {
+			l.s.cfg.Logger.Warn("etcd API: saving leases failed; will retry", "file", l.path, "err", err)
+		}
+		lastSave = time.Now()
+	}
+	defer save()
 	for {
 		select {
 		case <-l.s.done:
 			return
 		case now := <-t.C:
+			if now.Sub(lastSave) >= leaseSaveInterval {
+				save()
+			}
 			for _, id := range l.expired(now) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				if _, err := l.revoke(ctx, id); err != nil && err != rpctypes.ErrGRPCLeaseNotFound {
@@ -320,4 +352,110 @@ func (s *Server) serveStream(ctx context.Context, loop func() error) error {
 	case <-s.done:
 		return rpctypes.ErrGRPCStopped
 	}
+}
+
+// leaseFile, in the node's data folder, holds its leases and their keys.
+const leaseFile = "etcd-leases.json"
+
+// leaseSaveInterval is the most often the lease file is rewritten.
+const leaseSaveInterval = time.Second
+
+type savedLeases struct {
+	Leases []savedLease `json:"leases"`
+}
+
+type savedLease struct {
+	ID   int64      `json:"id"`
+	TTL  int64      `json:"ttl"`
+	Keys []savedKey `json:"keys,omitempty"`
+}
+
+type savedKey struct {
+	Key    []byte `json:"key"`
+	ModRev int64  `json:"mod_revision"`
+}
+
+// load reads the lease file, if there is one; every lease gets its full TTL.
+func (l *lessor) load() error {
+	b, err := os.ReadFile(l.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("etcdapi: read leases: %w", err)
+	}
+	var saved savedLeases
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return fmt.Errorf("etcdapi: leases file %s is corrupt (remove it to drop the leases): %w", l.path, err)
+	}
+	now := time.Now()
+	for _, sl := range saved.Leases {
+		le := &lease{id: sl.ID, ttl: sl.TTL, expires: now.Add(time.Duration(sl.TTL) * time.Second), keys: map[string]struct{}{}}
+		for _, k := range sl.Keys {
+			le.keys[string(k.Key)] = struct{}{}
+			l.mu.keys[string(k.Key)] = attachment{lease: sl.ID, modRev: k.ModRev}
+		}
+		l.mu.leases[sl.ID] = le
+	}
+	return nil
+}
+
+// save rewrites the lease file if the leases changed: a new file, fsynced,
+// renamed over the old one.
+func (l *lessor) save() error {
+	if l.path == "" {
+		return nil
+	}
+	l.mu.Lock()
+	if !l.mu.dirty {
+		l.mu.Unlock()
+		return nil
+	}
+	var saved savedLeases
+	for id, le := range l.mu.leases {
+		sl := savedLease{ID: id, TTL: le.ttl}
+		for k := range le.keys {
+			if a, ok := l.mu.keys[k]; ok && a.lease == id {
+				sl.Keys = append(sl.Keys, savedKey{Key: []byte(k), ModRev: a.modRev})
+			}
+		}
+		saved.Leases = append(saved.Leases, sl)
+	}
+	l.mu.dirty = false
+	l.mu.Unlock()
+	b, err := json.Marshal(saved)
+	if err == nil {
+		err = writeFileSync(l.path, b)
+	}
+	if err != nil {
+		l.mu.Lock()
+		l.mu.dirty = true
+		l.mu.Unlock()
+	}
+	return err
+}
+
+func writeFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		if d, derr := os.Open(filepath.Dir(path)); derr == nil {
+			err = d.Sync()
+			_ = d.Close()
+		}
+	}
+	return err
 }

@@ -154,7 +154,10 @@ func Start(cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 		serveDone: make(chan struct{}),
 	}
-	s.leases = newLessor(s)
+	var err error
+	if s.leases, err = newLessor(s); err != nil {
+		return nil, err
+	}
 	s.view = &memberView{members: make(map[string]viewEntry)}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
