@@ -11,8 +11,10 @@
 //     version are the store's. There is no cluster-wide revision: the same
 //     key has different revisions on different nodes.
 //   - Range reads the node's current state (etcd's serializable read). A
-//     Range at a revision other than 0 or the current one fails with etcd's
-//     ErrFutureRev or ErrCompacted: no past versions are kept.
+//     Range at a past revision is rebuilt from the current state by undoing,
+//     from the change log, every change made since (recordsAt); it fails
+//     with ErrCompacted when the log no longer holds a change or a previous
+//     value it needs, and a future revision with ErrFutureRev.
 //   - Put, DeleteRange and a Txn's writes go through store.WriteBatch: one
 //     LevelDB batch, fsynced before the answer, replicated by gossip like any
 //     write. A DeleteRange of one key writes a tombstone even when the key is

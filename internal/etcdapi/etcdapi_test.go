@@ -178,8 +178,26 @@ func TestRangeLimitCountKeysOnlyAndRevisions(t *testing.T) {
 	if _, err := c.Get(ctx, "/r/0", clientv3.WithRev(cur+10)); !errors.Is(err, rpctypes.ErrFutureRev) {
 		t.Errorf("Get at a future revision: %v; want %v", err, rpctypes.ErrFutureRev)
 	}
-	if _, err := c.Get(ctx, "/r/0", clientv3.WithRev(cur-1)); !errors.Is(err, rpctypes.ErrCompacted) {
-		t.Errorf("Get at a past revision: %v; want %v", err, rpctypes.ErrCompacted)
+
+	// A past revision is rebuilt from the change log.
+	mustPut(t, c, "/r/1", "changed")
+	mustPut(t, c, "/r/5", "new")
+	if _, err := c.Delete(ctx, "/r/2"); err != nil {
+		t.Fatal(err)
+	}
+	g, err = c.Get(ctx, "/r/", clientv3.WithPrefix(), clientv3.WithRev(cur))
+	if err != nil || keys(g.Kvs) != "/r/0=0,/r/1=1,/r/2=4,/r/3=9,/r/4=16" || g.Header.Revision != cur+3 {
+		t.Errorf("Get at revision %d: %v, %q at header revision %d; want the 5 first keys as they were, and the current revision in the header", cur, err, keys(g.Kvs), g.Header.Revision)
+	}
+	g, err = c.Get(ctx, "/r/", clientv3.WithPrefix(), clientv3.WithRev(cur), clientv3.WithLimit(2), clientv3.WithSerializable())
+	if err != nil || keys(g.Kvs) != "/r/0=0,/r/1=1" || !g.More || g.Count != 5 {
+		t.Errorf("Get at revision %d, limit 2: %v, %q, more %v, count %d", cur, err, keys(g.Kvs), g.More, g.Count)
+	}
+	if _, err := c.Compact(ctx, cur+2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, "/r/", clientv3.WithPrefix(), clientv3.WithRev(cur)); !errors.Is(err, rpctypes.ErrCompacted) {
+		t.Errorf("Get at a compacted revision: %v; want %v", err, rpctypes.ErrCompacted)
 	}
 }
 

@@ -3,6 +3,7 @@ package etcdapi
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -175,12 +176,31 @@ func (s *Server) rangeKeys(req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if req.Revision < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "chorus: range revision is %d; it must be 0 (current) or positive", req.Revision)
 	}
+	sp := spanOf(req.Key, req.RangeEnd)
+	each := func(keysOnly bool, fn func(*store.Record) (bool, error)) (int64, error) {
+		return s.forEach(sp, keysOnly, fn)
+	}
 	if req.Revision > 0 {
-		// Only the current state is kept: a past revision is compacted.
 		if cur := s.store.Revision(); req.Revision > cur {
 			return nil, rpctypes.ErrGRPCFutureRev
 		} else if req.Revision < cur {
-			return nil, rpctypes.ErrGRPCCompacted
+			// A past revision: the current state with the changes since
+			// undone, from the change log.
+			recs, rev, err := s.recordsAt(sp, req.Revision)
+			if err != nil {
+				return nil, err
+			}
+			each = func(keysOnly bool, fn func(*store.Record) (bool, error)) (int64, error) {
+				for _, r := range recs {
+					if keysOnly {
+						r.Value = nil
+					}
+					if more, err := fn(r); err != nil || !more {
+						return rev, err
+					}
+				}
+				return rev, nil
+			}
 		}
 	}
 	sortOrder, sortTarget := req.SortOrder, req.SortTarget
@@ -201,7 +221,7 @@ func (s *Server) rangeKeys(req *pb.RangeRequest) (*pb.RangeResponse, error) {
 	keysOnly := req.KeysOnly || req.CountOnly
 	resp := &pb.RangeResponse{}
 	var kvs []*mvccpb.KeyValue
-	rev, err := s.forEach(spanOf(req.Key, req.RangeEnd), keysOnly, func(r *store.Record) (bool, error) {
+	rev, err := each(keysOnly, func(r *store.Record) (bool, error) {
 		resp.Count++
 		if req.CountOnly || (streaming && req.Limit > 0 && int64(len(kvs)) >= req.Limit) {
 			return true, nil
@@ -290,4 +310,54 @@ func tombstoneKV(r *store.Record) *mvccpb.KeyValue {
 
 func errTooLarge(what string, n int) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf("%s: %s is %d bytes; the limit is %d", rpctypes.ErrorDesc(rpctypes.ErrGRPCRequestTooLarge), what, n, MaxRequestBytes))
+}
+
+// errLogEnd stops a change-log read at the snapshot's revision.
+var errLogEnd = errors.New("etcdapi: end of the log read")
+
+// recordsAt returns the live records of sp as they were at revision rev, in
+// key order, and the current revision they were derived from: the current
+// state, with every change made after rev undone from the change log (each
+// key takes the previous record of its first change after rev). It fails
+// with an error wrapping *store.CompactedError when the log no longer holds
+// what that needs.
+func (s *Server) recordsAt(sp keySpan, rev int64) ([]*store.Record, int64, error) {
+	byKey := map[string]*store.Record{}
+	cur, err := s.forEach(sp, false, func(r *store.Record) (bool, error) {
+		byKey[string(r.Key)] = r
+		return true, nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	undone := map[string]bool{}
+	_, err = s.store.ReadLog(rev+1, true, func(c *store.Change) error {
+		if c.Record.ModRevision > cur {
+			return errLogEnd // after the state read above: not in it
+		}
+		k := string(c.Record.Key)
+		if undone[k] || !sp.contains(c.Record.Key) {
+			return nil
+		}
+		undone[k] = true
+		switch {
+		case !c.PrevLive:
+			delete(byKey, k)
+		case c.Prev == nil:
+			// The value before is older than the log keeps.
+			return &store.CompactedError{Requested: rev, Oldest: c.PrevModRevision + 1}
+		default:
+			byKey[k] = c.Prev
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errLogEnd) {
+		return nil, 0, err
+	}
+	out := make([]*store.Record, 0, len(byKey))
+	for _, r := range byKey {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *store.Record) int { return bytes.Compare(a.Key, b.Key) })
+	return out, cur, nil
 }
