@@ -620,3 +620,48 @@ func startNodeWith(tb testing.TB, cfg node.Config) *node.Node {
 	})
 	return n
 }
+
+// TestTxnCompareAndSwapIsAtomic: concurrent read-modify-write loops through
+// Txn (If mod_revision == r Then put r+1) never lose an increment.
+func TestTxnCompareAndSwapIsAtomic(t *testing.T) {
+	n := startNode(t, nil)
+	const workers, each = 8, 25
+	ctx := ctxT(t)
+	mustPut(t, dial(t, n), "/counter", "0")
+	errs := make(chan error, workers)
+	for range workers {
+		c := dial(t, n)
+		go func() {
+			done := 0
+			for done < each {
+				g, err := c.Get(ctx, "/counter")
+				if err != nil {
+					errs <- err
+					return
+				}
+				kv := g.Kvs[0]
+				var v int
+				fmt.Sscan(string(kv.Value), &v)
+				r, err := c.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision("/counter"), "=", kv.ModRevision)).
+					Then(clientv3.OpPut("/counter", fmt.Sprint(v+1))).Commit()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if r.Succeeded {
+					done++
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, err := dial(t, n).Get(ctx, "/counter")
+	if err != nil || string(g.Kvs[0].Value) != fmt.Sprint(workers*each) {
+		t.Errorf("counter = %v (%v); want %d: an increment was lost", g, err, workers*each)
+	}
+}
