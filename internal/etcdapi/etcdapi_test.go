@@ -665,3 +665,29 @@ func TestTxnCompareAndSwapIsAtomic(t *testing.T) {
 		t.Errorf("counter = %v (%v); want %d: an increment was lost", g, err, workers*each)
 	}
 }
+
+func TestPutIgnoreValueAndIgnoreLease(t *testing.T) {
+	c := dial(t, startNode(t, nil))
+	ctx := ctxT(t)
+	lease, err := c.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, c, "/i", "v1", clientv3.WithLease(lease.ID))
+	mustPut(t, c, "/i", "v2", clientv3.WithIgnoreLease()) // keeps the lease
+	g, _ := c.Get(ctx, "/i")
+	if len(g.Kvs) != 1 || string(g.Kvs[0].Value) != "v2" || g.Kvs[0].Lease != int64(lease.ID) {
+		t.Errorf("after ignore_lease: %+v; want v2 with the lease", g.Kvs)
+	}
+	mustPut(t, c, "/i", "", clientv3.WithIgnoreValue()) // keeps the value, drops the lease
+	g, _ = c.Get(ctx, "/i")
+	if len(g.Kvs) != 1 || string(g.Kvs[0].Value) != "v2" || g.Kvs[0].Lease != 0 || g.Kvs[0].Version != 3 {
+		t.Errorf("after ignore_value: %+v; want v2, no lease, version 3", g.Kvs)
+	}
+	if _, err := c.Put(ctx, "/absent", "", clientv3.WithIgnoreValue()); !errors.Is(err, rpctypes.ErrKeyNotFound) {
+		t.Errorf("ignore_value on a missing key: %v; want %v", err, rpctypes.ErrKeyNotFound)
+	}
+	if _, err := c.Put(ctx, "/i", "x", clientv3.WithIgnoreValue()); !errors.Is(err, rpctypes.ErrValueProvided) {
+		t.Errorf("ignore_value with a value: %v; want %v", err, rpctypes.ErrValueProvided)
+	}
+}
