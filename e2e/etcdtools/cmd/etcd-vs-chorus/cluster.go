@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +40,30 @@ func (c *cluster) start(cmd *exec.Cmd) error {
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	c.procs = append(c.procs, p)
 	return nil
+}
+
+// cpu returns the CPU time (user and system) the server processes have used
+// so far, from /proc (zero where it cannot be read).
+func (c *cluster) cpu() time.Duration {
+	var total time.Duration
+	for _, p := range c.procs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which ends with ")"): utime and
+		// stime are the 12th and 13th, in clock ticks (100 per second).
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		for _, s := range f[11:13] {
+			if ticks, err := strconv.ParseInt(s, 10, 64); err == nil {
+				total += time.Duration(ticks) * 10 * time.Millisecond
+			}
+		}
+	}
+	return total
 }
 
 // exited reports whether a server process has exited.

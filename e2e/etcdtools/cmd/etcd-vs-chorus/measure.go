@@ -44,6 +44,9 @@ type result struct {
 	system                 string
 	put1, put100, range100 phase
 	watch                  []time.Duration // sorted
+	// cpuPerPut is the CPU time the three servers used per put in the
+	// 100-client put phase.
+	cpuPerPut time.Duration
 }
 
 // dial returns n clients, each over its own connection to all endpoints
@@ -141,10 +144,13 @@ func measure(ctx context.Context, c *cluster, cfg config) (*result, error) {
 		return nil, fmt.Errorf("put, 1 client: %w", err)
 	}
 	log("put, 1 client", r.put1)
+	cpu0 := c.cpu()
 	if r.put100, err = runPhase(ctx, many, 100, cfg.duration, put); err != nil {
 		return nil, fmt.Errorf("put, 100 clients: %w", err)
 	}
+	r.cpuPerPut = (c.cpu() - cpu0) / time.Duration(max(r.put100.ops, 1))
 	log("put, 100 clients", r.put100)
+	fmt.Fprintf(os.Stderr, "  %-22s %v of server CPU per put\n", "", r.cpuPerPut)
 
 	const rangeKeys = 1000
 	for i := range rangeKeys {

@@ -28,6 +28,8 @@ func (r row) advantage() float64 {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
 func rows(e, c *result) []row {
 	var out []row
 	add := func(workload string, pe, pc phase, withThroughput bool) {
@@ -40,6 +42,7 @@ func rows(e, c *result) []row {
 	}
 	add("put, 1 client", e.put1, c.put1, true)
 	add("put, 100 clients", e.put100, c.put100, true)
+	out = append(out, row{"put, 100 clients", "server CPU per put (3 servers)", us(e.cpuPerPut), us(c.cpuPerPut), "µs", false})
 	add("range (serializable), 100 clients", e.range100, c.range100, true)
 	out = append(out,
 		row{"watch latency (put on one member, event on the others)", "p50", ms(percentile(e.watch, 0.5)), ms(percentile(c.watch, 0.5)), "ms", false},
@@ -48,8 +51,11 @@ func rows(e, c *result) []row {
 }
 
 func format(v float64, unit string) string {
-	if unit == "req/s" {
+	switch unit {
+	case "req/s":
 		return fmt.Sprintf("%.0f req/s", v)
+	case "µs":
+		return fmt.Sprintf("%.0f µs", v)
 	}
 	return fmt.Sprintf("%.2f ms", v)
 }
