@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -37,6 +38,21 @@ type config struct {
 	watchInterval time.Duration // between them
 	out           string        // folder for the Markdown table and the SVG
 	only          string        // "etcd" or "chorus": measure one system (for quick checks)
+
+	loadBefore, loadAfter string // the machine's load averages around the run
+}
+
+// loadAvg returns the 1, 5 and 15-minute load averages, from /proc.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func run() error {
@@ -63,7 +79,6 @@ func run() error {
 	}
 
 	ctx := context.Background()
-	var results []*result
 	systems := []struct {
 		name  string
 		start func(context.Context, string, string) (*cluster, error)
@@ -72,6 +87,15 @@ func run() error {
 		{"etcd", startEtcd, etcdBin},
 		{"chorus", startChorus, chorusBin},
 	}
+	// Both clusters run side by side (idle but for the one measured), so
+	// that the phases can be interleaved.
+	var benches []*bench
+	defer func() {
+		for _, b := range benches {
+			b.close()
+			b.c.stop()
+		}
+	}()
 	for _, sys := range systems {
 		if cfg.only != "" && cfg.only != sys.name {
 			continue
@@ -81,13 +105,21 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", sys.name, err)
 		}
-		r, err := measure(ctx, c, cfg)
-		c.stop()
+		b, err := newBench(sys.name, c)
 		if err != nil {
-			return fmt.Errorf("%s: %w", sys.name, err)
+			c.stop()
+			return err
 		}
-		r.system = sys.name
-		results = append(results, r)
+		benches = append(benches, b)
+	}
+	cfg.loadBefore = loadAvg()
+	if err := measure(ctx, benches, cfg); err != nil {
+		return err
+	}
+	cfg.loadAfter = loadAvg()
+	var results []*result
+	for _, b := range benches {
+		results = append(results, b.r)
 	}
 	return report(cfg, results)
 }

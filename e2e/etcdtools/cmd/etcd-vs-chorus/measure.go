@@ -110,71 +110,124 @@ func runPhase(ctx context.Context, conns []*clientv3.Client, n int, d time.Durat
 	return p, nil
 }
 
-func measure(ctx context.Context, c *cluster, cfg config) (*result, error) {
-	r := &result{}
+// bench drives one system's cluster.
+type bench struct {
+	name      string
+	c         *cluster
+	r         *result
+	one, many []*clientv3.Client // 1 connection; 10 connections
+	seq       atomic.Int64
+	value     string
+}
+
+func newBench(name string, c *cluster) (*bench, error) {
+	b := &bench{name: name, c: c, r: &result{system: name}}
 	value := make([]byte, valueBytes)
 	for i := range value {
 		value[i] = byte('a' + rand.IntN(26))
 	}
-	var seq atomic.Int64
-	put := func(ctx context.Context, cl *clientv3.Client) error {
-		_, err := cl.Put(ctx, key("/bench/", seq.Add(1)), string(value))
+	b.value = string(value)
+	var err error
+	if b.one, err = dial(1, c.endpoints); err != nil {
+		return nil, err
+	}
+	if b.many, err = dial(10, c.endpoints); err != nil {
+		closeAll(b.one)
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *bench) close() {
+	closeAll(b.one)
+	closeAll(b.many)
+}
+
+func (b *bench) put(ctx context.Context, cl *clientv3.Client) error {
+	_, err := cl.Put(ctx, key("/bench/", b.seq.Add(1)), b.value)
+	return err
+}
+
+func (b *bench) log(what string, p phase) {
+	fmt.Fprintf(os.Stderr, "  %-7s %-20s %8.0f req/s  p50 %v  p99 %v\n", b.name, what, p.throughput(), p.pct(0.5), p.pct(0.99))
+}
+
+// A short warm-up, so that connections and caches are up.
+func (b *bench) warmUp(ctx context.Context, _ config) error {
+	_, err := runPhase(ctx, b.many, 100, time.Second, b.put)
+	return err
+}
+
+func (b *bench) put1(ctx context.Context, cfg config) (err error) {
+	if b.r.put1, err = runPhase(ctx, b.one, 1, cfg.duration, b.put); err == nil {
+		b.log("put, 1 client", b.r.put1)
+	}
+	return err
+}
+
+func (b *bench) put100(ctx context.Context, cfg config) (err error) {
+	cpu0 := b.c.cpu()
+	if b.r.put100, err = runPhase(ctx, b.many, 100, cfg.duration, b.put); err != nil {
 		return err
 	}
+	b.r.cpuPerPut = (b.c.cpu() - cpu0) / time.Duration(max(b.r.put100.ops, 1))
+	b.log("put, 100 clients", b.r.put100)
+	fmt.Fprintf(os.Stderr, "  %-7s %-20s %v of server CPU per put\n", b.name, "", b.r.cpuPerPut)
+	return nil
+}
 
-	one, err := dial(1, c.endpoints)
-	if err != nil {
-		return nil, err
-	}
-	defer closeAll(one)
-	many, err := dial(10, c.endpoints)
-	if err != nil {
-		return nil, err
-	}
-	defer closeAll(many)
+const rangeKeys = 1000
 
-	// A short warm-up, so that connections and caches are up.
-	if _, err := runPhase(ctx, many, 100, time.Second, put); err != nil {
-		return nil, fmt.Errorf("warm-up: %w", err)
-	}
-	log := func(what string, p phase) {
-		fmt.Fprintf(os.Stderr, "  %-22s %8.0f req/s  p50 %v  p99 %v\n", what, p.throughput(), p.pct(0.5), p.pct(0.99))
-	}
-	if r.put1, err = runPhase(ctx, one, 1, cfg.duration, put); err != nil {
-		return nil, fmt.Errorf("put, 1 client: %w", err)
-	}
-	log("put, 1 client", r.put1)
-	cpu0 := c.cpu()
-	if r.put100, err = runPhase(ctx, many, 100, cfg.duration, put); err != nil {
-		return nil, fmt.Errorf("put, 100 clients: %w", err)
-	}
-	r.cpuPerPut = (c.cpu() - cpu0) / time.Duration(max(r.put100.ops, 1))
-	log("put, 100 clients", r.put100)
-	fmt.Fprintf(os.Stderr, "  %-22s %v of server CPU per put\n", "", r.cpuPerPut)
-
-	const rangeKeys = 1000
+func (b *bench) fillRange(ctx context.Context, _ config) error {
 	for i := range rangeKeys {
-		if _, err := one[0].Put(ctx, key("/range/", int64(i)), string(value)); err != nil {
-			return nil, err
+		if _, err := b.one[0].Put(ctx, key("/range/", int64(i)), b.value); err != nil {
+			return err
 		}
 	}
-	if err := waitKeys(ctx, c.endpoints, key("/range/", rangeKeys-1)); err != nil {
-		return nil, err
-	}
+	return waitKeys(ctx, b.c.endpoints, key("/range/", rangeKeys-1))
+}
+
+func (b *bench) range100(ctx context.Context, cfg config) (err error) {
 	get := func(ctx context.Context, cl *clientv3.Client) error {
 		_, err := cl.Get(ctx, key("/range/", rand.Int64N(rangeKeys)), clientv3.WithSerializable())
 		return err
 	}
-	if r.range100, err = runPhase(ctx, many, 100, cfg.duration, get); err != nil {
-		return nil, fmt.Errorf("range, 100 clients: %w", err)
+	if b.r.range100, err = runPhase(ctx, b.many, 100, cfg.duration, get); err == nil {
+		b.log("range, 100 clients", b.r.range100)
 	}
-	log("range, 100 clients", r.range100)
+	return err
+}
 
-	if r.watch, err = watchLatency(ctx, c.endpoints, cfg, string(value)); err != nil {
-		return nil, fmt.Errorf("watch latency: %w", err)
+func (b *bench) watch(ctx context.Context, cfg config) (err error) {
+	if b.r.watch, err = watchLatency(ctx, b.c.endpoints, cfg, b.value); err == nil {
+		fmt.Fprintf(os.Stderr, "  %-7s %-20s p50 %v  p99 %v (%d events)\n", b.name, "watch latency", percentile(b.r.watch, 0.5), percentile(b.r.watch, 0.99), len(b.r.watch))
 	}
-	fmt.Fprintf(os.Stderr, "  %-22s p50 %v  p99 %v (%d events)\n", "watch latency", percentile(r.watch, 0.5), percentile(r.watch, 0.99), len(r.watch))
-	return r, nil
+	return err
+}
+
+// measure runs every phase on every system, interleaved (a phase on each
+// system in turn, then the next phase), so that a change in the machine's
+// load during the run falls on both alike.
+func measure(ctx context.Context, benches []*bench, cfg config) error {
+	steps := []struct {
+		name string
+		fn   func(*bench, context.Context, config) error
+	}{
+		{"warm-up", (*bench).warmUp},
+		{"put, 1 client", (*bench).put1},
+		{"put, 100 clients", (*bench).put100},
+		{"filling the range keys", (*bench).fillRange},
+		{"range, 100 clients", (*bench).range100},
+		{"watch latency", (*bench).watch},
+	}
+	for _, st := range steps {
+		for _, b := range benches {
+			if err := st.fn(b, ctx, cfg); err != nil {
+				return fmt.Errorf("%s: %s: %w", b.name, st.name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // waitKeys waits until k is readable on every endpoint.

@@ -71,8 +71,8 @@ func report(cfg config, results []*result) error {
 	}
 	rs := rows(results[0], results[1])
 	var b strings.Builder
-	fmt.Fprintf(&b, "Measured %s on one machine (%d CPUs, %s/%s), one run: 3 etcd members and 3 Chorus nodes on loopback, driven by the same go.etcd.io/etcd/client/v3 code; keys %d B, values %d B; %v per throughput phase; 100 clients share 10 connections; watch latency over %d puts at one every %v, 2 watchers.\n\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, keyBytes, valueBytes, cfg.duration, cfg.watchPuts, cfg.watchInterval)
+	fmt.Fprintf(&b, "Measured %s on one machine (%d CPUs, %s/%s), one run: 3 etcd members and 3 Chorus nodes on loopback, driven by the same go.etcd.io/etcd/client/v3 code; keys %d B, values %d B; %v per throughput phase; 100 clients share 10 connections; watch latency over %d puts at one every %v, 2 watchers; phases interleaved (each on etcd, then on Chorus); load average %s before the run, %s after.\n\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, keyBytes, valueBytes, cfg.duration, cfg.watchPuts, cfg.watchInterval, cfg.loadBefore, cfg.loadAfter)
 	b.WriteString("| workload | metric | etcd | Chorus | Chorus's advantage |\n| --- | --- | --- | --- | --- |\n")
 	for _, r := range rs {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f× |\n", r.workload, r.metric, format(r.etcd, r.unit), format(r.chorus, r.unit), r.advantage())
