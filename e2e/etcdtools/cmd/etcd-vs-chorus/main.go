@@ -62,7 +62,19 @@ func run() error {
 	flag.DurationVar(&cfg.watchInterval, "watch-interval", 5*time.Millisecond, "pause between two puts of the watch-latency phase")
 	flag.StringVar(&cfg.out, "out", "results", "folder (relative to e2e/etcdtools) for etcd-vs-chorus.md and etcd-vs-chorus.svg")
 	flag.StringVar(&cfg.only, "only", "", `measure only "etcd" or "chorus"`)
+	replot := flag.Bool("replot", false, "measure nothing: redraw the SVG from the Markdown table in -out")
 	flag.Parse()
+	if *replot {
+		md, err := os.ReadFile(filepath.Join(cfg.out, "etcd-vs-chorus.md"))
+		if err != nil {
+			return err
+		}
+		rs, err := rowsFromTable(string(md))
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(cfg.out, "etcd-vs-chorus.svg"), []byte(svg(rs)), 0o644)
+	}
 
 	work, err := os.MkdirTemp("", "etcd-vs-chorus-")
 	if err != nil {

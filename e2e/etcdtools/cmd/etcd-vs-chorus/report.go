@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,10 +17,16 @@ type row struct {
 	etcd, chorus     float64
 	unit             string
 	higherBetter     bool
+	// adv, when set, is the advantage as printed in a table read back
+	// (computed from unrounded figures).
+	adv float64
 }
 
 // advantage is how many times better Chorus is (> 1: Chorus is better).
 func (r row) advantage() float64 {
+	if r.adv != 0 {
+		return r.adv
+	}
 	if r.higherBetter {
 		return r.chorus / r.etcd
 	}
@@ -34,19 +41,19 @@ func rows(e, c *result) []row {
 	var out []row
 	add := func(workload string, pe, pc phase, withThroughput bool) {
 		if withThroughput {
-			out = append(out, row{workload, "throughput", pe.throughput(), pc.throughput(), "req/s", true})
+			out = append(out, row{workload, "throughput", pe.throughput(), pc.throughput(), "req/s", true, 0})
 		}
 		out = append(out,
-			row{workload, "p50", ms(pe.pct(0.5)), ms(pc.pct(0.5)), "ms", false},
-			row{workload, "p99", ms(pe.pct(0.99)), ms(pc.pct(0.99)), "ms", false})
+			row{workload, "p50", ms(pe.pct(0.5)), ms(pc.pct(0.5)), "ms", false, 0},
+			row{workload, "p99", ms(pe.pct(0.99)), ms(pc.pct(0.99)), "ms", false, 0})
 	}
 	add("put, 1 client", e.put1, c.put1, true)
 	add("put, 100 clients", e.put100, c.put100, true)
-	out = append(out, row{"put, 100 clients", "server CPU per put (3 servers)", us(e.cpuPerPut), us(c.cpuPerPut), "µs", false})
+	out = append(out, row{"put, 100 clients", "server CPU per put (3 servers)", us(e.cpuPerPut), us(c.cpuPerPut), "µs", false, 0})
 	add("range (serializable), 100 clients", e.range100, c.range100, true)
 	out = append(out,
-		row{"watch latency (put on one member, event on the others)", "p50", ms(percentile(e.watch, 0.5)), ms(percentile(c.watch, 0.5)), "ms", false},
-		row{"watch latency (put on one member, event on the others)", "p99", ms(percentile(e.watch, 0.99)), ms(percentile(c.watch, 0.99)), "ms", false})
+		row{"watch latency (put on one member, event on the others)", "p50", ms(percentile(e.watch, 0.5)), ms(percentile(c.watch, 0.5)), "ms", false, 0},
+		row{"watch latency (put on one member, event on the others)", "p99", ms(percentile(e.watch, 0.99)), ms(percentile(c.watch, 0.99)), "ms", false, 0})
 	return out
 }
 
@@ -120,12 +127,12 @@ func svg(rs []row) string {
 		if m <= 0 {
 			m = 1
 		}
-		label := r.workload + ": " + r.metric
-		if len(label) > 46 {
-			label = label[:43] + "…"
+		workload := r.workload
+		if len(workload) > 44 {
+			workload = workload[:41] + "…"
 		}
-		fmt.Fprintf(&b, `<text x="10" y="%d">%s</text>`+"\n", y+barH+4, html.EscapeString(label))
-		fmt.Fprintf(&b, `<text x="10" y="%d" fill="#555">advantage %.2f×</text>`+"\n", y+barH+20, r.advantage())
+		fmt.Fprintf(&b, `<text x="10" y="%d">%s</text>`+"\n", y+barH-2, html.EscapeString(workload))
+		fmt.Fprintf(&b, `<text x="10" y="%d" fill="#555">%s · advantage %.2f×</text>`+"\n", y+barH+14, html.EscapeString(r.metric), r.advantage())
 		for j, v := range []float64{r.etcd, r.chorus} {
 			color := "#9e9e9e"
 			if j == 1 {
@@ -139,4 +146,42 @@ func svg(rs []row) string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
+}
+
+// rowsFromTable reads the rows back from a Markdown table this program
+// wrote, so that the chart can be redrawn without measuring again.
+func rowsFromTable(md string) ([]row, error) {
+	var out []row
+	for _, line := range strings.Split(md, "\n") {
+		f := strings.Split(line, "|")
+		if len(f) != 7 || strings.TrimSpace(f[1]) == "workload" || strings.HasPrefix(strings.TrimSpace(f[1]), "---") {
+			continue
+		}
+		r := row{workload: strings.TrimSpace(f[1]), metric: strings.TrimSpace(f[2])}
+		var err error
+		if r.etcd, r.unit, err = parseValue(f[3]); err != nil {
+			return nil, err
+		}
+		if r.chorus, _, err = parseValue(f[4]); err != nil {
+			return nil, err
+		}
+		r.higherBetter = r.unit == "req/s"
+		if r.adv, err = strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(f[5]), "×"), 64); err != nil {
+			return nil, fmt.Errorf("bad advantage %q: %w", f[5], err)
+		}
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no table rows found")
+	}
+	return out, nil
+}
+
+func parseValue(s string) (float64, string, error) {
+	f := strings.Fields(s)
+	if len(f) != 2 {
+		return 0, "", fmt.Errorf("bad table value %q", s)
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	return v, f[1], err
 }
