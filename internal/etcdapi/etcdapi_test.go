@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -537,6 +538,15 @@ func TestCloseEndsStreams(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("Close took %v with open streams; want it to end them at once", d)
+	}
+	// Every goroutine of the server is gone once Close returns: the stream
+	// receivers, the watch senders, the lease loop, the member refresh.
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, g := range strings.Split(stacks, "\n\n") {
+		if strings.Contains(g, "/internal/etcdapi.") && !strings.Contains(g, "etcdapi_test.") {
+			t.Errorf("a goroutine of the etcd API outlives Close:\n%s", g)
+		}
 	}
 }
 
