@@ -111,7 +111,11 @@ func (l *lessor) attach(key []byte, id, modRev int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := string(key)
-	if old, ok := l.mu.keys[k]; ok {
+	old, attached := l.mu.keys[k]
+	if !attached && id == 0 {
+		return // a plain write of a key without a lease: nothing changes
+	}
+	if attached {
 		if le := l.mu.leases[old.lease]; le != nil {
 			delete(le.keys, k)
 		}
