@@ -52,6 +52,7 @@
 //     (/chorus/<cluster>/etcd-member/1). Status reports APIVersion, the size
 //     of the LevelDB folder, the revision, and the node as its own leader.
 //     Alarm lists none.
+//   - gRPC's health service (grpc.health.v1) answers SERVING until Close.
 //   - Every other call answers Unimplemented with a message naming it.
 //
 // Limits are etcd's where etcd has them: requests up to 1.5 MiB

@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/chorus-kv/chorus/internal/node"
@@ -501,6 +502,10 @@ func TestMemberListStatusAndUnimplemented(t *testing.T) {
 	alarms, err := c.AlarmList(ctx)
 	if err != nil || len(alarms.Alarms) != 0 {
 		t.Errorf("AlarmList: %v, %v; want none", err, alarms)
+	}
+	hc, err := healthpb.NewHealthClient(c.ActiveConnection()).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || hc.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("gRPC health check: %v, %v; want SERVING", err, hc)
 	}
 	_, err = c.Defragment(ctx, n1.EtcdAddr().String())
 	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "Defragment") {

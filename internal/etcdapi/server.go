@@ -14,6 +14,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/chorus-kv/chorus/crdt/store"
@@ -127,6 +129,7 @@ type Server struct {
 	leases    *lessor
 	view      *memberView
 	grpc      *grpc.Server
+	health    *health.Server
 	listener  net.Listener
 
 	// done is closed by Close: stream handlers and the lease loop end.
@@ -174,6 +177,9 @@ func Start(cfg Config) (*Server, error) {
 	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
 	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{s: s})
 	pb.RegisterAuthServer(s.grpc, pb.UnimplementedAuthServer{})
+	// gRPC's health service, as etcd serves it (probes use it).
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if cfg.Host != nil {
 		cfg.Host.SetStreamHandler(memberProtocol(cfg.Cluster), s.serveMemberInfo)
 	}
@@ -211,6 +217,7 @@ func (s *Server) Close() {
 		if s.cfg.Host != nil {
 			s.cfg.Host.RemoveStreamHandler(memberProtocol(s.cfg.Cluster))
 		}
+		s.health.Shutdown() // NOT_SERVING to every health check from now on
 		close(s.done)
 		stopped := make(chan struct{})
 		go func() {
