@@ -220,6 +220,11 @@ type Status struct {
 	OldestRevision int64
 	MaxKeyBytes    int64
 	MaxValueBytes  int64
+	// MerkleRoot is the root of the tree over the node's entries: nodes with
+	// equal roots hold the same state.
+	MerkleRoot uint64
+	// Keys counts the keys held, tombstones included.
+	Keys int64
 }
 
 // Status asks the node about itself.
@@ -235,6 +240,8 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 		OldestRevision: resp.GetOldestRevision(),
 		MaxKeyBytes:    resp.GetMaxKeyBytes(),
 		MaxValueBytes:  resp.GetMaxValueBytes(),
+		MerkleRoot:     resp.GetMerkleRoot(),
+		Keys:           resp.GetKeys(),
 	}, nil
 }
 
@@ -244,6 +251,13 @@ type Member struct {
 	Addrs  []string
 	Self   bool // the node that answered
 	Gossip bool // exchanges gossip with the answering node
+	// MerkleRoot is the member's root as it reported it; Converged is true
+	// when it equals the answering node's. StatusError is set when the
+	// member's status could not be read (the fields around it are then 0).
+	MerkleRoot     uint64
+	Converged      bool
+	Revision, Keys int64
+	StatusError    string
 }
 
 // Members lists the answering node and the peers it is connected to.
@@ -253,7 +267,49 @@ func (c *Client) Members(ctx context.Context) (cluster string, members []Member,
 		return "", nil, fromStatus("members", err)
 	}
 	for _, m := range resp.GetMembers() {
-		members = append(members, Member{PeerID: m.GetPeerId(), Addrs: m.GetAddrs(), Self: m.GetSelf(), Gossip: m.GetGossip()})
+		members = append(members, Member{
+			PeerID: m.GetPeerId(), Addrs: m.GetAddrs(), Self: m.GetSelf(), Gossip: m.GetGossip(),
+			MerkleRoot: m.GetMerkleRoot(), Converged: m.GetConverged(), Revision: m.GetRevision(), Keys: m.GetKeys(),
+			StatusError: m.GetStatusError(),
+		})
 	}
 	return resp.GetCluster(), members, nil
+}
+
+// SyncResult is what one anti-entropy session exchanged.
+type SyncResult struct {
+	PeerID                                       string
+	EntriesSent, EntriesReceived, EntriesApplied int64
+	BytesSent, BytesReceived                     int64
+	RoundTrips                                   int64
+	// Partial is true when the difference was larger than one session
+	// repairs; the node's next sessions continue it.
+	Partial   bool
+	Duration  time.Duration
+	LocalRoot uint64 // the answering node's root after the session
+	PeerRoot  uint64 // the peer's root at the session's start
+}
+
+// Sync asks the node to run one anti-entropy session with a connected peer
+// now. It fails with ErrStale when either node has been out of contact for
+// longer than the tombstone grace period, and ErrPeerNotConnected when the
+// node has no connection to the peer.
+func (c *Client) Sync(ctx context.Context, peerID string) (*SyncResult, error) {
+	resp, err := c.cluster.Sync(ctx, &clusterv1.SyncRequest{PeerId: peerID})
+	if err != nil {
+		return nil, fromStatus("sync", err)
+	}
+	return &SyncResult{
+		PeerID:          resp.GetPeerId(),
+		EntriesSent:     resp.GetEntriesSent(),
+		EntriesReceived: resp.GetEntriesReceived(),
+		EntriesApplied:  resp.GetEntriesApplied(),
+		BytesSent:       resp.GetBytesSent(),
+		BytesReceived:   resp.GetBytesReceived(),
+		RoundTrips:      resp.GetRoundTrips(),
+		Partial:         resp.GetPartial(),
+		Duration:        time.Duration(resp.GetDurationSeconds() * float64(time.Second)),
+		LocalRoot:       resp.GetLocalRoot(),
+		PeerRoot:        resp.GetPeerRoot(),
+	}, nil
 }

@@ -23,6 +23,12 @@ var (
 	// ErrReplicasNotReached: the write is durable on the node it reached and
 	// will still spread, but fewer peers than asked confirmed it in time.
 	ErrReplicasNotReached = errors.New("chorus: not enough replicas confirmed the write")
+	// ErrStale: a sync was refused because a node has been out of contact
+	// for longer than the tombstone grace period; the message says which
+	// node must be reset, and how.
+	ErrStale = errors.New("chorus: node out of contact for longer than the tombstone grace period")
+	// ErrPeerNotConnected: the peer named is not connected to the node.
+	ErrPeerNotConnected = errors.New("chorus: peer not connected")
 )
 
 var reasons = map[string]error{
@@ -35,6 +41,8 @@ var reasons = map[string]error{
 	apierr.ReasonWatcherTooSlow:     ErrWatcherTooSlow,
 	apierr.ReasonNodeUnavailable:    ErrUnavailable,
 	apierr.ReasonReplicasNotReached: ErrReplicasNotReached,
+	apierr.ReasonStale:              ErrStale,
+	apierr.ReasonPeerNotConnected:   ErrPeerNotConnected,
 }
 
 // Error is an error the node returned for a known cause.

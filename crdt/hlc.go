@@ -75,6 +75,9 @@ func NewClock(wall WallClock, maxOffset time.Duration) *Clock {
 	return &Clock{wall: wall, maxOffset: maxOffset}
 }
 
+// Wall reads the clock's wall clock, in milliseconds since the Unix epoch.
+func (c *Clock) Wall() int64 { return c.wall() }
+
 // MaxOffset returns how far ahead of the wall clock a remote timestamp may be.
 func (c *Clock) MaxOffset() time.Duration { return c.maxOffset }
 

@@ -298,7 +298,7 @@ func TestMembersCLI(t *testing.T) {
 			t.Fatalf("members output lacks %s:\n%s", a.nodeID, out)
 		}
 	}
-	if !strings.Contains(out, "cluster default") || !strings.Contains(out, agents[0].nodeID+" self") {
+	if !strings.Contains(out, "cluster default") || !strings.Contains(out, agents[0].nodeID+"  self") {
 		t.Fatalf("members output:\n%s", out)
 	}
 	// min_replicas from the CLI: 2 peers confirm; 3 cannot.

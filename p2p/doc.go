@@ -1,6 +1,7 @@
 // Package p2p is Chorus's libp2p layer: the node's identity, its host, how
-// it finds peers (bootstrap addresses, optionally mDNS), and the Replicator
-// that spreads writes over GossipSub and pushes them to peers on demand.
+// it finds peers (bootstrap addresses, optionally mDNS), the Replicator
+// that spreads writes over GossipSub and pushes them to peers on demand,
+// and the Syncer that repairs what gossip lost (Merkle anti-entropy).
 //
 // Invariants:
 //
@@ -20,16 +21,33 @@
 //   - Enqueue, called from the store's commit hook, never blocks a writer:
 //     past MaxQueueBytes local writes are dropped from gossip and counted.
 //   - Topics and protocols are scoped by the cluster name.
+//   - A sync session compares the two stores' Merkle trees (package
+//     crdt/merkle) level by level, so its cost follows the difference, not
+//     the store: about 16 hashes per differing node per level, one digest
+//     per key of a differing bucket, and the differing entries. Every frame
+//     is bounded (4 MiB plus one largest entry), a session has a deadline,
+//     descends into at most MaxDiffNodes nodes a level (a larger difference
+//     is repaired over several sessions), and everything received is
+//     checked: the tree shape, node indexes, that digests and entries fall
+//     in the session's buckets or answer this node's wants, and, through
+//     store.Apply, each entry's limits and clock offset. Entries of any
+//     origin are accepted here (a peer relays what it holds).
+//   - A session is refused (ErrStale) when either side's last completed sync
+//     is older than a tombstone the other has purged: it could bring deleted
+//     keys back.
 //   - Every goroutine here (bootstrapper, publisher, appliers, push handlers,
-//     mDNS dials) is stopped by its owner's Close, which waits for it.
+//     mDNS dials, the syncer's loop and sessions) is stopped by its owner's
+//     Close, which waits for it.
 //
 // What a caller does, in order: LoadOrCreateIdentity; NewHost;
 // StartReplicator with the host and the store, and pass Enqueue to the
-// store's commit hook; StartBootstrapper (and StartMDNS); at the end Close
-// the bootstrapper and mDNS, then the replicator, then the host.
+// store's commit hook; StartSyncer; StartBootstrapper (and StartMDNS); at
+// the end Close the bootstrapper and mDNS, then the syncer, the replicator,
+// and the host.
 //
 // GossipSub is best effort: a message published before the streams to a new
-// peer are open, or while a peer is down, is lost. Anti-entropy (next
-// issue) repairs that; until then Push (min_replicas) is the way to know a
-// write is on other nodes.
+// peer are open, or while a peer is down, is lost. The Syncer repairs that:
+// with every peer this node dials, as soon as it connects, and with a random
+// connected peer every SyncConfig.Interval. Push (min_replicas) is the way
+// to know a write is on other nodes before the call returns.
 package p2p

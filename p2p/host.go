@@ -42,8 +42,9 @@ func PushProtocol(cluster string) protocol.ID { return protocol.ID("/chorus/" + 
 
 // NewHost starts a libp2p host with the node's identity, listening on TCP
 // and QUIC at listen (DefaultListenAddrs when empty), secured with Noise or
-// TLS (libp2p's defaults).
-func NewHost(id Identity, listen []string) (host.Host, error) {
+// TLS (libp2p's defaults). Extra options (a connection gater, say) are
+// appended to Chorus's own.
+func NewHost(id Identity, listen []string, extra ...libp2p.Option) (host.Host, error) {
 	if len(listen) == 0 {
 		listen = DefaultListenAddrs
 	}
@@ -56,14 +57,15 @@ func NewHost(id Identity, listen []string) (host.Host, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(id.Key),
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
 		libp2p.DisableMetrics(),
 		libp2p.DisableRelay(),
-	)
+	}
+	h, err := libp2p.New(append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: start host on %v: %w", listen, err)
 	}

@@ -50,6 +50,10 @@ type ReplicatorConfig struct {
 	// are dropped from gossip (and counted) rather than blocking writers.
 	// Default 64 MiB.
 	MaxQueueBytes int
+	// DropGossip injects a fault for tests: when it returns true, a gossip
+	// message received from a peer is dropped as if lost. GossipSub does lose
+	// messages (slow readers, partitions), but not on demand.
+	DropGossip func() bool
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -212,6 +216,9 @@ func StartReplicator(cfg ReplicatorConfig) (*Replicator, error) {
 func (r *Replicator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.Local {
 		return pubsub.ValidationAccept
+	}
+	if r.cfg.DropGossip != nil && r.cfg.DropGossip() {
+		return pubsub.ValidationIgnore
 	}
 	entries, err := r.validator.DecodeBatch(msg.GetData(), msg.GetFrom(), true)
 	if err != nil {

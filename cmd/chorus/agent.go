@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/node"
 	"github.com/chorus-kv/chorus/p2p"
 )
@@ -32,6 +33,9 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.Var(&listenP2P, "listen-p2p", "libp2p multiaddrs to listen on, comma-separated or repeated (default "+strings.Join(p2p.DefaultListenAddrs, ",")+")")
 	fs.Var(&bootstrap, "bootstrap", "peer multiaddrs ending in /p2p/<peer id>, comma-separated or repeated; dialled with backoff until connected")
 	fs.BoolVar(&cfg.MDNS, "mdns", false, "find peers of the same cluster on the local network")
+	fs.DurationVar(&cfg.SyncInterval, "sync-interval", p2p.DefaultSyncInterval, "how often to run anti-entropy with a random connected peer (±20% jitter; negative: only on connect and on demand)")
+	fs.DurationVar(&cfg.SyncTimeout, "sync-timeout", p2p.DefaultSyncTimeout, "deadline of one anti-entropy session")
+	fs.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", store.DefaultTombstoneGrace, "how long deletes are remembered before their tombstones are purged; a node out of contact for longer must be reset")
 	fs.StringVar(&cfg.ListenEtcd, "listen-etcd", "", "host:port of the etcd v3 API, e.g. 127.0.0.1:2379 (off when empty; port 0 picks a free one)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	rest, err := parseInterspersed(fs, args)

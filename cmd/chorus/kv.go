@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
@@ -274,8 +275,8 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		if cf.output == "json" {
 			return json.NewEncoder(stdout).Encode(st)
 		}
-		fmt.Fprintf(stdout, "node:            %s\nversion:         %s\nrevision:        %d\noldest revision: %d\nmax key bytes:   %d\nmax value bytes: %d\n",
-			st.NodeID, st.Version, st.Revision, st.OldestRevision, st.MaxKeyBytes, st.MaxValueBytes)
+		fmt.Fprintf(stdout, "node:            %s\nversion:         %s\nrevision:        %d\noldest revision: %d\nmax key bytes:   %d\nmax value bytes: %d\nkeys:            %d\nmerkle root:     %016x\n",
+			st.NodeID, st.Version, st.Revision, st.OldestRevision, st.MaxKeyBytes, st.MaxValueBytes, st.Keys, st.MerkleRoot)
 		return nil
 	})
 }
@@ -349,16 +350,53 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			return json.NewEncoder(stdout).Encode(map[string]any{"cluster": cluster, "members": members})
 		}
 		fmt.Fprintf(stdout, "cluster %s\n", cluster)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PEER ID\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tADDRS")
 		for _, m := range members {
 			role := "peer"
 			switch {
 			case m.Self:
 				role = "self"
 			case m.Gossip:
-				role = "peer gossip"
+				role = "peer+gossip"
 			}
-			fmt.Fprintf(stdout, "%s %s %s\n", m.PeerID, role, strings.Join(m.Addrs, ","))
+			root, converged, rev, keys := fmt.Sprintf("%016x", m.MerkleRoot), "no", fmt.Sprint(m.Revision), fmt.Sprint(m.Keys)
+			if m.Converged {
+				converged = "yes"
+			}
+			if m.StatusError != "" {
+				root, converged, rev, keys = "?", "unknown", "?", "?"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.PeerID, role, root, converged, rev, keys, strings.Join(m.Addrs, ","))
 		}
+		return tw.Flush()
+	})
+}
+
+func runSync(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs, cf := newClientFlagSet("sync", stderr)
+	peerID := fs.String("peer", "", "the peer id to sync with (required; `chorus members` lists them)")
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 || *peerID == "" {
+		return fmt.Errorf("%w: sync takes --peer ID and no arguments", errUsage)
+	}
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		res, err := c.Sync(ctx, *peerID)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return json.NewEncoder(stdout).Encode(res)
+		}
+		fmt.Fprintf(stdout, "synced with %s in %v, %d round trips: sent %d entries (%d bytes), received %d (%d bytes), %d changed this node\n",
+			res.PeerID, res.Duration.Round(time.Microsecond), res.RoundTrips, res.EntriesSent, res.BytesSent, res.EntriesReceived, res.BytesReceived, res.EntriesApplied)
+		if res.Partial {
+			fmt.Fprintln(stdout, "the difference was larger than one session repairs: the node continues it in the next sessions")
+		}
+		fmt.Fprintf(stdout, "merkle root %016x (peer's at the start %016x)\n", res.LocalRoot, res.PeerRoot)
 		return nil
 	})
 }

@@ -28,7 +28,8 @@ var commands = map[string]command{
 	"ls":      {"ls [PREFIX]: list keys in key order", runLs},
 	"watch":   {"watch PREFIX: print every change under PREFIX, one line each", runWatch},
 	"status":  {"status: describe the node", runStatus},
-	"members": {"members: this node and the peers it is connected to", runMembers},
+	"members": {"members: this node and its connected peers, with their Merkle roots", runMembers},
+	"sync":    {"sync --peer ID: run an anti-entropy session with a connected peer now", runSync},
 }
 
 // errUsage marks a usage error: the command prints its flags and exits 2.

@@ -434,6 +434,13 @@ func TestApplyConvergence(t *testing.T) {
 				}
 			}
 		}
+		// The Merkle root is the tree of the reference state, on every replica.
+		wantRoot := rootOf(ref)
+		for i, s := range stores {
+			if got := s.MerkleRoot(); got != wantRoot {
+				t.Errorf("round %d replica %d: Merkle root %x; the reference state's is %x", round, i, got, wantRoot)
+			}
+		}
 		var firstKeys []string
 		for i, s := range stores {
 			got := keysOf(rangeAll(t, s, RangeOptions{Limit: 2}))

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,12 +9,16 @@ import (
 	ds "github.com/ipfs/go-datastore"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/merkle"
 )
 
 // op is one write in a request: a local put or delete (stamped by the
 // committer) or an entry from elsewhere (already stamped).
 type op struct {
 	local bool
+	// purge removes the entry if it is still this tombstone (garbage
+	// collection); it is not a change and gets no revision.
+	purge bool
 	entry crdt.Entry
 }
 
@@ -77,8 +82,9 @@ type openBatch struct {
 	seq     uint64
 	reqs    []*request
 	b       ds.Batch
-	records map[string]int // index in changes of this batch's entry, by key
+	records map[string]int // index in changes of this batch's entry, by key; purgedRecord if purged
 	changes []Change
+	purges  []purge
 	idx     map[*request][]opChange
 	ops     int
 	size    int
@@ -89,11 +95,21 @@ type openBatch struct {
 
 type opChange struct{ op, change int }
 
+// purgedRecord marks, in openBatch.records, a key the batch purges.
+const purgedRecord = -1
+
+// purge is a tombstone removed by garbage collection: its tree update.
+type purge struct {
+	bucket uint32
+	hash   uint64
+	hlc    crdt.Timestamp
+}
+
 // sealed is a batch handed to the writer.
 type sealed struct {
 	*openBatch
 	rev, oldest int64 // the store's revision and oldest log revision once durable
-	dirty       bool  // the batch writes something: changes, or a compaction
+	dirty       bool  // the batch writes something: changes, purges or a compaction
 }
 
 // pipeline is the committer's view of the state, ahead of what is durable.
@@ -101,7 +117,8 @@ type sealed struct {
 type pipeline struct {
 	rev, oldest int64
 	seq         uint64
-	inFlight    *sealed // handed to the writer, maybe not durable yet
+	purged      crdt.Timestamp // the newest tombstone purged
+	inFlight    *sealed        // handed to the writer, maybe not durable yet
 }
 
 // commitLoop is the committer. It owns the writer goroutine and stops it
@@ -117,7 +134,7 @@ func (s *Store) commitLoop() {
 		<-writerDone
 	}()
 
-	p := &pipeline{rev: s.rev.Load(), oldest: s.oldest.Load()}
+	p := &pipeline{rev: s.rev.Load(), oldest: s.oldest.Load(), purged: crdt.Timestamp(s.purged.Load())}
 	var open *openBatch
 	var carry *request // over the open batch's caps: the next batch's first
 	idle <- struct{}{} // the writer starts idle
@@ -178,12 +195,18 @@ func (s *Store) newOpenBatch(p *pipeline) *openBatch {
 // being written, or LevelDB.
 func (s *Store) current(p *pipeline, ob *openBatch, key []byte) (*Record, error) {
 	if i, ok := ob.records[string(key)]; ok {
+		if i == purgedRecord {
+			return nil, nil
+		}
 		return &ob.changes[i].Record, nil
 	}
 	if f := p.inFlight; f != nil {
 		if s.durableSeq.Load() >= f.seq {
 			p.inFlight = nil // durable: LevelDB has it
 		} else if i, ok := f.records[string(key)]; ok {
+			if i == purgedRecord {
+				return nil, nil
+			}
 			return &f.changes[i].Record, nil
 		}
 	}
@@ -208,6 +231,13 @@ func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 			ob.err = err
 			return
 		}
+		if o.purge {
+			if err := s.mergePurge(ctx, ob, cur, &o.entry); err != nil {
+				ob.err = err
+				return
+			}
+			continue
+		}
 		if o.local {
 			o.entry.HLC = s.cfg.Clock.Now()
 			o.entry.Origin = s.cfg.NodeID
@@ -230,6 +260,11 @@ func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 				c.Record.CreateRevision, c.Record.Version = cur.CreateRevision, cur.Version+1
 			}
 		}
+		c.bucket = merkle.BucketOf(merkle.KeyHash(c.Record.Key))
+		c.newHash = merkle.EntryHash(&c.Record.Entry)
+		if cur != nil {
+			c.oldHash = merkle.EntryHash(&cur.Entry)
+		}
 		if err := putChange(ctx, ob.b, &c); err != nil {
 			ob.err = err
 			return
@@ -244,10 +279,17 @@ func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 // writer, which must be idle.
 func (s *Store) handOver(p *pipeline, ob *openBatch, toWriter chan<- *sealed) {
 	sb := &sealed{openBatch: ob, rev: p.rev, oldest: p.oldest}
-	if ob.err == nil && (len(ob.changes) > 0 || ob.compactTo > p.oldest) {
+	if ob.err == nil && (len(ob.changes) > 0 || len(ob.purges) > 0 || ob.compactTo > p.oldest) {
 		ctx := context.Background()
 		rev := p.rev + int64(len(ob.changes))
 		oldest, err := s.compact(ctx, ob.b, p.oldest, rev, len(ob.changes), ob.compactTo)
+		purged := p.purged
+		for _, pu := range ob.purges {
+			purged = max(purged, pu.hlc)
+		}
+		if err == nil && purged != p.purged {
+			err = ob.b.Put(ctx, ds.RawKey(metaPurged), encodeUint64(uint64(purged)))
+		}
 		if err == nil {
 			err = ob.b.Put(ctx, ds.RawKey(metaRev), encodeUint64(uint64(rev)))
 		}
@@ -258,7 +300,7 @@ func (s *Store) handOver(p *pipeline, ob *openBatch, toWriter chan<- *sealed) {
 			ob.err = fmt.Errorf("store: batch: %w", err)
 		} else {
 			sb.rev, sb.oldest, sb.dirty = rev, oldest, true
-			p.rev, p.oldest = rev, oldest
+			p.rev, p.oldest, p.purged = rev, oldest, purged
 			p.inFlight = sb
 		}
 	}
@@ -276,7 +318,7 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 		}
 		if err == nil && sb.dirty {
 			if cerr := sb.b.Commit(context.Background()); cerr != nil {
-				err = fmt.Errorf("%w: commit batch of %d changes: %w", ErrWriteFailed, len(sb.changes), cerr)
+				err = fmt.Errorf("%w: commit batch of %d changes and %d purges: %w", ErrWriteFailed, len(sb.changes), len(sb.purges), cerr)
 				if s.failed.CompareAndSwap(nil, &err) {
 					close(s.failedCh)
 				}
@@ -301,6 +343,7 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 			s.oldest.Store(sb.oldest)
 			s.rev.Store(sb.rev)
 		}
+		s.updateTree(sb.openBatch)
 		s.durableSeq.Store(sb.seq)
 		if len(sb.changes) > 0 && s.cfg.OnCommit != nil {
 			s.cfg.OnCommit(sb.changes)
@@ -335,6 +378,37 @@ func putChange(ctx context.Context, b ds.Batch, c *Change) error {
 	if err := b.Put(ctx, ds.RawKey(string(logKey(c.Record.ModRevision))), logRec); err != nil {
 		return fmt.Errorf("store: batch: %w", err)
 	}
+	// The anti-entropy indexes: the key-hash index holds the entry's digest,
+	// and the tombstone index follows the key's tombstone.
+	key := c.Record.Key
+	err = b.Put(ctx, ds.RawKey(string(hashKey(merkle.KeyHash(key), key))), digestValue(&c.Record.Entry))
+	if err == nil && c.Prev != nil && c.Prev.Tombstone {
+		err = b.Delete(ctx, ds.RawKey(string(tombKey(c.Prev.HLC, key))))
+	}
+	if err == nil && c.Record.Tombstone {
+		err = b.Put(ctx, ds.RawKey(string(tombKey(c.Record.HLC, key))), []byte{})
+	}
+	if err != nil {
+		return fmt.Errorf("store: batch: %w", err)
+	}
+	return nil
+}
+
+// mergePurge removes, in the open batch, the key's entry if it is still the
+// tombstone t; a newer write since makes it a no-op.
+func (s *Store) mergePurge(ctx context.Context, ob *openBatch, cur *Record, t *crdt.Entry) error {
+	if cur == nil || !cur.Tombstone || cur.HLC != t.HLC || !bytes.Equal(cur.Origin, t.Origin) {
+		return nil
+	}
+	key := cur.Key
+	kh := merkle.KeyHash(key)
+	for _, k := range [][]byte{entryKey(key), hashKey(kh, key), tombKey(cur.HLC, key)} {
+		if err := ob.b.Delete(ctx, ds.RawKey(string(k))); err != nil {
+			return fmt.Errorf("store: batch: %w", err)
+		}
+	}
+	ob.purges = append(ob.purges, purge{bucket: merkle.BucketOf(kh), hash: merkle.EntryHash(&cur.Entry), hlc: cur.HLC})
+	ob.records[string(key)] = purgedRecord
 	return nil
 }
 

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/chorus-kv/chorus/crdt"
 )
@@ -48,6 +49,11 @@ type Config struct {
 	// MaxPageBytes caps the key and value bytes of one Range page (at least
 	// one key is always returned). Default 4 MiB.
 	MaxPageBytes int
+	// TombstoneGrace is how long a tombstone is kept: older ones are purged
+	// by PurgeTombstones and dropped when they arrive from peers. It must
+	// exceed the longest time a node may be out of contact and still sync.
+	// Default 24 h.
+	TombstoneGrace time.Duration
 	// OnCommit, if set, is called by the writer goroutine with every batch's changes,
 	// in revision order, after the batch is durable and before its writers are
 	// acknowledged. It must not block: it runs on the write path.
@@ -75,6 +81,9 @@ func (c Config) WithDefaults() Config {
 	if c.MaxPageBytes == 0 {
 		c.MaxPageBytes = DefaultMaxPageBytes
 	}
+	if c.TombstoneGrace == 0 {
+		c.TombstoneGrace = DefaultTombstoneGrace
+	}
 	return c
 }
 
@@ -101,6 +110,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPageBytes < 0 {
 		errs = append(errs, fmt.Errorf("store: MaxPageBytes is %d; it must not be negative (0 means the default)", c.MaxPageBytes))
+	}
+	if c.TombstoneGrace < 0 {
+		errs = append(errs, fmt.Errorf("store: TombstoneGrace is %v; it must not be negative (0 means the default %v)", c.TombstoneGrace, DefaultTombstoneGrace))
 	}
 	return errors.Join(errs...)
 }

@@ -26,6 +26,18 @@
 //     the same atomic batch, so after a crash they agree.
 //   - The hybrid logical clock is persisted with every batch, so a restarted
 //     node never stamps a write lower than one it stamped or accepted before.
+//   - The Merkle tree (package crdt/merkle) holds exactly the durable
+//     entries: the committer computes each change's tree update, the writer
+//     applies it after the batch is on disk, and Open rebuilds the tree from
+//     the entries (about 1.3 s for a million keys here).
+//   - Every entry has a key-hash index key, and every tombstone a tombstone
+//     index key, written in the entry's batch: anti-entropy lists a Merkle
+//     bucket's keys, and garbage collection finds old tombstones, without a
+//     full scan.
+//   - A purged tombstone (older than Config.TombstoneGrace) is removed with
+//     its index keys in one batch, through the committer, only if it is
+//     still the key's entry; it gets no revision and no event (its delete
+//     had them). Apply drops tombstones already past the grace period.
 //   - Config.OnCommit sees every change exactly once, in revision order, after
 //     it is durable and before the writer is acknowledged. It runs on the
 //     writer goroutine.
@@ -41,8 +53,13 @@
 //
 //	/k/<hex(key)>       replicationv1.Entry, the key's register (tombstones too)
 //	/l/<%016x revision> replicationv1.LogRecord, the change log
+//	/h/<%016x key hash><hex(key)>  empty: the key-hash index (Merkle buckets)
+//	/t/<%016x hlc><hex(key)>       empty: the tombstone index, oldest first
 //	/m/rev, /m/oldest, /m/hlc  the revision counter, the oldest retained log
 //	                    revision and the clock, as 8-byte big-endian integers
+//	/m/purged, /m/contact  the newest purged tombstone's HLC and the last
+//	                    completed sync's, for the stale-node check
+//	/m/indexed          set once the indexes exist (older stores get them at Open)
 //
 // User keys are hex-encoded so that arbitrary bytes survive go-datastore's key
 // rules and byte order is kept; ranges are read with LevelDB iterators.

@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+
+	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/merkle"
 )
 
 // Key-space prefixes in LevelDB. Each is a go-datastore key prefix.
@@ -13,7 +16,37 @@ const (
 	metaRev     = "/m/rev"
 	metaOldest  = "/m/oldest"
 	metaHLC     = "/m/hlc"
+	// The anti-entropy indexes and their metadata.
+	hashPrefix  = "/h/" // /h/<%016x key hash><hex key>: keys by Merkle bucket
+	tombPrefix  = "/t/" // /t/<%016x hlc><hex key>: tombstones by age
+	metaIndexed = "/m/indexed"
+	metaContact = "/m/contact"
+	metaPurged  = "/m/purged"
 )
+
+// digestValue is the value of a key-hash index key: the entry's HLC and
+// Merkle hash, so that a bucket's digests are read from the index alone.
+func digestValue(e *crdt.Entry) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 16), uint64(e.HLC))
+	return binary.BigEndian.AppendUint64(b, merkle.EntryHash(e))
+}
+
+// hashKey is the LevelDB key of key's entry in the key-hash index.
+func hashKey(keyHash uint64, key []byte) []byte {
+	return hex.AppendEncode(fmt.Appendf(nil, "%s%016x", hashPrefix, keyHash), key)
+}
+
+// bucketPrefix is the prefix of the key-hash index keys of a Merkle bucket:
+// its 20 bits are the key hash's first five hex digits.
+func bucketPrefix(bucket uint32) []byte { return fmt.Appendf(nil, "%s%05x", hashPrefix, bucket) }
+
+// keyHashPrefix is the prefix of the key-hash index keys of one key hash.
+func keyHashPrefix(keyHash uint64) []byte { return fmt.Appendf(nil, "%s%016x", hashPrefix, keyHash) }
+
+// tombKey is the LevelDB key of a tombstone in the tombstone index.
+func tombKey(hlc crdt.Timestamp, key []byte) []byte {
+	return hex.AppendEncode(fmt.Appendf(nil, "%s%016x", tombPrefix, uint64(hlc)), key)
+}
 
 // entryKey is the LevelDB key of a user key's entry. Hex keeps byte order and
 // keeps go-datastore's path cleaning away from arbitrary bytes.

@@ -41,6 +41,11 @@ type Change struct {
 	// PrevLive is true when the key held a value before the change. It is
 	// kept in the log, so it is known even when Prev is not.
 	PrevLive bool
+
+	// The Merkle tree update of the change, computed by the committer and
+	// applied by the writer once the change is durable.
+	bucket           uint32
+	oldHash, newHash uint64
 }
 
 // Visible reports whether the change is seen by a reader: it did not merely

@@ -16,6 +16,7 @@ import (
 	"github.com/syndtr/goleveldb/leveldb/util"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/merkle"
 )
 
 // ErrClosed is returned by calls made after Close.
@@ -41,6 +42,15 @@ type Store struct {
 	durableSeq atomic.Uint64
 	failed     atomic.Pointer[error]
 	failedCh   chan struct{} // closed when a write fails and the store stops taking writes
+	// purged is the HLC of the newest tombstone purged; contact the HLC of
+	// the last completed sync (see LastContact).
+	purged  atomic.Uint64
+	contact atomic.Uint64
+	keys    atomic.Int64 // entries, tombstones included
+	tree    struct {
+		sync.RWMutex
+		t *merkle.Tree
+	}
 	// taken counts requests the committer has taken from the queue (tests).
 	taken atomic.Int64
 
@@ -86,6 +96,14 @@ func Open(cfg Config) (*Store, error) {
 		_ = d.Close()
 		return nil, err
 	}
+	if err := s.buildTree(); err != nil {
+		_ = d.Close()
+		return nil, err
+	}
+	if err := s.loadContact(context.Background()); err != nil {
+		_ = d.Close()
+		return nil, err
+	}
 	go s.commitLoop()
 	return s, nil
 }
@@ -118,8 +136,13 @@ func (s *Store) loadMeta() error {
 	if err != nil {
 		return err
 	}
+	purged, err := read(metaPurged, 0)
+	if err != nil {
+		return err
+	}
 	s.rev.Store(int64(rev))
 	s.oldest.Store(int64(oldest))
+	s.purged.Store(purged)
 	s.cfg.Clock.Observe(crdt.Timestamp(hlc))
 	return nil
 }

@@ -53,7 +53,8 @@ func (s *Store) Apply(ctx context.Context, entries []crdt.Entry) ([]Change, erro
 	if len(entries) == 0 {
 		return nil, nil
 	}
-	req := &request{ops: make([]op, len(entries))}
+	req := &request{ops: make([]op, 0, len(entries))}
+	horizon := s.TombstoneHorizon()
 	for i := range entries {
 		e := &entries[i]
 		if err := s.cfg.Limits.CheckEntry(e); err != nil {
@@ -62,14 +63,21 @@ func (s *Store) Apply(ctx context.Context, entries []crdt.Entry) ([]Change, erro
 		if err := s.cfg.Clock.Check(e.HLC); err != nil {
 			return nil, fmt.Errorf("store: apply entry %d of %d (key %q): %w", i+1, len(entries), e.Key, err)
 		}
-		req.ops[i] = op{entry: crdt.Entry{
+		if e.Tombstone && e.HLC < horizon {
+			// Garbage here already: keeping it would only undo a purge.
+			continue
+		}
+		req.ops = append(req.ops, op{entry: crdt.Entry{
 			Key:       bytes.Clone(e.Key),
 			Value:     bytes.Clone(e.Value),
 			HLC:       e.HLC,
 			Origin:    bytes.Clone(e.Origin),
 			Tombstone: e.Tombstone,
-		}}
+		}})
 		req.size += len(e.Key) + len(e.Value)
+	}
+	if len(req.ops) == 0 {
+		return nil, nil
 	}
 	for i := range entries {
 		// Checked above; Update only fails the same check, and the clock can

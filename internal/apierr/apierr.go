@@ -30,6 +30,11 @@ const (
 	// ReasonReplicasNotReached: the write is durable on the node, but fewer
 	// peers than min_replicas confirmed it in time.
 	ReasonReplicasNotReached = "REPLICAS_NOT_REACHED"
+	// ReasonStale: an anti-entropy session was refused because a node has
+	// been out of contact for longer than the tombstone grace period.
+	ReasonStale = "STALE_NODE"
+	// ReasonPeerNotConnected: the peer named is not connected to this node.
+	ReasonPeerNotConnected = "PEER_NOT_CONNECTED"
 )
 
 // Metadata keys.

@@ -7,7 +7,10 @@ import (
 	"net"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/connmgr"
+
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/p2p"
 )
 
@@ -57,6 +60,22 @@ type Config struct {
 	Bootstrap []string
 	// MDNS finds peers of the same cluster on the local network. Default off.
 	MDNS bool
+	// SyncInterval is how often the node runs anti-entropy with a random
+	// connected peer (±20% jitter); it also syncs with every peer it dials.
+	// Default 5 s; negative turns the periodic sessions off.
+	SyncInterval time.Duration
+	// SyncTimeout bounds one anti-entropy session. Default 30 s.
+	SyncTimeout time.Duration
+	// TombstoneGrace is how long deletes are remembered: older tombstones
+	// are purged. A node out of contact for longer must be reset before it
+	// syncs again. Default 24 h.
+	TombstoneGrace time.Duration
+	// Gater, when set, vets every libp2p connection (tests cut partitions
+	// with it).
+	Gater connmgr.ConnectionGater
+	// DropGossip injects a fault for tests: when it returns true, gossip
+	// received from peers is dropped as if lost.
+	DropGossip func() bool
 	// ListenEtcd is the host:port of the etcd v3 API (internal/etcdapi).
 	// Empty (the default) leaves it off: its semantics differ from etcd's
 	// (see README), so a node serves it only when asked, and etcd's own
@@ -99,6 +118,15 @@ func (c Config) WithDefaults() Config {
 	if c.WallClock == nil {
 		c.WallClock = crdt.SystemWallClock
 	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = p2p.DefaultSyncInterval
+	}
+	if c.SyncTimeout == 0 {
+		c.SyncTimeout = p2p.DefaultSyncTimeout
+	}
+	if c.TombstoneGrace == 0 {
+		c.TombstoneGrace = store.DefaultTombstoneGrace
+	}
 	return c
 }
 
@@ -130,6 +158,12 @@ func (c Config) Validate() error {
 	}
 	if c.WatchBuffer < 0 {
 		errs = append(errs, fmt.Errorf("node: watch buffer is %d; it must not be negative (0 means the default)", c.WatchBuffer))
+	}
+	if c.SyncTimeout < 0 {
+		errs = append(errs, fmt.Errorf("node: sync timeout is %v; it must not be negative (0 means the default)", c.SyncTimeout))
+	}
+	if c.TombstoneGrace < 0 {
+		errs = append(errs, fmt.Errorf("node: tombstone grace is %v; it must not be negative (0 means the default %v)", c.TombstoneGrace, store.DefaultTombstoneGrace))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("node: shutdown timeout is %v; it must not be negative (0 means the default)", c.ShutdownTimeout))

@@ -190,6 +190,8 @@ func (s *kvServer) Status(ctx context.Context, _ *kvv1.StatusRequest) (*kvv1.Sta
 		OldestRevision: s.node.store.OldestRevision(),
 		MaxKeyBytes:    int64(lim.MaxKeyBytes),
 		MaxValueBytes:  int64(lim.MaxValueBytes),
+		MerkleRoot:     s.node.store.MerkleRoot(),
+		Keys:           s.node.store.Keys(),
 	}, nil
 }
 

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
@@ -29,12 +31,15 @@ type Node struct {
 	hub      *watch.Hub
 	host     host.Host
 	repl     atomic.Pointer[p2p.Replicator] // set once started; read by the commit hook
+	sync     *p2p.Syncer
 	boot     *p2p.Bootstrapper
 	mdns     *p2p.MDNS
 	grpc     *grpc.Server
 	listener net.Listener
 	etcd     *etcdapi.Server // nil unless Config.ListenEtcd is set
 
+	stopGC    chan struct{}
+	gcDone    chan struct{}
 	serveDone chan struct{}
 	serveErr  error
 	closeOnce sync.Once
@@ -73,6 +78,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		Limits:          cfg.Limits,
 		Clock:           crdt.NewClock(cfg.WallClock, cfg.MaxClockOffset),
 		RetainRevisions: cfg.RetainRevisions,
+		TombstoneGrace:  cfg.TombstoneGrace,
 		OnCommit:        n.onCommit,
 	})
 	if err != nil {
@@ -85,21 +91,40 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	cleanup = append(cleanup, n.hub.Close)
 
-	if n.host, err = p2p.NewHost(id, cfg.ListenP2P); err != nil {
+	var hostOpts []libp2p.Option
+	if cfg.Gater != nil {
+		hostOpts = append(hostOpts, libp2p.ConnectionGater(cfg.Gater))
+	}
+	if n.host, err = p2p.NewHost(id, cfg.ListenP2P, hostOpts...); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = n.host.Close() })
 	repl, err := p2p.StartReplicator(p2p.ReplicatorConfig{
-		Cluster: cfg.Cluster,
-		Host:    n.host,
-		Store:   st,
-		Logger:  cfg.Logger,
+		Cluster:    cfg.Cluster,
+		Host:       n.host,
+		Store:      st,
+		Logger:     cfg.Logger,
+		DropGossip: cfg.DropGossip,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.repl.Store(repl)
 	cleanup = append(cleanup, repl.Close)
+	if n.sync, err = p2p.StartSyncer(p2p.SyncConfig{
+		Cluster:  cfg.Cluster,
+		Host:     n.host,
+		Store:    st,
+		Logger:   cfg.Logger,
+		Interval: cfg.SyncInterval,
+		Timeout:  cfg.SyncTimeout,
+	}); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = n.sync.Close() })
+	n.stopGC, n.gcDone = make(chan struct{}), make(chan struct{})
+	go n.collectTombstones()
+	cleanup = append(cleanup, func() { close(n.stopGC); <-n.gcDone })
 
 	lis, err := net.Listen("tcp", cfg.ListenClient)
 	if err != nil {
@@ -155,6 +180,31 @@ func (n *Node) onCommit(changes []store.Change) {
 	}
 }
 
+// collectTombstones purges tombstones older than the grace period, every
+// tenth of it (at least every second, at most every 10 minutes).
+func (n *Node) collectTombstones() {
+	defer close(n.gcDone)
+	every := min(max(n.cfg.TombstoneGrace/10, time.Second), 10*time.Minute)
+	ticker := time.NewTicker(every)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stopGC:
+			return
+		case <-ticker.C:
+			purged, err := n.store.PurgeTombstones(context.Background(), 0)
+			if err != nil {
+				n.cfg.Logger.Warn("tombstone garbage collection failed", "err", err)
+			} else if purged > 0 {
+				n.cfg.Logger.Info("purged tombstones past the grace period", "count", purged, "grace", n.cfg.TombstoneGrace)
+			}
+		}
+	}
+}
+
+// Syncer returns the node's anti-entropy syncer.
+func (n *Node) Syncer() *p2p.Syncer { return n.sync }
+
 // Failed is closed when the node can no longer take writes (its store hit a
 // disk error); Err says why. The agent exits then, so a supervisor restarts it.
 func (n *Node) Failed() <-chan struct{} { return n.store.Failed() }
@@ -208,6 +258,9 @@ func (n *Node) Close() error {
 		}
 		timer.Stop()
 		<-n.serveDone
+		close(n.stopGC)
+		<-n.gcDone
+		_ = n.sync.Close()
 		n.repl.Load().Close()
 		hostErr := n.host.Close()
 		n.closeErr = n.store.Close()

@@ -67,7 +67,18 @@ type Member struct {
 	// True for the node that answered.
 	Self bool `protobuf:"varint,3,opt,name=self,proto3" json:"self,omitempty"`
 	// True when the peer exchanges gossip with this node on the cluster's topic.
-	Gossip        bool `protobuf:"varint,4,opt,name=gossip,proto3" json:"gossip,omitempty"`
+	Gossip bool `protobuf:"varint,4,opt,name=gossip,proto3" json:"gossip,omitempty"`
+	// The member's Merkle root over its entries, as it reported it (or, for
+	// this node, as it is); equal roots mean equal state.
+	MerkleRoot uint64 `protobuf:"fixed64,5,opt,name=merkle_root,json=merkleRoot,proto3" json:"merkle_root,omitempty"`
+	// True when merkle_root equals the answering node's root.
+	Converged bool `protobuf:"varint,6,opt,name=converged,proto3" json:"converged,omitempty"`
+	// The member's local revision and number of keys (tombstones included).
+	Revision int64 `protobuf:"varint,7,opt,name=revision,proto3" json:"revision,omitempty"`
+	Keys     int64 `protobuf:"varint,8,opt,name=keys,proto3" json:"keys,omitempty"`
+	// Set when the member's status could not be read; the fields above are
+	// then unknown.
+	StatusError   string `protobuf:"bytes,9,opt,name=status_error,json=statusError,proto3" json:"status_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -130,6 +141,41 @@ func (x *Member) GetGossip() bool {
 	return false
 }
 
+func (x *Member) GetMerkleRoot() uint64 {
+	if x != nil {
+		return x.MerkleRoot
+	}
+	return 0
+}
+
+func (x *Member) GetConverged() bool {
+	if x != nil {
+		return x.Converged
+	}
+	return false
+}
+
+func (x *Member) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Member) GetKeys() int64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *Member) GetStatusError() string {
+	if x != nil {
+		return x.StatusError
+	}
+	return ""
+}
+
 type MembersResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -182,22 +228,223 @@ func (x *MembersResponse) GetMembers() []*Member {
 	return nil
 }
 
+type SyncRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer to sync with (libp2p peer id, text form); it must be connected.
+	PeerId        string `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncRequest) Reset() {
+	*x = SyncRequest{}
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncRequest) ProtoMessage() {}
+
+func (x *SyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
+func (*SyncRequest) Descriptor() ([]byte, []int) {
+	return file_chorus_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SyncRequest) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+type SyncResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	PeerId string                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	// Entries sent to and received from the peer, and how many of those
+	// received changed this node.
+	EntriesSent     int64 `protobuf:"varint,2,opt,name=entries_sent,json=entriesSent,proto3" json:"entries_sent,omitempty"`
+	EntriesReceived int64 `protobuf:"varint,3,opt,name=entries_received,json=entriesReceived,proto3" json:"entries_received,omitempty"`
+	EntriesApplied  int64 `protobuf:"varint,4,opt,name=entries_applied,json=entriesApplied,proto3" json:"entries_applied,omitempty"`
+	// Bytes on the wire each way, and round trips.
+	BytesSent     int64 `protobuf:"varint,5,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	BytesReceived int64 `protobuf:"varint,6,opt,name=bytes_received,json=bytesReceived,proto3" json:"bytes_received,omitempty"`
+	RoundTrips    int64 `protobuf:"varint,7,opt,name=round_trips,json=roundTrips,proto3" json:"round_trips,omitempty"`
+	// True when the difference was larger than one session repairs; another
+	// session continues it.
+	Partial         bool    `protobuf:"varint,8,opt,name=partial,proto3" json:"partial,omitempty"`
+	DurationSeconds float64 `protobuf:"fixed64,9,opt,name=duration_seconds,json=durationSeconds,proto3" json:"duration_seconds,omitempty"`
+	// This node's root after the session, and the peer's as it reported it at
+	// the start.
+	LocalRoot     uint64 `protobuf:"fixed64,10,opt,name=local_root,json=localRoot,proto3" json:"local_root,omitempty"`
+	PeerRoot      uint64 `protobuf:"fixed64,11,opt,name=peer_root,json=peerRoot,proto3" json:"peer_root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncResponse) Reset() {
+	*x = SyncResponse{}
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncResponse) ProtoMessage() {}
+
+func (x *SyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_cluster_v1_cluster_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
+func (*SyncResponse) Descriptor() ([]byte, []int) {
+	return file_chorus_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SyncResponse) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+func (x *SyncResponse) GetEntriesSent() int64 {
+	if x != nil {
+		return x.EntriesSent
+	}
+	return 0
+}
+
+func (x *SyncResponse) GetEntriesReceived() int64 {
+	if x != nil {
+		return x.EntriesReceived
+	}
+	return 0
+}
+
+func (x *SyncResponse) GetEntriesApplied() int64 {
+	if x != nil {
+		return x.EntriesApplied
+	}
+	return 0
+}
+
+func (x *SyncResponse) GetBytesSent() int64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+func (x *SyncResponse) GetBytesReceived() int64 {
+	if x != nil {
+		return x.BytesReceived
+	}
+	return 0
+}
+
+func (x *SyncResponse) GetRoundTrips() int64 {
+	if x != nil {
+		return x.RoundTrips
+	}
+	return 0
+}
+
+func (x *SyncResponse) GetPartial() bool {
+	if x != nil {
+		return x.Partial
+	}
+	return false
+}
+
+func (x *SyncResponse) GetDurationSeconds() float64 {
+	if x != nil {
+		return x.DurationSeconds
+	}
+	return 0
+}
+
+func (x *SyncResponse) GetLocalRoot() uint64 {
+	if x != nil {
+		return x.LocalRoot
+	}
+	return 0
+}
+
+func (x *SyncResponse) GetPeerRoot() uint64 {
+	if x != nil {
+		return x.PeerRoot
+	}
+	return 0
+}
+
 var File_chorus_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_chorus_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x1fchorus/cluster/v1/cluster.proto\x12\x11chorus.cluster.v1\"\x10\n" +
-	"\x0eMembersRequest\"c\n" +
+	"\x0eMembersRequest\"\xf5\x01\n" +
 	"\x06Member\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12\x12\n" +
 	"\x04self\x18\x03 \x01(\bR\x04self\x12\x16\n" +
-	"\x06gossip\x18\x04 \x01(\bR\x06gossip\"`\n" +
+	"\x06gossip\x18\x04 \x01(\bR\x06gossip\x12\x1f\n" +
+	"\vmerkle_root\x18\x05 \x01(\x06R\n" +
+	"merkleRoot\x12\x1c\n" +
+	"\tconverged\x18\x06 \x01(\bR\tconverged\x12\x1a\n" +
+	"\brevision\x18\a \x01(\x03R\brevision\x12\x12\n" +
+	"\x04keys\x18\b \x01(\x03R\x04keys\x12!\n" +
+	"\fstatus_error\x18\t \x01(\tR\vstatusError\"`\n" +
 	"\x0fMembersResponse\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x123\n" +
-	"\amembers\x18\x02 \x03(\v2\x19.chorus.cluster.v1.MemberR\amembers2b\n" +
+	"\amembers\x18\x02 \x03(\v2\x19.chorus.cluster.v1.MemberR\amembers\"&\n" +
+	"\vSyncRequest\x12\x17\n" +
+	"\apeer_id\x18\x01 \x01(\tR\x06peerId\"\x86\x03\n" +
+	"\fSyncResponse\x12\x17\n" +
+	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12!\n" +
+	"\fentries_sent\x18\x02 \x01(\x03R\ventriesSent\x12)\n" +
+	"\x10entries_received\x18\x03 \x01(\x03R\x0fentriesReceived\x12'\n" +
+	"\x0fentries_applied\x18\x04 \x01(\x03R\x0eentriesApplied\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\x05 \x01(\x03R\tbytesSent\x12%\n" +
+	"\x0ebytes_received\x18\x06 \x01(\x03R\rbytesReceived\x12\x1f\n" +
+	"\vround_trips\x18\a \x01(\x03R\n" +
+	"roundTrips\x12\x18\n" +
+	"\apartial\x18\b \x01(\bR\apartial\x12)\n" +
+	"\x10duration_seconds\x18\t \x01(\x01R\x0fdurationSeconds\x12\x1d\n" +
+	"\n" +
+	"local_root\x18\n" +
+	" \x01(\x06R\tlocalRoot\x12\x1b\n" +
+	"\tpeer_root\x18\v \x01(\x06R\bpeerRoot2\xab\x01\n" +
 	"\x0eClusterService\x12P\n" +
-	"\aMembers\x12!.chorus.cluster.v1.MembersRequest\x1a\".chorus.cluster.v1.MembersResponseB?Z=github.com/chorus-kv/chorus/proto/chorus/cluster/v1;clusterv1b\x06proto3"
+	"\aMembers\x12!.chorus.cluster.v1.MembersRequest\x1a\".chorus.cluster.v1.MembersResponse\x12G\n" +
+	"\x04Sync\x12\x1e.chorus.cluster.v1.SyncRequest\x1a\x1f.chorus.cluster.v1.SyncResponseB?Z=github.com/chorus-kv/chorus/proto/chorus/cluster/v1;clusterv1b\x06proto3"
 
 var (
 	file_chorus_cluster_v1_cluster_proto_rawDescOnce sync.Once
@@ -211,18 +458,22 @@ func file_chorus_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_chorus_cluster_v1_cluster_proto_rawDescData
 }
 
-var file_chorus_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_chorus_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_chorus_cluster_v1_cluster_proto_goTypes = []any{
 	(*MembersRequest)(nil),  // 0: chorus.cluster.v1.MembersRequest
 	(*Member)(nil),          // 1: chorus.cluster.v1.Member
 	(*MembersResponse)(nil), // 2: chorus.cluster.v1.MembersResponse
+	(*SyncRequest)(nil),     // 3: chorus.cluster.v1.SyncRequest
+	(*SyncResponse)(nil),    // 4: chorus.cluster.v1.SyncResponse
 }
 var file_chorus_cluster_v1_cluster_proto_depIdxs = []int32{
 	1, // 0: chorus.cluster.v1.MembersResponse.members:type_name -> chorus.cluster.v1.Member
 	0, // 1: chorus.cluster.v1.ClusterService.Members:input_type -> chorus.cluster.v1.MembersRequest
-	2, // 2: chorus.cluster.v1.ClusterService.Members:output_type -> chorus.cluster.v1.MembersResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
+	3, // 2: chorus.cluster.v1.ClusterService.Sync:input_type -> chorus.cluster.v1.SyncRequest
+	2, // 3: chorus.cluster.v1.ClusterService.Members:output_type -> chorus.cluster.v1.MembersResponse
+	4, // 4: chorus.cluster.v1.ClusterService.Sync:output_type -> chorus.cluster.v1.SyncResponse
+	3, // [3:5] is the sub-list for method output_type
+	1, // [1:3] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -239,7 +490,7 @@ func file_chorus_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chorus_cluster_v1_cluster_proto_rawDesc), len(file_chorus_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1005,6 +1005,11 @@ type StatusResponse struct {
 	// Limits this node enforces.
 	MaxKeyBytes   int64 `protobuf:"varint,4,opt,name=max_key_bytes,json=maxKeyBytes,proto3" json:"max_key_bytes,omitempty"`
 	MaxValueBytes int64 `protobuf:"varint,5,opt,name=max_value_bytes,json=maxValueBytes,proto3" json:"max_value_bytes,omitempty"`
+	// The root of the Merkle tree over the node's entries: nodes with equal
+	// roots hold the same state.
+	MerkleRoot uint64 `protobuf:"fixed64,6,opt,name=merkle_root,json=merkleRoot,proto3" json:"merkle_root,omitempty"`
+	// Keys held, tombstones included.
+	Keys          int64 `protobuf:"varint,7,opt,name=keys,proto3" json:"keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1070,6 +1075,20 @@ func (x *StatusResponse) GetMaxKeyBytes() int64 {
 func (x *StatusResponse) GetMaxValueBytes() int64 {
 	if x != nil {
 		return x.MaxValueBytes
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetMerkleRoot() uint64 {
+	if x != nil {
+		return x.MerkleRoot
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetKeys() int64 {
+	if x != nil {
+		return x.Keys
 	}
 	return 0
 }
@@ -1146,13 +1165,16 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\rcancel_reason\x18\x04 \x01(\tR\fcancelReason\x12)\n" +
 	"\x10compact_revision\x18\x05 \x01(\x03R\x0fcompactRevision\x12+\n" +
 	"\x06events\x18\x06 \x03(\v2\x13.chorus.kv.v1.EventR\x06events\"\x0f\n" +
-	"\rStatusRequest\"\xcd\x01\n" +
+	"\rStatusRequest\"\x82\x02\n" +
 	"\x0eStatusResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12'\n" +
 	"\x0foldest_revision\x18\x03 \x01(\x03R\x0eoldestRevision\x12\"\n" +
 	"\rmax_key_bytes\x18\x04 \x01(\x03R\vmaxKeyBytes\x12&\n" +
-	"\x0fmax_value_bytes\x18\x05 \x01(\x03R\rmaxValueBytes2\x93\x03\n" +
+	"\x0fmax_value_bytes\x18\x05 \x01(\x03R\rmaxValueBytes\x12\x1f\n" +
+	"\vmerkle_root\x18\x06 \x01(\x06R\n" +
+	"merkleRoot\x12\x12\n" +
+	"\x04keys\x18\a \x01(\x03R\x04keys2\x93\x03\n" +
 	"\tKVService\x12:\n" +
 	"\x03Put\x12\x18.chorus.kv.v1.PutRequest\x1a\x19.chorus.kv.v1.PutResponse\x12:\n" +
 	"\x03Get\x12\x18.chorus.kv.v1.GetRequest\x1a\x19.chorus.kv.v1.GetResponse\x12C\n" +

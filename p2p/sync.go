@@ -1,0 +1,875 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/merkle"
+	"github.com/chorus-kv/chorus/crdt/store"
+	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
+)
+
+// SyncProtocol is the stream protocol of anti-entropy sessions.
+func SyncProtocol(cluster string) protocol.ID { return protocol.ID("/chorus/" + cluster + "/sync/1") }
+
+// StatusProtocol is the stream protocol that answers a node's NodeStatus.
+func StatusProtocol(cluster string) protocol.ID {
+	return protocol.ID("/chorus/" + cluster + "/status/1")
+}
+
+// Defaults for SyncConfig.
+const (
+	DefaultSyncInterval    = 5 * time.Second
+	DefaultSyncTimeout     = 30 * time.Second
+	DefaultMaxDiffNodes    = 16384
+	DefaultMaxSyncFollowUp = 64
+	// MaxSyncHandlers bounds the sessions served at once; more are refused.
+	MaxSyncHandlers = 4
+	// syncChunkBytes is the size an entries frame is filled to.
+	syncChunkBytes = 1 << 20
+	// digestsPerFrame is the most digests in one frame (about 24 bytes each).
+	digestsPerFrame = 1 << 16
+	// maxSyncFrameBytes bounds a frame, with room for one largest entry on
+	// top: a level message of DefaultMaxDiffNodes parents is 2.1 MiB.
+	maxSyncFrameBytes = 4 << 20
+	// maxDigests bounds the digests one session accepts.
+	maxDigests = 1 << 22
+)
+
+// SyncConfig configures a Syncer. Zero values mean the defaults; Host and
+// Store are required.
+type SyncConfig struct {
+	Cluster string
+	Host    host.Host
+	Store   *store.Store
+	Logger  *slog.Logger
+	// Interval is how often the node syncs with a random connected peer,
+	// ±20% jitter. Default 5 s; negative turns periodic syncs off (syncs on
+	// new connections and on demand still run).
+	Interval time.Duration
+	// Timeout bounds one session. Default 30 s.
+	Timeout time.Duration
+	// MaxDiffNodes caps the differing tree nodes a session descends into at
+	// each level; a larger difference is repaired over several sessions.
+	// Default 16384.
+	MaxDiffNodes int
+	// Admit, when set, is asked before a session with a peer, in either
+	// direction; an error refuses the session.
+	Admit func(peer.ID) error
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c SyncConfig) WithDefaults() SyncConfig {
+	if c.Cluster == "" {
+		c.Cluster = DefaultCluster
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Interval == 0 {
+		c.Interval = DefaultSyncInterval
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultSyncTimeout
+	}
+	if c.MaxDiffNodes == 0 {
+		c.MaxDiffNodes = DefaultMaxDiffNodes
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c SyncConfig) Validate() error {
+	var errs []error
+	if c.Host == nil {
+		errs = append(errs, errors.New("p2p: syncer needs a Host"))
+	}
+	if c.Store == nil {
+		errs = append(errs, errors.New("p2p: syncer needs a Store"))
+	}
+	if err := ValidateCluster(c.Cluster); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("p2p: sync Timeout is %v; it must not be negative", c.Timeout))
+	}
+	if c.MaxDiffNodes < 0 {
+		errs = append(errs, fmt.Errorf("p2p: MaxDiffNodes is %d; it must not be negative (0 means the default %d)", c.MaxDiffNodes, DefaultMaxDiffNodes))
+	}
+	return errors.Join(errs...)
+}
+
+// SyncStats describes one session, from the side that ran it.
+type SyncStats struct {
+	Peer                                           peer.ID
+	EntriesSent, EntriesReceived, EntriesApplied   int
+	BytesSent, BytesReceived                       int64
+	RoundTrips                                     int
+	Partial                                        bool // the difference exceeded MaxDiffNodes: run another
+	Duration                                       time.Duration
+	LocalRoot, PeerRoot                            uint64 // after the session
+	differingBuckets, digestsSent, digestsReceived int
+}
+
+// ErrStale is returned when a session is refused because one side has been
+// out of contact longer than the other's tombstone grace period. Use
+// errors.As with *StaleError.
+var ErrStale = errors.New("p2p: node out of contact for longer than the tombstone grace period")
+
+// StaleError says which side is stale and why.
+type StaleError struct {
+	Stale         string // "this node" or the peer's id
+	LastContact   crdt.Timestamp
+	Purger        string
+	PurgedThrough crdt.Timestamp
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("%s was last in sync at %s, but %s has since purged tombstones up to %s: "+
+		"syncing could bring deleted keys back. Reset %s: stop it, remove the db folder in its data folder "+
+		"(keep identity.key) and start it again; it then catches up from its peers",
+		e.Stale, e.LastContact.Time().Format(time.RFC3339), e.Purger, e.PurgedThrough.Time().Format(time.RFC3339), e.Stale)
+}
+
+// errRefused marks a session this node refused after telling the peer why.
+var errRefused = errors.New("refused")
+
+// Is makes errors.Is(err, ErrStale) true.
+func (e *StaleError) Is(target error) bool { return target == ErrStale }
+
+// checkStale refuses a session between a node and a peer when either may
+// hold keys whose deletion the other has already forgotten: its last sync
+// is older than a tombstone the other purged.
+func checkStale(self, peerHello *replicationv1.SyncHello, peerName string) error {
+	if crdt.Timestamp(self.GetLastContact()) < crdt.Timestamp(peerHello.GetPurgedThrough()) {
+		return &StaleError{Stale: "this node", LastContact: crdt.Timestamp(self.GetLastContact()),
+			Purger: "peer " + peerName, PurgedThrough: crdt.Timestamp(peerHello.GetPurgedThrough())}
+	}
+	if crdt.Timestamp(peerHello.GetLastContact()) < crdt.Timestamp(self.GetPurgedThrough()) {
+		return &StaleError{Stale: "peer " + peerName, LastContact: crdt.Timestamp(peerHello.GetLastContact()),
+			Purger: "this node", PurgedThrough: crdt.Timestamp(self.GetPurgedThrough())}
+	}
+	return nil
+}
+
+// Syncer runs anti-entropy: it serves sessions from peers, starts one with
+// a random connected peer every Interval and one with every peer it newly
+// dials, and runs one on demand (SyncWith). It owns its goroutines; Close
+// stops them.
+type Syncer struct {
+	cfg    SyncConfig
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan peer.ID
+	notify *network.NotifyBundle
+
+	mu struct {
+		sync.Mutex
+		closed   bool
+		handlers int
+		streams  map[network.Stream]struct{} // served now: reset by Close
+	}
+
+	sessions, failures, refused atomic.Int64
+	closeOnce                   sync.Once
+}
+
+// StartSyncer registers the sync and status protocols and starts the
+// periodic and on-connect sessions.
+func StartSyncer(cfg SyncConfig) (*Syncer, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Syncer{cfg: cfg, ctx: ctx, cancel: cancel, kick: make(chan peer.ID, 64)}
+	s.mu.streams = map[network.Stream]struct{}{}
+	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Cluster), s.handleSync)
+	cfg.Host.SetStreamHandler(StatusProtocol(cfg.Cluster), s.handleStatus)
+	s.notify = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		// The dialing side starts the session, so a pair runs one, not two.
+		if c.Stat().Direction != network.DirOutbound {
+			return
+		}
+		select {
+		case s.kick <- c.RemotePeer():
+		default: // a burst of connections: the periodic sync covers the rest
+		}
+	}}
+	cfg.Host.Network().Notify(s.notify)
+	s.wg.Add(1)
+	go s.loop()
+	return s, nil
+}
+
+// Close stops the syncer's sessions and goroutines and waits for them.
+func (s *Syncer) Close() error {
+	s.closeOnce.Do(func() {
+		s.cfg.Host.Network().StopNotify(s.notify)
+		s.cfg.Host.RemoveStreamHandler(SyncProtocol(s.cfg.Cluster))
+		s.cfg.Host.RemoveStreamHandler(StatusProtocol(s.cfg.Cluster))
+		s.mu.Lock()
+		s.mu.closed = true
+		for st := range s.mu.streams {
+			_ = st.Reset()
+		}
+		s.mu.Unlock()
+		s.cancel()
+		s.wg.Wait()
+	})
+	return nil
+}
+
+// Counters returns how many sessions this node completed, failed and
+// refused (as responder, for staleness or load).
+func (s *Syncer) Counters() (completed, failed, refused int64) {
+	return s.sessions.Load(), s.failures.Load(), s.refused.Load()
+}
+
+func (s *Syncer) loop() {
+	defer s.wg.Done()
+	timer := time.NewTimer(s.jittered())
+	defer timer.Stop()
+	if s.cfg.Interval < 0 {
+		timer.Stop()
+	}
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case p := <-s.kick:
+			s.syncUntilDone(p)
+		case <-timer.C:
+			if peers := s.cfg.Host.Network().Peers(); len(peers) > 0 {
+				s.syncUntilDone(peers[rand.IntN(len(peers))])
+			}
+			timer.Reset(s.jittered())
+		}
+	}
+}
+
+// jittered returns Interval ±20%.
+func (s *Syncer) jittered() time.Duration {
+	if s.cfg.Interval <= 0 {
+		return time.Hour
+	}
+	return time.Duration(float64(s.cfg.Interval) * (0.8 + 0.4*rand.Float64()))
+}
+
+// syncUntilDone runs sessions with p until one is not partial.
+func (s *Syncer) syncUntilDone(p peer.ID) {
+	for range DefaultMaxSyncFollowUp {
+		st, err := s.SyncWith(s.ctx, p)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.cfg.Logger.Warn("anti-entropy session failed", "peer", p, "err", err)
+			}
+			return
+		}
+		if st.EntriesSent+st.EntriesReceived > 0 {
+			s.cfg.Logger.Info("anti-entropy repaired a difference", "peer", p,
+				"sent", st.EntriesSent, "received", st.EntriesReceived, "applied", st.EntriesApplied,
+				"round_trips", st.RoundTrips, "partial", st.Partial, "duration", st.Duration)
+		}
+		if !st.Partial {
+			return
+		}
+	}
+}
+
+// SyncWith runs one session with p, which must be connected, and returns
+// what it exchanged.
+func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	if s.cfg.Host.Network().Connectedness(p) != network.Connected {
+		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: not connected", p)
+	}
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(p); err != nil {
+			return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: %w", p, err)
+		}
+	}
+	st, err := s.cfg.Host.NewStream(network.WithNoDial(ctx, "sync"), p, SyncProtocol(s.cfg.Cluster))
+	if err != nil {
+		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: %w", p, err)
+	}
+	defer st.Close()
+	stats, err := s.runSession(ctx, st, true)
+	if err != nil {
+		_ = st.Reset()
+		s.failures.Add(1)
+		return stats, fmt.Errorf("p2p: sync with %s: %w", p, err)
+	}
+	s.sessions.Add(1)
+	return stats, nil
+}
+
+func (s *Syncer) handleSync(st network.Stream) {
+	if !s.enter(st) {
+		s.refused.Add(1)
+		_ = st.Reset()
+		return
+	}
+	defer s.leave(st)
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+	defer cancel()
+	if _, err := s.runSession(ctx, st, false); err != nil {
+		if errors.Is(err, errRefused) {
+			// Closed, not reset: the peer must read why.
+			_ = st.CloseWrite()
+		} else {
+			_ = st.Reset()
+		}
+		if errors.Is(err, errRefused) {
+			s.refused.Add(1)
+		} else {
+			s.failures.Add(1)
+		}
+		if s.ctx.Err() == nil {
+			s.cfg.Logger.Warn("anti-entropy session from peer failed", "peer", st.Conn().RemotePeer(), "err", err)
+		}
+		return
+	}
+	s.sessions.Add(1)
+}
+
+func (s *Syncer) enter(st network.Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed || s.mu.handlers >= MaxSyncHandlers {
+		return false
+	}
+	s.mu.handlers++
+	s.mu.streams[st] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Syncer) leave(st network.Stream) {
+	s.mu.Lock()
+	s.mu.handlers--
+	delete(s.mu.streams, st)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// session is one anti-entropy session over a stream, from one side.
+type session struct {
+	s       *Syncer
+	store   *store.Store
+	peer    peer.ID
+	r       *bufio.Reader
+	w       *bufio.Writer
+	maxMsg  int
+	stats   SyncStats
+	sending bool // the last thing done was a send (for round trips)
+	flights int
+	// buckets are the buckets of this session's leaf step; received entries
+	// must fall in them.
+	buckets map[uint32]bool
+}
+
+// countingStream counts the bytes read and written on a stream.
+type countingStream struct {
+	rw interface {
+		io.Reader
+		io.Writer
+	}
+	read, written int64
+}
+
+func (c *countingStream) Read(p []byte) (int, error) {
+	n, err := c.rw.Read(p)
+	c.read += int64(n)
+	return n, err
+}
+
+func (c *countingStream) Write(p []byte) (int, error) {
+	n, err := c.rw.Write(p)
+	c.written += int64(n)
+	return n, err
+}
+
+func (ss *session) send(m *replicationv1.SyncMessage) error {
+	if !ss.sending {
+		ss.sending = true
+		ss.flights++
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", m.GetBody(), err)
+	}
+	return writeFrame(ss.w, b)
+}
+
+func (ss *session) recv() (*replicationv1.SyncMessage, error) {
+	if ss.sending {
+		if err := ss.w.Flush(); err != nil {
+			return nil, err
+		}
+		ss.sending = false
+		ss.flights++
+	}
+	b, err := readFrame(ss.r, ss.maxMsg)
+	if err != nil {
+		return nil, err
+	}
+	m := &replicationv1.SyncMessage{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	if d := m.GetDone(); d != nil && d.GetError() != "" {
+		return nil, fmt.Errorf("peer gave up: %s", d.GetError())
+	}
+	return m, nil
+}
+
+func (ss *session) hello() *replicationv1.SyncHello {
+	return &replicationv1.SyncHello{
+		Fanout: merkle.Fanout, Depth: merkle.Depth,
+		Root:          ss.store.MerkleRoot(),
+		LastContact:   uint64(ss.store.LastContact()),
+		PurgedThrough: uint64(ss.store.PurgedThrough()),
+	}
+}
+
+// runSession runs a session on st; initiator says which side this is.
+func (s *Syncer) runSession(ctx context.Context, st network.Stream, initiator bool) (SyncStats, error) {
+	start := time.Now()
+	p := st.Conn().RemotePeer()
+	if d, ok := ctx.Deadline(); ok {
+		_ = st.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
+	defer stop()
+	cs := &countingStream{rw: st}
+	ss := &session{
+		s: s, store: s.cfg.Store, peer: p,
+		r: bufio.NewReader(cs), w: bufio.NewWriterSize(cs, 64<<10),
+		maxMsg: maxSyncFrameBytes + MaxMessageBytes(s.cfg.Store.Limits()),
+	}
+	ss.stats.Peer = p
+	// The contact time is taken before anything is exchanged: a complete
+	// session brings in everything the peer had by then.
+	contact := s.cfg.Store.Clock().Now()
+	err := ss.run(initiator)
+	if err == nil {
+		err = ss.w.Flush()
+	}
+	ss.stats.Duration = time.Since(start)
+	ss.stats.LocalRoot = s.cfg.Store.MerkleRoot()
+	ss.stats.RoundTrips = (ss.flights + 1) / 2
+	ss.stats.BytesReceived, ss.stats.BytesSent = cs.read, cs.written
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, ErrStale) {
+			err = fmt.Errorf("%w (session deadline %v)", ctx.Err(), s.cfg.Timeout)
+		}
+		return ss.stats, err
+	}
+	if !ss.stats.Partial {
+		if err := s.cfg.Store.SetLastContact(contact); err != nil {
+			return ss.stats, err
+		}
+	}
+	return ss.stats, nil
+}
+
+func (ss *session) run(initiator bool) error {
+	mine := ss.hello()
+	var theirs *replicationv1.SyncHello
+	if initiator {
+		if err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Hello{Hello: mine}}); err != nil {
+			return err
+		}
+		m, err := ss.recv()
+		if err != nil {
+			return fmt.Errorf("read hello: %w", err)
+		}
+		if theirs = m.GetHello(); theirs == nil {
+			return fmt.Errorf("%w: expected a hello, got %T", ErrUndecodable, m.GetBody())
+		}
+		if theirs.GetError() != "" {
+			if theirs.GetLastContact() != 0 || theirs.GetPurgedThrough() != 0 {
+				if err := checkStale(mine, theirs, ss.peer.String()); err != nil {
+					return err
+				}
+			}
+			return fmt.Errorf("peer refused: %s", theirs.GetError())
+		}
+		if err := checkHello(theirs); err != nil {
+			return err
+		}
+		if err := checkStale(mine, theirs, ss.peer.String()); err != nil {
+			return err
+		}
+		ss.stats.PeerRoot = theirs.GetRoot()
+		if theirs.GetRoot() == mine.GetRoot() {
+			return nil
+		}
+	} else {
+		m, err := ss.recv()
+		if err != nil {
+			return fmt.Errorf("read hello: %w", err)
+		}
+		if theirs = m.GetHello(); theirs == nil {
+			return fmt.Errorf("%w: expected a hello, got %T", ErrUndecodable, m.GetBody())
+		}
+		refuse := func(err error) error {
+			h := ss.hello()
+			h.Error = err.Error()
+			if serr := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Hello{Hello: h}}); serr == nil {
+				_ = ss.w.Flush()
+			}
+			return fmt.Errorf("%w: %w", errRefused, err)
+		}
+		if err := checkHello(theirs); err != nil {
+			return refuse(err)
+		}
+		if ss.s.cfg.Admit != nil {
+			if err := ss.s.cfg.Admit(ss.peer); err != nil {
+				return refuse(err)
+			}
+		}
+		if err := checkStale(mine, theirs, ss.peer.String()); err != nil {
+			return refuse(err)
+		}
+		ss.stats.PeerRoot = theirs.GetRoot()
+		if err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Hello{Hello: mine}}); err != nil {
+			return err
+		}
+		if theirs.GetRoot() == mine.GetRoot() {
+			return nil
+		}
+		if err := ss.sendLevel(0, []uint32{0}); err != nil {
+			return err
+		}
+	}
+	return ss.descend()
+}
+
+// checkHello checks that the peer's tree has this node's shape.
+func checkHello(h *replicationv1.SyncHello) error {
+	if h.GetFanout() != merkle.Fanout || h.GetDepth() != merkle.Depth {
+		return fmt.Errorf("peer's Merkle tree has fanout %d and depth %d; this node's has %d and %d",
+			h.GetFanout(), h.GetDepth(), merkle.Fanout, merkle.Depth)
+	}
+	return nil
+}
+
+func (ss *session) sendLevel(level int, parents []uint32) error {
+	hashes := ss.store.MerkleChildren(make([]uint64, 0, len(parents)*merkle.Fanout), level, parents)
+	return ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Level{Level: &replicationv1.SyncLevel{
+		Level: uint32(level), Parents: parents, Hashes: hashes,
+	}}})
+}
+
+// descend takes turns comparing levels until one side reaches the buckets,
+// then runs the leaf step.
+func (ss *session) descend() error {
+	for {
+		m, err := ss.recv()
+		if err != nil {
+			return err
+		}
+		switch body := m.GetBody().(type) {
+		case *replicationv1.SyncMessage_Done:
+			return nil // the trees matched after all (they change as we go)
+		case *replicationv1.SyncMessage_Level:
+			lv := body.Level
+			level := int(lv.GetLevel())
+			if err := merkle.CheckLevelMessage(level, lv.GetParents(), lv.GetHashes()); err != nil {
+				return fmt.Errorf("%w: %w", ErrUndecodable, err)
+			}
+			if len(lv.GetParents()) > ss.s.cfg.MaxDiffNodes {
+				return fmt.Errorf("%w: %d parents in one level; the limit is %d", ErrTooLarge, len(lv.GetParents()), ss.s.cfg.MaxDiffNodes)
+			}
+			diff := ss.store.MerkleDiff(level, lv.GetParents(), lv.GetHashes(), ss.s.cfg.MaxDiffNodes+1)
+			if len(diff) > ss.s.cfg.MaxDiffNodes {
+				diff = diff[:ss.s.cfg.MaxDiffNodes]
+				ss.stats.Partial = true
+			}
+			if len(diff) == 0 {
+				return ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Done{Done: &replicationv1.SyncDone{}}})
+			}
+			if level+1 < merkle.Depth {
+				if err := ss.sendLevel(level+1, diff); err != nil {
+					return err
+				}
+				continue
+			}
+			return ss.leafAsDigestSender(diff)
+		case *replicationv1.SyncMessage_Digests:
+			return ss.leafAsDigestReceiver(body.Digests)
+		default:
+			return fmt.Errorf("%w: unexpected %T while comparing trees", ErrUndecodable, body)
+		}
+	}
+}
+
+// leafAsDigestSender sends digests of this node's keys in the differing
+// buckets, then receives the peer's entries and wants, then sends those.
+func (ss *session) leafAsDigestSender(buckets []uint32) error {
+	ss.stats.differingBuckets = len(buckets)
+	ss.setBuckets(buckets)
+	digests, err := ss.store.BucketDigests(buckets)
+	if err != nil {
+		return err
+	}
+	ss.stats.digestsSent = len(digests)
+	first := true
+	for first || len(digests) > 0 {
+		n := min(len(digests), digestsPerFrame)
+		msg := &replicationv1.SyncDigests{Last: n == len(digests)}
+		if first {
+			msg.Buckets = buckets
+			first = false
+		}
+		for _, d := range digests[:n] {
+			msg.KeyHashes = append(msg.KeyHashes, d.KeyHash)
+			msg.Hlcs = append(msg.Hlcs, uint64(d.HLC))
+			msg.EntryHashes = append(msg.EntryHashes, d.Hash)
+		}
+		digests = digests[n:]
+		if err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Digests{Digests: msg}}); err != nil {
+			return err
+		}
+	}
+	want, err := ss.receiveEntries(nil)
+	if err != nil {
+		return err
+	}
+	if err := ss.sendEntries(want, nil); err != nil {
+		return err
+	}
+	// The peer confirms once it applied them, so that a session that
+	// returned has repaired both sides.
+	m, err := ss.recv()
+	if err != nil {
+		return fmt.Errorf("read the peer's confirmation: %w", err)
+	}
+	if m.GetDone() == nil {
+		return fmt.Errorf("%w: expected the end of the session, got %T", ErrUndecodable, m.GetBody())
+	}
+	return nil
+}
+
+// leafAsDigestReceiver receives the peer's digests, sends the entries the
+// peer lacks with the key hashes this node wants, and receives those.
+func (ss *session) leafAsDigestReceiver(first *replicationv1.SyncDigests) error {
+	buckets := first.GetBuckets()
+	if len(buckets) == 0 || len(buckets) > ss.s.cfg.MaxDiffNodes {
+		return fmt.Errorf("%w: digests for %d buckets; want 1 to %d", ErrUndecodable, len(buckets), ss.s.cfg.MaxDiffNodes)
+	}
+	for i, b := range buckets {
+		if b >= merkle.Buckets || (i > 0 && b <= buckets[i-1]) {
+			return fmt.Errorf("%w: bucket list is not ascending buckets below %d", ErrUndecodable, merkle.Buckets)
+		}
+	}
+	ss.stats.differingBuckets = len(buckets)
+	ss.setBuckets(buckets)
+	var theirs []merkle.Digest
+	msg := first
+	for {
+		n := len(msg.GetKeyHashes())
+		if len(msg.GetHlcs()) != n || len(msg.GetEntryHashes()) != n {
+			return fmt.Errorf("%w: digest columns of different lengths", ErrUndecodable)
+		}
+		if len(theirs)+n > maxDigests {
+			return fmt.Errorf("%w: more than %d digests", ErrTooLarge, maxDigests)
+		}
+		for i := range n {
+			d := merkle.Digest{KeyHash: msg.GetKeyHashes()[i], HLC: crdt.Timestamp(msg.GetHlcs()[i]), Hash: msg.GetEntryHashes()[i]}
+			if !ss.buckets[merkle.BucketOf(d.KeyHash)] {
+				return fmt.Errorf("%w: digest outside the session's buckets", ErrUndecodable)
+			}
+			theirs = append(theirs, d)
+		}
+		if msg.GetLast() {
+			break
+		}
+		m, err := ss.recv()
+		if err != nil {
+			return err
+		}
+		if msg = m.GetDigests(); msg == nil || len(msg.GetBuckets()) > 0 {
+			return fmt.Errorf("%w: expected more digests, got %T", ErrUndecodable, m.GetBody())
+		}
+	}
+	ss.stats.digestsReceived = len(theirs)
+	mine, err := ss.store.BucketDigests(buckets)
+	if err != nil {
+		return err
+	}
+	send, want := merkle.Reconcile(mine, theirs)
+	if err := ss.sendEntries(send, want); err != nil {
+		return err
+	}
+	wanted := make(map[uint64]bool, len(want))
+	for _, h := range want {
+		wanted[h] = true
+	}
+	if _, err := ss.receiveEntries(wanted); err != nil {
+		return err
+	}
+	return ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Done{Done: &replicationv1.SyncDone{}}})
+}
+
+func (ss *session) setBuckets(buckets []uint32) {
+	ss.buckets = make(map[uint32]bool, len(buckets))
+	for _, b := range buckets {
+		ss.buckets[b] = true
+	}
+}
+
+// sendEntries sends this node's entries for the key hashes, in frames of
+// about syncChunkBytes, with want in the first frame.
+func (ss *session) sendEntries(hashes, want []uint64) error {
+	msg := &replicationv1.SyncEntries{Want: want}
+	size := 0
+	flush := func(last bool) error {
+		msg.Last = last
+		err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Entries{Entries: msg}})
+		msg, size = &replicationv1.SyncEntries{}, 0
+		return err
+	}
+	// Read in slices, so no store snapshot is held while the network is slow.
+	for len(hashes) > 0 {
+		n := min(len(hashes), 1024)
+		var batch []*replicationv1.Entry
+		err := ss.store.EntriesByKeyHash(hashes[:n], func(e *crdt.Entry) error {
+			batch = append(batch, &replicationv1.Entry{Key: e.Key, Value: e.Value, Hlc: uint64(e.HLC), Origin: e.Origin, Tombstone: e.Tombstone})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		hashes = hashes[n:]
+		for _, e := range batch {
+			sz := len(e.Key) + len(e.Value) + len(e.Origin) + 32
+			if size > 0 && size+sz > syncChunkBytes {
+				if err := flush(false); err != nil {
+					return err
+				}
+			}
+			msg.Entries = append(msg.Entries, e)
+			size += sz
+			ss.stats.EntriesSent++
+		}
+	}
+	return flush(true)
+}
+
+// receiveEntries applies entry frames until the last. With wanted nil it
+// is the first answer of the leaf step (entries must be in the session's
+// buckets, and it returns the peer's wants); otherwise every entry must
+// answer one of wanted.
+func (ss *session) receiveEntries(wanted map[uint64]bool) ([]uint64, error) {
+	var want []uint64
+	firstFrame := true
+	for {
+		m, err := ss.recv()
+		if err != nil {
+			return nil, err
+		}
+		msg := m.GetEntries()
+		if msg == nil {
+			return nil, fmt.Errorf("%w: expected entries, got %T", ErrUndecodable, m.GetBody())
+		}
+		if len(msg.GetWant()) > 0 {
+			if !firstFrame || wanted != nil {
+				return nil, fmt.Errorf("%w: a want list outside the first answer", ErrUndecodable)
+			}
+			if len(msg.GetWant()) > ss.stats.digestsSent {
+				return nil, fmt.Errorf("%w: %d wants for %d digests", ErrUndecodable, len(msg.GetWant()), ss.stats.digestsSent)
+			}
+			want = msg.GetWant()
+		}
+		firstFrame = false
+		entries := make([]crdt.Entry, 0, len(msg.GetEntries()))
+		for _, e := range msg.GetEntries() {
+			kh := merkle.KeyHash(e.GetKey())
+			if wanted != nil && !wanted[kh] {
+				return nil, fmt.Errorf("%w: entry %q was not asked for", ErrUndecodable, e.GetKey())
+			}
+			if wanted == nil && !ss.buckets[merkle.BucketOf(kh)] {
+				return nil, fmt.Errorf("%w: entry %q is outside the session's buckets", ErrUndecodable, e.GetKey())
+			}
+			entries = append(entries, crdt.Entry{Key: e.GetKey(), Value: e.GetValue(), HLC: crdt.Timestamp(e.GetHlc()), Origin: e.GetOrigin(), Tombstone: e.GetTombstone()})
+		}
+		ss.stats.EntriesReceived += len(entries)
+		if len(entries) > 0 {
+			changes, err := ss.store.Apply(ss.s.ctx, entries)
+			if err != nil {
+				return nil, fmt.Errorf("apply %d entries from peer: %w", len(entries), err)
+			}
+			ss.stats.EntriesApplied += len(changes)
+		}
+		if msg.GetLast() {
+			return want, nil
+		}
+	}
+}
+
+// QueryStatus asks a connected peer for its NodeStatus.
+func (s *Syncer) QueryStatus(ctx context.Context, p peer.ID) (*replicationv1.NodeStatus, error) {
+	st, err := s.cfg.Host.NewStream(network.WithNoDial(ctx, "status"), p, StatusProtocol(s.cfg.Cluster))
+	if err != nil {
+		return nil, fmt.Errorf("p2p: status of %s: %w", p, err)
+	}
+	defer st.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = st.SetDeadline(d)
+	}
+	b, err := readFrame(bufio.NewReader(st), 4<<10)
+	if err != nil {
+		_ = st.Reset()
+		return nil, fmt.Errorf("p2p: status of %s: %w", p, err)
+	}
+	out := &replicationv1.NodeStatus{}
+	if err := proto.Unmarshal(b, out); err != nil {
+		return nil, fmt.Errorf("p2p: status of %s: %w: %w", p, ErrUndecodable, err)
+	}
+	return out, nil
+}
+
+// LocalStatus is this node's NodeStatus.
+func (s *Syncer) LocalStatus() *replicationv1.NodeStatus {
+	st := s.cfg.Store
+	return &replicationv1.NodeStatus{
+		MerkleRoot: st.MerkleRoot(), Revision: st.Revision(), Hlc: uint64(st.Clock().Last()),
+		LastContact: uint64(st.LastContact()), Keys: st.Keys(),
+	}
+}
+
+func (s *Syncer) handleStatus(st network.Stream) {
+	defer st.Close()
+	if s.cfg.Admit != nil && s.cfg.Admit(st.Conn().RemotePeer()) != nil {
+		_ = st.Reset()
+		return
+	}
+	_ = st.SetDeadline(time.Now().Add(5 * time.Second))
+	b, _ := proto.Marshal(s.LocalStatus())
+	if err := writeFrame(st, b); err != nil {
+		_ = st.Reset()
+	}
+}

@@ -1,0 +1,368 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/merkle"
+	"github.com/chorus-kv/chorus/crdt/store"
+	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
+)
+
+// syncNode is a real libp2p host on loopback with a real store and a
+// syncer, and no gossip: what it learns from others it learns by sync.
+type syncNode struct {
+	host  host.Host
+	store *store.Store
+	sync  *Syncer
+	wall  *atomic.Int64 // the store's wall clock, in ms, when the test set one
+}
+
+type syncNodeOpts struct {
+	interval time.Duration // 0: no periodic sync
+	maxDiff  int
+	grace    time.Duration
+	wall     int64 // fake wall clock start (ms); 0: the system clock
+	admit    func(peer.ID) error
+}
+
+func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
+	t.Helper()
+	id, err := LoadOrCreateIdentity(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHost(id, []string{"/ip4/127.0.0.1/tcp/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &syncNode{host: h}
+	cfg := store.Config{Path: t.TempDir(), NodeID: []byte(id.ID), TombstoneGrace: o.grace}
+	if o.wall != 0 {
+		n.wall = &atomic.Int64{}
+		n.wall.Store(o.wall)
+		cfg.Clock = crdt.NewClock(n.wall.Load, 0)
+	}
+	if n.store, err = store.Open(cfg); err != nil {
+		t.Fatal(err)
+	}
+	interval := o.interval
+	if interval == 0 {
+		interval = -1
+	}
+	n.sync, err = StartSyncer(SyncConfig{Cluster: "test", Host: h, Store: n.store, Logger: quiet,
+		Interval: interval, MaxDiffNodes: o.maxDiff, Admit: o.admit, Timeout: 60 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = n.sync.Close()
+		_ = n.host.Close()
+		_ = n.store.Close()
+	})
+	return n
+}
+
+func connect(t testing.TB, a, b host.Host) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// seed applies entries to a store in batches.
+func seed(t testing.TB, s *store.Store, entries []crdt.Entry) {
+	t.Helper()
+	for len(entries) > 0 {
+		n := min(len(entries), 2000)
+		if _, err := s.Apply(context.Background(), entries[:n]); err != nil {
+			t.Fatal(err)
+		}
+		entries = entries[n:]
+	}
+}
+
+func genEntry(key string, hlc crdt.Timestamp, origin string, tomb bool) crdt.Entry {
+	e := crdt.Entry{Key: []byte(key), HLC: hlc, Origin: []byte(origin), Tombstone: tomb}
+	if !tomb {
+		e.Value = []byte("value of " + key)
+	}
+	return e
+}
+
+func TestSyncRepairsExactlyTheDifference(t *testing.T) {
+	a := startSyncNode(t, syncNodeOpts{})
+	b := startSyncNode(t, syncNodeOpts{})
+	connect(t, a.host, b.host)
+	now := crdt.NewTimestamp(time.Now().Add(-time.Minute).UnixMilli(), 0)
+	var shared []crdt.Entry
+	for i := range 3000 {
+		shared = append(shared, genEntry(fmt.Sprintf("shared/%d", i), now, "w", false))
+	}
+	seed(t, a.store, shared)
+	seed(t, b.store, shared)
+	var onlyA, onlyB []crdt.Entry
+	for i := range 40 {
+		onlyA = append(onlyA, genEntry(fmt.Sprintf("a/%d", i), now, "a", false))
+		onlyB = append(onlyB, genEntry(fmt.Sprintf("b/%d", i), now, "b", false))
+	}
+	// Conflicting writes: a newer on each side, a delete, and an HLC tie
+	// broken by origin.
+	onlyA = append(onlyA, genEntry("shared/1", now+1, "a", false), genEntry("shared/2", now+1, "a", true), genEntry("shared/3", now+5, "a", false))
+	onlyB = append(onlyB, genEntry("shared/4", now+1, "b", false), genEntry("shared/3", now+5, "b", false))
+	seed(t, a.store, onlyA)
+	seed(t, b.store, onlyB)
+	if a.store.MerkleRoot() == b.store.MerkleRoot() {
+		t.Fatal("roots equal before sync")
+	}
+
+	st, err := a.sync.SyncWith(context.Background(), b.host.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", st)
+	if a.store.MerkleRoot() != b.store.MerkleRoot() {
+		t.Fatalf("roots differ after a session: %x vs %x", a.store.MerkleRoot(), b.store.MerkleRoot())
+	}
+	// a sends its 40 keys, its 3 conflicting entries; b sends its 40 and 2
+	// (the HLC tie goes both ways).
+	if st.EntriesSent != 43 || st.EntriesReceived != 42 {
+		t.Errorf("sent %d, received %d entries; want exactly the difference: 43 and 42", st.EntriesSent, st.EntriesReceived)
+	}
+	if st.Partial || st.RoundTrips > 5 {
+		t.Errorf("partial %v, %d round trips; want a complete session in at most 5", st.Partial, st.RoundTrips)
+	}
+	for _, k := range []string{"shared/1", "shared/2", "shared/3", "shared/4", "a/0", "b/39"} {
+		ea, _ := a.store.GetEntry([]byte(k))
+		eb, _ := b.store.GetEntry([]byte(k))
+		if ea == nil || eb == nil || crdt.Compare(&ea.Entry, &eb.Entry) != 0 {
+			t.Errorf("key %q differs after sync", k)
+		}
+	}
+	if e, _ := a.store.GetEntry([]byte("shared/3")); e == nil || string(e.Origin) != "b" {
+		t.Errorf("HLC tie: the larger origin must win on both")
+	}
+
+	// A second session finds nothing to do, in one round trip.
+	st, err = b.sync.SyncWith(context.Background(), a.host.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.EntriesSent+st.EntriesReceived != 0 || st.RoundTrips != 1 {
+		t.Errorf("second session: %+v; want nothing exchanged in 1 round trip", st)
+	}
+	if c, f, _ := a.sync.Counters(); c < 1 || f != 0 {
+		t.Errorf("a's counters: %d completed, %d failed", c, f)
+	}
+}
+
+func TestSyncLargeDifferenceOverSeveralSessions(t *testing.T) {
+	a := startSyncNode(t, syncNodeOpts{maxDiff: 8})
+	b := startSyncNode(t, syncNodeOpts{maxDiff: 8})
+	connect(t, a.host, b.host)
+	now := crdt.NewTimestamp(time.Now().Add(-time.Minute).UnixMilli(), 0)
+	var es []crdt.Entry
+	for i := range 2000 {
+		es = append(es, genEntry(fmt.Sprintf("k/%d", i), now, "a", false))
+	}
+	seed(t, a.store, es)
+	sessions := 0
+	for {
+		st, err := b.sync.SyncWith(context.Background(), a.host.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions++
+		if !st.Partial {
+			break
+		}
+		if sessions > 1000 {
+			t.Fatal("no convergence after 1000 sessions")
+		}
+	}
+	if a.store.MerkleRoot() != b.store.MerkleRoot() || b.store.Keys() != 2000 {
+		t.Fatalf("after %d sessions: b has %d keys, roots equal %v", sessions, b.store.Keys(), a.store.MerkleRoot() == b.store.MerkleRoot())
+	}
+	if sessions < 2 {
+		t.Fatalf("a difference of 2000 keys with MaxDiffNodes 8 took %d session; want several", sessions)
+	}
+}
+
+func TestSyncRunsOnConnectAndPeriodically(t *testing.T) {
+	now := crdt.NewTimestamp(time.Now().Add(-time.Minute).UnixMilli(), 0)
+	t.Run("on connect", func(t *testing.T) {
+		a := startSyncNode(t, syncNodeOpts{})
+		b := startSyncNode(t, syncNodeOpts{})
+		seed(t, a.store, []crdt.Entry{genEntry("x", now, "a", false)})
+		connect(t, b.host, a.host) // b dials: b starts a session
+		waitFor(t, 20*time.Second, "b has a's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
+	})
+	t.Run("periodic", func(t *testing.T) {
+		a := startSyncNode(t, syncNodeOpts{interval: 50 * time.Millisecond})
+		b := startSyncNode(t, syncNodeOpts{})
+		connect(t, a.host, b.host)
+		waitFor(t, 20*time.Second, "the on-connect session", func() bool { c, _, _ := a.sync.Counters(); return c >= 1 })
+		seed(t, b.store, []crdt.Entry{genEntry("y", now, "b", false)}) // after the connection: only a periodic session brings it
+		waitFor(t, 20*time.Second, "a has b's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
+	})
+}
+
+func TestSyncRefusesStaleNode(t *testing.T) {
+	const start = int64(1_700_000_000_000)
+	grace := time.Hour
+	a := startSyncNode(t, syncNodeOpts{wall: start, grace: grace})
+	b := startSyncNode(t, syncNodeOpts{wall: start, grace: grace})
+	connect(t, a.host, b.host)
+	ctx := context.Background()
+	if _, err := a.sync.SyncWith(ctx, b.host.ID()); err != nil {
+		t.Fatal(err)
+	}
+	// b goes quiet; a deletes a key after that and, past the grace period,
+	// purges the tombstone.
+	a.wall.Add(time.Minute.Milliseconds())
+	if _, err := a.store.Delete(ctx, []byte("gone")); err != nil {
+		t.Fatal(err)
+	}
+	a.wall.Add((grace + time.Minute).Milliseconds())
+	b.wall.Add((grace + 2*time.Minute).Milliseconds())
+	if n, err := a.store.PurgeTombstones(ctx, 0); err != nil || n != 1 {
+		t.Fatalf("purge: %d, %v", n, err)
+	}
+	for _, tc := range []struct {
+		name      string
+		from, to  *syncNode
+		staleSide string
+	}{
+		{"stale node initiates", b, a, "this node"},
+		{"fresh node initiates", a, b, "peer "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.from.sync.SyncWith(ctx, tc.to.host.ID())
+			var se *StaleError
+			if !errors.As(err, &se) || !errors.Is(err, ErrStale) {
+				t.Fatalf("err = %v; want a StaleError", err)
+			}
+			if !strings.HasPrefix(se.Stale, tc.staleSide) || !strings.Contains(err.Error(), "remove the db folder") {
+				t.Fatalf("err = %v; want it to name %q as stale and say how to reset", err, tc.staleSide)
+			}
+		})
+	}
+	// A node that was in contact recently enough is not refused.
+	c := startSyncNode(t, syncNodeOpts{wall: a.wall.Load(), grace: grace})
+	connect(t, c.host, a.host)
+	if _, err := c.sync.SyncWith(ctx, a.host.ID()); err != nil {
+		t.Fatalf("a new node: %v", err)
+	}
+}
+
+// rogue opens a raw sync stream to n and plays frames at it.
+func rogueSession(t *testing.T, n *syncNode, frames [][]byte) error {
+	t.Helper()
+	r := startSyncNode(t, syncNodeOpts{})
+	connect(t, r.host, n.host)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := r.host.NewStream(ctx, n.host.ID(), SyncProtocol("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(st)
+	for _, f := range frames {
+		if err := writeFrame(st, f); err != nil {
+			return err
+		}
+	}
+	_ = st.CloseWrite()
+	for {
+		b, err := readFrame(br, 8<<20)
+		if err != nil {
+			return err
+		}
+		m := &replicationv1.SyncMessage{}
+		if err := proto.Unmarshal(b, m); err != nil {
+			return err
+		}
+		if h := m.GetHello(); h != nil && h.GetError() != "" {
+			return errors.New(h.GetError())
+		}
+	}
+}
+
+func TestSyncRejectsMalformedPeers(t *testing.T) {
+	n := startSyncNode(t, syncNodeOpts{})
+	now := crdt.NewTimestamp(time.Now().UnixMilli(), 0)
+	seed(t, n.store, []crdt.Entry{genEntry("k", now, "x", false)})
+	msg := func(m *replicationv1.SyncMessage) []byte {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	hello := func(fanout uint32, root uint64) []byte {
+		return msg(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Hello{Hello: &replicationv1.SyncHello{
+			Fanout: fanout, Depth: merkle.Depth, Root: root, LastContact: uint64(now)}}})
+	}
+	level := func(l uint32, parents []uint32, hashes int) []byte {
+		return msg(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Level{Level: &replicationv1.SyncLevel{
+			Level: l, Parents: parents, Hashes: make([]uint64, hashes)}}})
+	}
+	cases := []struct {
+		name   string
+		frames [][]byte
+	}{
+		{"garbage", [][]byte{[]byte("\xff\xff\xff not a message")}},
+		{"another tree shape", [][]byte{hello(8, 1)}},
+		{"level outside the tree", [][]byte{hello(merkle.Fanout, 1), level(merkle.Depth, []uint32{0}, merkle.Fanout)}},
+		{"parent outside its level", [][]byte{hello(merkle.Fanout, 1), level(1, []uint32{99}, merkle.Fanout)}},
+		{"short hashes", [][]byte{hello(merkle.Fanout, 1), level(1, []uint32{0}, 3)}},
+		{"entries out of turn", [][]byte{hello(merkle.Fanout, 1), msg(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Entries{Entries: &replicationv1.SyncEntries{
+			Entries: []*replicationv1.Entry{{Key: []byte("evil"), Value: []byte("v"), Hlc: uint64(now), Origin: []byte("x")}}, Last: true}}})}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, failedBefore, refusedBefore := n.sync.Counters()
+			_ = rogueSession(t, n, tc.frames)
+			waitFor(t, 10*time.Second, "the session counted as failed or refused", func() bool {
+				_, f, r := n.sync.Counters()
+				return f+r > failedBefore+refusedBefore
+			})
+			if e, _ := n.store.GetEntry([]byte("evil")); e != nil {
+				t.Fatal("an entry from a malformed session was applied")
+			}
+		})
+	}
+}
+
+func TestQueryStatus(t *testing.T) {
+	a := startSyncNode(t, syncNodeOpts{})
+	b := startSyncNode(t, syncNodeOpts{})
+	connect(t, a.host, b.host)
+	if _, err := b.store.Put(context.Background(), []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := a.sync.QueryStatus(ctx, b.host.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetMerkleRoot() != b.store.MerkleRoot() || st.GetRevision() != 1 || st.GetKeys() != 1 {
+		t.Fatalf("status %v; want b's root %x, revision 1, 1 key", st, b.store.MerkleRoot())
+	}
+}
