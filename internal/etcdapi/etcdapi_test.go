@@ -706,3 +706,39 @@ func TestPutIgnoreValueAndIgnoreLease(t *testing.T) {
 		t.Errorf("ignore_value with a value: %v; want %v", err, rpctypes.ErrValueProvided)
 	}
 }
+
+// TestLeaseExpiryReplicates: the deletion of an expired lease's key on the
+// node that granted it reaches the other nodes like any delete.
+func TestLeaseExpiryReplicates(t *testing.T) {
+	n1 := startNode(t, nil)
+	n2 := startNode(t, n1.P2PAddrs())
+	c1, c2 := dial(t, n1), dial(t, n2)
+	ctx := ctxT(t)
+	lease, err := c1.Grant(ctx, 3) // room for the writes below before it expires
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Gossip may drop what is published before the nodes' streams are up:
+	// write until node 2 has the key (each put re-attaches it to the lease).
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		mustPut(t, c1, "/replicated/leased", "1", clientv3.WithLease(lease.ID))
+		if g, err := c2.Get(ctx, "/replicated/leased"); err == nil && len(g.Kvs) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the leased key never reached node 2")
+		}
+		time.Sleep(50 * time.Millisecond) // re-publish interval, not synchronization
+	}
+	for {
+		g, err := c2.Get(ctx, "/replicated/leased")
+		if err == nil && len(g.Kvs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the expired lease's key is still on node 2")
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval, not synchronization
+	}
+}
