@@ -26,7 +26,11 @@
 //     same after a graceful SIGTERM, which must exit 0;
 //   - the agent's flags: -h, bad flags, flag values taking effect, the
 //     default data folder, and a clear failure when the client port or the
-//     data folder is already in use.
+//     data folder is already in use;
+//   - the etcd v3 API with the real etcdctl (built once per run from the
+//     pinned module in etcdtools/, into TestMain's folder) against a 3-node
+//     cluster: put on one node, get --prefix and watch --prefix on another,
+//     del, member list, endpoint status and endpoint health.
 //
 // No test waits with a fixed sleep: each waits for a condition (a log line,
 // a watch line, a process exit) with a generous deadline, so that they stay

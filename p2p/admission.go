@@ -30,6 +30,18 @@ const (
 // MemberKey is the store key of a member's record.
 func MemberKey(id peer.ID) []byte { return []byte(MembersPrefix + id.String()) }
 
+// ErrReserved is returned for a client write under ReservedPrefix.
+var ErrReserved = errors.New("p2p: key is reserved")
+
+// CheckWritable refuses a client write under ReservedPrefix: the member
+// list lives there and changes only through member add and remove.
+func CheckWritable(key []byte) error {
+	if strings.HasPrefix(string(key), ReservedPrefix) {
+		return fmt.Errorf("%w: key %q is under %s, which is reserved for the cluster's own state (the member list); use `chorus member add` and `chorus member remove`", ErrReserved, key, ReservedPrefix)
+	}
+	return nil
+}
+
 // ErrNotMember is returned for a peer that is not on the member list.
 var ErrNotMember = errors.New("p2p: peer is not a member of the cluster")
 

@@ -70,7 +70,8 @@ var errPageFull = errors.New("watch: page full")
 
 // Next blocks until there are events and returns them, in revision order.
 // It fails with ErrWatcherTooSlow, ErrClosed, an error wrapping
-// *store.CompactedError, or ctx's error; after a failure the watcher is over.
+// *store.CompactedError, or ctx's error; after a failure other than ctx's
+// the watcher is over (after ctx's, Next may be called again).
 func (w *Watcher) Next(ctx context.Context) ([]Event, error) {
 	for !w.live {
 		w.mu.Lock()

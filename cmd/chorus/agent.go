@@ -39,6 +39,7 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.DurationVar(&cfg.SyncInterval, "sync-interval", p2p.DefaultSyncInterval, "how often to run anti-entropy with a random connected peer (±20% jitter; negative: only on connect and on demand)")
 	fs.DurationVar(&cfg.SyncTimeout, "sync-timeout", p2p.DefaultSyncTimeout, "deadline of one anti-entropy session")
 	fs.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", store.DefaultTombstoneGrace, "how long deletes are remembered before their tombstones are purged; a node out of contact for longer must be reset")
+	fs.StringVar(&cfg.ListenEtcd, "listen-etcd", "", "host:port of the etcd v3 API, e.g. 127.0.0.1:2379 (off when empty; port 0 picks a free one)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {

@@ -30,6 +30,9 @@ type request struct {
 	changes []*Change
 	err     error
 	done    chan struct{}
+	// compactTo, if set, asks for the change log below this revision to be
+	// deleted (Compact); such a request has no ops.
+	compactTo int64
 }
 
 // submit queues req for the committer and waits until it is durable.
@@ -86,6 +89,8 @@ type openBatch struct {
 	ops     int
 	size    int
 	err     error // a merge failed: every request of the batch fails
+	// compactTo is the highest compactTo of the batch's requests.
+	compactTo int64
 }
 
 type opChange struct{ op, change int }
@@ -104,6 +109,7 @@ type purge struct {
 type sealed struct {
 	*openBatch
 	rev, oldest int64 // the store's revision and oldest log revision once durable
+	dirty       bool  // the batch writes something: changes, purges or a compaction
 }
 
 // pipeline is the committer's view of the state, ahead of what is durable.
@@ -214,6 +220,7 @@ func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 	ob.reqs = append(ob.reqs, req)
 	ob.ops += len(req.ops)
 	ob.size += req.size
+	ob.compactTo = max(ob.compactTo, req.compactTo)
 	if ob.err != nil {
 		return
 	}
@@ -272,10 +279,10 @@ func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 // writer, which must be idle.
 func (s *Store) handOver(p *pipeline, ob *openBatch, toWriter chan<- *sealed) {
 	sb := &sealed{openBatch: ob, rev: p.rev, oldest: p.oldest}
-	if ob.err == nil && (len(ob.changes) > 0 || len(ob.purges) > 0) {
+	if ob.err == nil && (len(ob.changes) > 0 || len(ob.purges) > 0 || ob.compactTo > p.oldest) {
 		ctx := context.Background()
 		rev := p.rev + int64(len(ob.changes))
-		oldest, err := s.compact(ctx, ob.b, p.oldest, rev, len(ob.changes))
+		oldest, err := s.compact(ctx, ob.b, p.oldest, rev, len(ob.changes), ob.compactTo)
 		purged := p.purged
 		for _, pu := range ob.purges {
 			purged = max(purged, pu.hlc)
@@ -292,7 +299,7 @@ func (s *Store) handOver(p *pipeline, ob *openBatch, toWriter chan<- *sealed) {
 		if err != nil {
 			ob.err = fmt.Errorf("store: batch: %w", err)
 		} else {
-			sb.rev, sb.oldest = rev, oldest
+			sb.rev, sb.oldest, sb.dirty = rev, oldest, true
 			p.rev, p.oldest, p.purged = rev, oldest, purged
 			p.inFlight = sb
 		}
@@ -309,7 +316,7 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 		if err == nil {
 			err = s.failure()
 		}
-		if err == nil && (len(sb.changes) > 0 || len(sb.purges) > 0) {
+		if err == nil && sb.dirty {
 			if cerr := sb.b.Commit(context.Background()); cerr != nil {
 				err = fmt.Errorf("%w: commit batch of %d changes and %d purges: %w", ErrWriteFailed, len(sb.changes), len(sb.purges), cerr)
 				if s.failed.CompareAndSwap(nil, &err) {
@@ -332,7 +339,7 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 				req.changes[oc.op] = &sb.changes[oc.change]
 			}
 		}
-		if len(sb.changes) > 0 {
+		if sb.dirty {
 			s.oldest.Store(sb.oldest)
 			s.rev.Store(sb.rev)
 		}
@@ -406,16 +413,22 @@ func (s *Store) mergePurge(ctx context.Context, ob *openBatch, cur *Record, t *c
 }
 
 // compact deletes, in batch b, change-log records older than the retained
-// window ending at rev: at most 2·n+64 of them, so that a backlog (after
-// RetainRevisions shrinks) is worked off over several batches without making
-// one batch large. It returns the oldest revision kept. REQUIRES: the
+// window ending at rev, or than explicit (a Compact call, at most rev): at
+// most 2·n+64 of them (maxCompactChunk for a Compact), so that a backlog
+// (after RetainRevisions shrinks) is worked off over several batches without
+// making one batch large. It returns the oldest revision kept. REQUIRES: the
 // committer.
-func (s *Store) compact(ctx context.Context, b ds.Batch, oldest, rev int64, n int) (int64, error) {
+func (s *Store) compact(ctx context.Context, b ds.Batch, oldest, rev int64, n int, explicit int64) (int64, error) {
 	target := rev - s.cfg.RetainRevisions + 1 // the oldest revision to keep
+	chunk := int64(2*n + 64)
+	if explicit > 0 {
+		target = max(target, min(explicit, rev))
+		chunk = max(chunk, maxCompactChunk)
+	}
 	if target <= oldest {
 		return oldest, nil
 	}
-	target = min(target, oldest+int64(2*n+64))
+	target = min(target, oldest+chunk)
 	for r := oldest; r < target; r++ {
 		if err := b.Delete(ctx, ds.RawKey(string(logKey(r)))); err != nil {
 			return 0, fmt.Errorf("store: batch: %w", err)

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -21,12 +20,11 @@ import (
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
 
-// CheckWritable refuses client writes under p2p.ReservedPrefix: the member
-// list lives there and changes only through AddMember and RemoveMember.
+// CheckWritable refuses client writes under p2p.ReservedPrefix, with a gRPC
+// InvalidArgument status.
 func CheckWritable(key []byte) error {
-	if bytes.HasPrefix(key, []byte(p2p.ReservedPrefix)) {
-		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest,
-			fmt.Sprintf("key %q is under %s, which is reserved for the cluster's own state (the member list); use `chorus member add` and `chorus member remove`", key, p2p.ReservedPrefix), nil)
+	if err := p2p.CheckWritable(key); err != nil {
+		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest, err.Error(), nil)
 	}
 	return nil
 }

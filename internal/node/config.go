@@ -87,6 +87,11 @@ type Config struct {
 	// DropGossip injects a fault for tests: when it returns true, gossip
 	// received from peers is dropped as if lost.
 	DropGossip func() bool
+	// ListenEtcd is the host:port of the etcd v3 API (internal/etcdapi).
+	// Empty (the default) leaves it off: its semantics differ from etcd's
+	// (see README), so a node serves it only when asked, and etcd's own
+	// 2379 stays free for an etcd on the same host. Port 0 picks a port.
+	ListenEtcd string
 	// WallClock is the wall clock the node's HLC reads. Default the system
 	// clock; tests inject one.
 	WallClock crdt.WallClock
@@ -147,6 +152,11 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.ListenClient); err != nil {
 		errs = append(errs, fmt.Errorf("node: listen-client %q is not host:port: %w", c.ListenClient, err))
+	}
+	if c.ListenEtcd != "" {
+		if _, _, err := net.SplitHostPort(c.ListenEtcd); err != nil {
+			errs = append(errs, fmt.Errorf("node: listen-etcd %q is not host:port: %w", c.ListenEtcd, err))
+		}
 	}
 	if err := p2p.ValidateCluster(c.Cluster); err != nil {
 		errs = append(errs, err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/etcdapi"
 	"github.com/chorus-kv/chorus/p2p"
 	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
 	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
@@ -39,6 +40,7 @@ type Node struct {
 	mdns      *p2p.MDNS
 	grpc      *grpc.Server
 	listener  net.Listener
+	etcd      *etcdapi.Server // nil unless Config.ListenEtcd is set
 
 	stopAdmit chan struct{}
 	admitDone chan struct{}
@@ -170,6 +172,13 @@ func Start(cfg Config) (_ *Node, err error) {
 	}()
 	cleanup = append(cleanup, func() { n.grpc.Stop(); <-n.serveDone })
 
+	if cfg.ListenEtcd != "" {
+		if err := n.startEtcd(); err != nil {
+			return nil, err
+		}
+		cleanup = append(cleanup, n.etcd.Close)
+	}
+
 	n.boot = p2p.StartBootstrapper(n.host, bootstrap, cfg.Logger)
 	cleanup = append(cleanup, n.boot.Close)
 	if cfg.MDNS {
@@ -265,6 +274,9 @@ func (n *Node) Close() error {
 		n.boot.Close()
 		if n.mdns != nil {
 			n.mdns.Close()
+		}
+		if n.etcd != nil {
+			n.etcd.Close()
 		}
 		n.hub.Close() // ends watch streams, which GracefulStop would wait for
 		stopped := make(chan struct{})

@@ -1,0 +1,69 @@
+// Package etcdapi serves the etcd v3 gRPC API (the official generated code of
+// go.etcd.io/etcd/api/v3) over a Chorus node's store, so that etcd clients
+// and tools (clientv3, etcdctl, kube-apiserver's storage layer) can use a
+// Chorus node. See README, "The etcd v3 API", for the user's view.
+//
+// What maps to what:
+//
+//   - etcd's revision is the node's local revision (store.Revision): every
+//     change the node's merge makes, local or replicated, gets the next one.
+//     Response headers carry it; a key's create_revision, mod_revision and
+//     version are the store's. There is no cluster-wide revision: the same
+//     key has different revisions on different nodes.
+//   - Range reads the node's current state (etcd's serializable read). A
+//     Range at a past revision is rebuilt from the current state by undoing,
+//     from the change log, every change made since (recordsAt); it fails
+//     with ErrCompacted when the log no longer holds a change or a previous
+//     value it needs, and a future revision with ErrFutureRev.
+//   - Put, DeleteRange and a Txn's writes go through store.WriteBatch: one
+//     LevelDB batch, fsynced before the answer, replicated by gossip like any
+//     write. A DeleteRange of one key writes a tombstone even when the key is
+//     unknown here, so it wins over older writes still on their way.
+//   - Txn is atomic on this node only: its compares and writes are serialized
+//     (keyLocks) against every other etcd-API writer of this node, and its
+//     writes land in one batch. Writes through the Chorus API and writes
+//     replicated from other nodes do not take these locks, so a Txn's
+//     compare-and-write can interleave with them; and two nodes can both
+//     accept a Txn guarded on the same mod_revision (the later HLC then wins,
+//     cluster-wide). A Txn's writes get consecutive revisions, not one. Its
+//     compares, including those of nested Txns, see the state before its
+//     writes; a Range that follows a write in the same Txn sees it.
+//   - Watch maps a key range to a hub watcher on the range's common prefix
+//     and filters the rest. Watch ids are assigned by the server per stream;
+//     a start revision below the node's change log gets etcd's compacted
+//     response (created, then canceled with compact_revision). A watcher
+//     too slow for the hub's buffer is resumed from the change log, as etcd
+//     catches up an unsynced watcher. Progress (requests, and progress_notify
+//     every ProgressNotifyInterval) carries a revision up to which every
+//     event has been sent (watch.Watcher.Progress).
+//   - Compact deletes this node's change log below the revision
+//     (store.Compact); it does not touch other nodes.
+//   - Leases live on the node that granted them. They are saved in the data
+//     folder (etcd-leases.json, rewritten at most once a second and at
+//     Close) and reloaded at start, each with its full TTL again, as etcd
+//     does on a leader change; a crash may lose the last second of grants
+//     and attachments, and a node that never comes back leaves the keys of
+//     its leases (documented limit). A key is attached at the revision of
+//     the put that named the lease; a later write of it detaches it. At
+//     expiry or Revoke, the keys still attached are deleted in one store
+//     batch, so the deletes replicate like any other.
+//   - MemberList lists this node and the gossip topic's peers, each named by
+//     its peer id with the etcd client URL it reports over a libp2p protocol
+//     (/chorus/<cluster>/etcd-member/1). Status reports APIVersion, the size
+//     of the LevelDB folder, the revision, and the node as its own leader.
+//     Alarm lists none.
+//   - gRPC's health service (grpc.health.v1) answers SERVING until Close.
+//   - Every other call answers Unimplemented with a message naming it.
+//
+// Limits are etcd's where etcd has them: requests up to 1.5 MiB
+// (ErrRequestTooLarge), 128 operations per Txn branch (ErrTooManyOps), a key
+// written once per Txn (ErrDuplicateKey), lease TTLs up to 9e9 s; and the
+// node's own key and value limits, reported as InvalidArgument with the limit.
+//
+// What a caller does, in order: Start with the node's store, hub and host;
+// Close before closing the hub and the store. The server owns its goroutines
+// (stream receivers, one sender per watch, the lease expiry loop) and Close
+// waits for them.
+package etcdapi
+
+import _ "github.com/chorus-kv/chorus/internal/protoconflict" // before etcd's generated code registers

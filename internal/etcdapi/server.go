@@ -1,0 +1,253 @@
+package etcdapi
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/watch"
+)
+
+// Limits etcd enforces, kept here with etcd's values.
+const (
+	// MaxRequestBytes is the largest request etcd accepts (1.5 MiB).
+	MaxRequestBytes = 3 << 19
+	// MaxTxnOps is the most compares or operations in one branch of a Txn.
+	MaxTxnOps = 128
+	// grpcOverheadBytes is the room gRPC gets above MaxRequestBytes, so that
+	// an oversized request gets etcd's error rather than gRPC's.
+	grpcOverheadBytes = 512 << 10
+)
+
+// Defaults for Config.
+const (
+	DefaultProgressNotifyInterval = 10 * time.Minute // etcd's
+	DefaultLeaseCheckInterval     = 250 * time.Millisecond
+	DefaultShutdownTimeout        = 5 * time.Second
+	// APIVersion is the etcd version reported by Maintenance.Status: the API
+	// level served (kube-apiserver enables watch progress requests from it).
+	APIVersion = "3.6.0"
+)
+
+// Config configures a Server. Store, Hub and NodeID are required; the zero
+// value of every other field means its default.
+type Config struct {
+	// Listen is the host:port of the etcd API. Port 0 picks a free port.
+	Listen string
+	// Store and Hub are the node's store and watch hub.
+	Store *store.Store
+	Hub   *watch.Hub
+	// NodeID is the node's peer id: the etcd member name, and the source of
+	// the member id.
+	NodeID peer.ID
+	// Cluster is the cluster name: the source of the etcd cluster id, and the
+	// scope of the member-info protocol.
+	Cluster string
+	// Host, when set, serves this member's etcd client URL to the other
+	// members (for MemberList) and asks them for theirs.
+	Host host.Host
+	// Peers returns the other members of the cluster (the gossip topic's
+	// peers). Default: none.
+	Peers func() []peer.ID
+	// DataDir is the node's data folder: Status reports the size of its db/.
+	DataDir string
+	// ProgressNotifyInterval is how often a watch created with
+	// progress_notify gets a progress notification when it had no events.
+	// Default 10 minutes (etcd's).
+	ProgressNotifyInterval time.Duration
+	// LeaseCheckInterval is how often expired leases are looked for; a lease
+	// ends at most this long after its TTL. Default 250 ms.
+	LeaseCheckInterval time.Duration
+	// ShutdownTimeout bounds how long Close waits for in-flight calls.
+	// Default 5 s.
+	ShutdownTimeout time.Duration
+	// Logger receives the server's log. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.Peers == nil {
+		c.Peers = func() []peer.ID { return nil }
+	}
+	if c.ProgressNotifyInterval == 0 {
+		c.ProgressNotifyInterval = DefaultProgressNotifyInterval
+	}
+	if c.LeaseCheckInterval == 0 {
+		c.LeaseCheckInterval = DefaultLeaseCheckInterval
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("etcdapi: listen address %q is not host:port: %w", c.Listen, err))
+	}
+	if c.Store == nil || c.Hub == nil {
+		errs = append(errs, errors.New("etcdapi: Store and Hub are required"))
+	}
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("etcdapi: NodeID is required"))
+	}
+	if c.ProgressNotifyInterval < 0 || c.LeaseCheckInterval < 0 || c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("etcdapi: intervals must not be negative (progress notify %v, lease check %v, shutdown %v; 0 means the default)",
+			c.ProgressNotifyInterval, c.LeaseCheckInterval, c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Server serves the etcd v3 API over a node's store.
+type Server struct {
+	cfg       Config
+	store     *store.Store
+	hub       *watch.Hub
+	memberID  uint64
+	clusterID uint64
+	locks     *keyLocks
+	leases    *lessor
+	view      *memberView
+	grpc      *grpc.Server
+	health    *health.Server
+	listener  net.Listener
+
+	// done is closed by Close: stream handlers and the lease loop end.
+	done chan struct{}
+	// wg counts the goroutines the server owns besides gRPC's: the lease
+	// loop, stream receivers, watch senders. Close waits for them.
+	wg        sync.WaitGroup
+	serveDone chan struct{}
+	closeOnce sync.Once
+}
+
+// Start listens on cfg.Listen and serves the etcd API until Close.
+func Start(cfg Config) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		store:     cfg.Store,
+		hub:       cfg.Hub,
+		memberID:  hashID([]byte(cfg.NodeID)),
+		clusterID: hashID([]byte("chorus/" + cfg.Cluster)),
+		locks:     newKeyLocks(),
+		done:      make(chan struct{}),
+		serveDone: make(chan struct{}),
+	}
+	var err error
+	if s.leases, err = newLessor(s); err != nil {
+		return nil, err
+	}
+	s.view = &memberView{members: make(map[string]viewEntry)}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("etcdapi: listen on %s: %w", cfg.Listen, err)
+	}
+	s.listener = lis
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxRequestBytes+grpcOverheadBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
+	pb.RegisterWatchServer(s.grpc, &watchServer{s: s})
+	pb.RegisterLeaseServer(s.grpc, &leaseServer{s: s})
+	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})
+	pb.RegisterMaintenanceServer(s.grpc, &maintenanceServer{s: s})
+	pb.RegisterAuthServer(s.grpc, pb.UnimplementedAuthServer{})
+	// gRPC's health service, as etcd serves it (probes use it).
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	if cfg.Host != nil {
+		cfg.Host.SetStreamHandler(memberProtocol(cfg.Cluster), s.serveMemberInfo)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.leases.run()
+	}()
+	if cfg.Host != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.refreshMembers()
+		}()
+	}
+	go func() {
+		defer close(s.serveDone)
+		_ = s.grpc.Serve(lis)
+	}()
+	cfg.Logger.Info("etcd API started", "addr", lis.Addr().String())
+	return s, nil
+}
+
+// Addr returns the address the etcd API listens on.
+func (s *Server) Addr() net.Addr { return s.listener.Addr() }
+
+// ClientURL is the URL etcd clients dial for this server.
+func (s *Server) ClientURL() string { return "http://" + s.listener.Addr().String() }
+
+// Close ends watch and keep-alive streams and the lease loop, gives unary
+// calls up to ShutdownTimeout to finish, and stops the server. It is safe to
+// call more than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		if s.cfg.Host != nil {
+			s.cfg.Host.RemoveStreamHandler(memberProtocol(s.cfg.Cluster))
+		}
+		s.health.Shutdown() // NOT_SERVING to every health check from now on
+		close(s.done)
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			s.grpc.GracefulStop()
+		}()
+		timer := time.NewTimer(s.cfg.ShutdownTimeout)
+		select {
+		case <-stopped:
+		case <-timer.C:
+			s.grpc.Stop()
+			<-stopped
+		}
+		timer.Stop()
+		<-s.serveDone
+		s.wg.Wait()
+	})
+}
+
+// header is a response header at revision rev.
+func (s *Server) header(rev int64) *pb.ResponseHeader {
+	return &pb.ResponseHeader{ClusterId: s.clusterID, MemberId: s.memberID, Revision: rev, RaftTerm: 1}
+}
+
+// hashID derives a non-zero etcd id (member, cluster) from b.
+func hashID(b []byte) uint64 {
+	sum := sha256.Sum256(b)
+	id := binary.BigEndian.Uint64(sum[:8])
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
