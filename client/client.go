@@ -258,6 +258,18 @@ type Member struct {
 	Converged      bool
 	Revision, Keys int64
 	StatusError    string
+	// Name is the name it was admitted with; Admitted is true when it is on
+	// the member list.
+	Name     string
+	Admitted bool
+	// State is alive, suspect, dead or left as the answering node's failure
+	// detector sees it ("unknown" for a connected peer that is no member);
+	// Incarnation is the member's SWIM incarnation; LastHeard when the
+	// answering node last heard from it; HLC its clock as it reported it.
+	State       string
+	Incarnation uint64
+	LastHeard   time.Time
+	HLC         uint64
 }
 
 // Members lists the answering node and the peers it is connected to.
@@ -267,11 +279,7 @@ func (c *Client) Members(ctx context.Context) (cluster string, members []Member,
 		return "", nil, fromStatus("members", err)
 	}
 	for _, m := range resp.GetMembers() {
-		members = append(members, Member{
-			PeerID: m.GetPeerId(), Addrs: m.GetAddrs(), Self: m.GetSelf(), Gossip: m.GetGossip(),
-			MerkleRoot: m.GetMerkleRoot(), Converged: m.GetConverged(), Revision: m.GetRevision(), Keys: m.GetKeys(),
-			StatusError: m.GetStatusError(),
-		})
+		members = append(members, memberFromProto(m))
 	}
 	return resp.GetCluster(), members, nil
 }
@@ -333,4 +341,79 @@ func (c *Client) RemoveMember(ctx context.Context, peerID string) (int64, error)
 		return 0, fromStatus("member remove", err)
 	}
 	return resp.GetRevision(), nil
+}
+
+// MembersUpdate is one response of WatchMembers: the members whose state
+// changed (every member in the first), and the peer ids removed.
+type MembersUpdate struct {
+	Members []Member
+	Removed []string
+}
+
+// MembersWatch follows the member list; Close ends it.
+type MembersWatch struct {
+	stream interface {
+		Recv() (*clusterv1.WatchMembersResponse, error)
+	}
+	cancel context.CancelFunc
+}
+
+// WatchMembers follows the member list as the node sees it: members added,
+// removed, suspected, dead, back alive or leaving. Member state fields are
+// set (Name, State, Incarnation, LastHeard, Admitted); Merkle roots are not
+// (use Members).
+func (c *Client) WatchMembers(ctx context.Context) (*MembersWatch, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := c.cluster.WatchMembers(ctx, &clusterv1.WatchMembersRequest{})
+	if err != nil {
+		cancel()
+		return nil, fromStatus("watch members", err)
+	}
+	return &MembersWatch{stream: stream, cancel: cancel}, nil
+}
+
+// Next returns the next update; ctx bounds the wait.
+func (w *MembersWatch) Next(ctx context.Context) (*MembersUpdate, error) {
+	type result struct {
+		resp *clusterv1.WatchMembersResponse
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		r, err := w.stream.Recv()
+		ch <- result{r, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fromStatus("watch members", r.err)
+		}
+		out := &MembersUpdate{Removed: r.resp.GetRemoved()}
+		for _, m := range r.resp.GetMembers() {
+			out.Members = append(out.Members, memberFromProto(m))
+		}
+		return out, nil
+	case <-ctx.Done():
+		w.cancel() // the pending Recv returns once the stream is cancelled
+		return nil, ctx.Err()
+	}
+}
+
+// Close ends the watch.
+func (w *MembersWatch) Close() error {
+	w.cancel()
+	return nil
+}
+
+func memberFromProto(m *clusterv1.Member) Member {
+	out := Member{
+		PeerID: m.GetPeerId(), Addrs: m.GetAddrs(), Self: m.GetSelf(), Gossip: m.GetGossip(),
+		MerkleRoot: m.GetMerkleRoot(), Converged: m.GetConverged(), Revision: m.GetRevision(), Keys: m.GetKeys(),
+		StatusError: m.GetStatusError(), Name: m.GetName(), State: m.GetState(), Incarnation: m.GetIncarnation(),
+		Admitted: m.GetAdmitted(), HLC: m.GetHlc(),
+	}
+	if ms := m.GetLastHeardUnixMs(); ms != 0 {
+		out.LastHeard = time.UnixMilli(ms)
+	}
+	return out
 }

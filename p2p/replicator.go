@@ -240,6 +240,10 @@ func (r *Replicator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 	return pubsub.ValidationAccept
 }
 
+// PubSub returns the replicator's GossipSub router, for other topics of
+// the cluster (membership).
+func (r *Replicator) PubSub() *pubsub.PubSub { return r.ps }
+
 // Enqueue takes a committed batch of changes (the store's OnCommit) and
 // queues this node's own writes for gossip. It never blocks.
 func (r *Replicator) Enqueue(changes []store.Change) {

@@ -20,6 +20,7 @@ import (
 	"github.com/chorus-kv/chorus/client"
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/p2p"
+	"github.com/chorus-kv/chorus/p2p/swim"
 )
 
 // partition is a network partition between groups of nodes, enforced by a
@@ -60,6 +61,8 @@ func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason)
 type aeNodeOpts struct {
 	groups     []int // the partition group of each node
 	dropGossip []func() bool
+	fd         swim.Config // the failure detector's timing (zero: LAN)
+	probeDelay []func() time.Duration
 }
 
 // startMeshNodes starts len(groups) nodes on loopback, each bootstrapped
@@ -94,6 +97,10 @@ func startMeshNodes(t *testing.T, o aeNodeOpts) ([]*Node, []*client.Client, *par
 		}
 		if o.dropGossip != nil {
 			cfg.DropGossip = o.dropGossip[i]
+		}
+		cfg.FailureDetector = o.fd
+		if o.probeDelay != nil {
+			cfg.ProbeDelay = o.probeDelay[i]
 		}
 		nd, err := Start(cfg)
 		if err != nil {

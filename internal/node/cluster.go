@@ -2,15 +2,19 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/apierr"
+	"github.com/chorus-kv/chorus/p2p/swim"
 	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
 )
 
@@ -23,45 +27,146 @@ type clusterServer struct {
 	node *Node
 }
 
-// Members lists this node and its connected peers, each with the Merkle
-// root it reports, asked of all peers at once.
+// Members lists this node, the admitted members and the connected peers,
+// each with its failure-detector state and, for this node and connected
+// peers, the Merkle root it reports (asked of all peers at once).
 func (s *clusterServer) Members(ctx context.Context, _ *clusterv1.MembersRequest) (*clusterv1.MembersResponse, error) {
 	n := s.node
-	local := n.sync.LocalStatus()
+	members := n.memberView()
 	resp := &clusterv1.MembersResponse{Cluster: n.cfg.Cluster}
-	resp.Members = append(resp.Members, &clusterv1.Member{
-		PeerId: n.ID(), Addrs: n.P2PAddrs(), Self: true,
-		MerkleRoot: local.GetMerkleRoot(), Converged: true, Revision: local.GetRevision(), Keys: local.GetKeys(),
-	})
-	gossip := map[peer.ID]bool{}
+	gossip := map[string]bool{}
 	for _, p := range n.Replicator().TopicPeers() {
-		gossip[p] = true
+		gossip[p.String()] = true
 	}
-	peers := n.host.Network().Peers()
-	slices.Sort(peers)
-	members := make([]*clusterv1.Member, len(peers))
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, p := range peers {
-		m := &clusterv1.Member{PeerId: p.String(), Gossip: gossip[p]}
+	for _, m := range members {
+		if m.Self {
+			local := n.sync.LocalStatus()
+			m.Addrs = n.P2PAddrs()
+			m.MerkleRoot, m.Converged, m.Revision, m.Keys, m.Hlc = local.GetMerkleRoot(), true, local.GetRevision(), local.GetKeys(), local.GetHlc()
+			continue
+		}
+		p, err := peer.Decode(m.PeerId)
+		if err != nil {
+			continue
+		}
+		m.Gossip = gossip[m.PeerId]
+		if n.host.Network().Connectedness(p) != network.Connected {
+			m.StatusError = "not connected"
+			continue
+		}
 		for _, c := range n.host.Network().ConnsToPeer(p) {
 			m.Addrs = append(m.Addrs, c.RemoteMultiaddr().String())
 		}
-		members[i] = m
 		wg.Go(func() {
 			st, err := n.sync.QueryStatus(ctx, p)
 			if err != nil {
 				m.StatusError = err.Error()
 				return
 			}
-			m.MerkleRoot, m.Revision, m.Keys = st.GetMerkleRoot(), st.GetRevision(), st.GetKeys()
+			m.MerkleRoot, m.Revision, m.Keys, m.Hlc = st.GetMerkleRoot(), st.GetRevision(), st.GetKeys(), st.GetHlc()
 			m.Converged = st.GetMerkleRoot() == n.store.MerkleRoot()
 		})
 	}
 	wg.Wait()
-	resp.Members = append(resp.Members, members...)
+	resp.Members = members
 	return resp, nil
+}
+
+// memberView merges the member list, the failure detector's view and the
+// connected peers, sorted by peer id; self first.
+func (n *Node) memberView() []*clusterv1.Member {
+	states := map[string]swim.Member{}
+	for _, m := range n.members.Members() {
+		states[m.ID] = m
+	}
+	admitted := n.admission.Members()
+	ids := map[string]bool{n.ID(): true}
+	for id := range admitted {
+		ids[id.String()] = true
+	}
+	for _, p := range n.host.Network().Peers() {
+		ids[p.String()] = true
+	}
+	for id := range states {
+		ids[id] = true
+	}
+	sorted := make([]string, 0, len(ids))
+	for id := range ids {
+		if id != n.ID() {
+			sorted = append(sorted, id)
+		}
+	}
+	slices.Sort(sorted)
+	sorted = append([]string{n.ID()}, sorted...)
+	out := make([]*clusterv1.Member, 0, len(sorted))
+	for _, id := range sorted {
+		m := &clusterv1.Member{PeerId: id, Self: id == n.ID(), State: "unknown"}
+		if p, err := peer.Decode(id); err == nil {
+			if rec, ok := admitted[p]; ok {
+				m.Admitted, m.Name = true, rec.GetName()
+			}
+		}
+		if n.cfg.OpenAdmission {
+			m.Admitted = true
+		}
+		if m.Self && m.Name == "" {
+			m.Name = n.cfg.Name
+		}
+		if st, ok := states[id]; ok {
+			m.State, m.Incarnation = st.State.String(), st.Incarnation
+			if !st.LastHeard.IsZero() {
+				m.LastHeardUnixMs = st.LastHeard.UnixMilli()
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// WatchMembers streams the member view: all of it first, then the members
+// whose state, incarnation, name or admission changed, and those gone.
+func (s *clusterServer) WatchMembers(_ *clusterv1.WatchMembersRequest, stream grpc.ServerStreamingServer[clusterv1.WatchMembersResponse]) error {
+	n := s.node
+	key := func(m *clusterv1.Member) string {
+		return fmt.Sprintf("%s|%d|%s|%v", m.GetState(), m.GetIncarnation(), m.GetName(), m.GetAdmitted())
+	}
+	sent := map[string]string{}
+	for {
+		changed := n.members.Changed()
+		view := n.memberView()
+		resp := &clusterv1.WatchMembersResponse{}
+		seen := map[string]bool{}
+		for _, m := range view {
+			seen[m.PeerId] = true
+			if k := key(m); sent[m.PeerId] != k {
+				sent[m.PeerId] = k
+				resp.Members = append(resp.Members, m)
+			}
+		}
+		for id := range sent {
+			if !seen[id] {
+				delete(sent, id)
+				resp.Removed = append(resp.Removed, id)
+			}
+		}
+		slices.Sort(resp.Removed)
+		if len(resp.Members) > 0 || len(resp.Removed) > 0 {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-stream.Context().Done():
+			return toStatus(stream.Context().Err())
+		case <-n.closing:
+			return toStatus(store.ErrClosed)
+		case <-changed:
+		case <-time.After(time.Second): // connections come and go without a detector change
+		}
+	}
 }
 
 // Sync runs one anti-entropy session with a connected peer.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/p2p"
+	"github.com/chorus-kv/chorus/p2p/swim"
 )
 
 // Version is the software version reported by Status.
@@ -84,6 +86,13 @@ type Config struct {
 	// Gater, when set, also vets every libp2p connection, besides admission
 	// (tests cut partitions with it).
 	Gater connmgr.ConnectionGater
+	// FailureDetector is the SWIM timing; zero fields take swim.LANConfig's
+	// values (probe every 1 s, 500 ms timeout, 3 indirect probes).
+	// swim.LoopbackConfig is a faster preset for nodes on one machine.
+	FailureDetector swim.Config
+	// ProbeDelay injects a fault for tests: a delay before this node answers
+	// a probe, as a slow node would.
+	ProbeDelay func() time.Duration
 	// DropGossip injects a fault for tests: when it returns true, gossip
 	// received from peers is dropped as if lost.
 	DropGossip func() bool
@@ -178,6 +187,13 @@ func (c Config) Validate() error {
 	}
 	if len(c.Name) > 253 {
 		errs = append(errs, fmt.Errorf("node: name is %d bytes; the limit is 253", len(c.Name)))
+	}
+	fd := c.FailureDetector
+	if fd.Rand == nil {
+		fd.Rand = rand.New(rand.NewPCG(1, 2)) // the node seeds its own; only the timing is checked here
+	}
+	if err := fd.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("node: failure detector: %w", err))
 	}
 	if c.SyncTimeout < 0 {
 		errs = append(errs, fmt.Errorf("node: sync timeout is %v; it must not be negative (0 means the default)", c.SyncTimeout))

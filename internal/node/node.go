@@ -35,6 +35,8 @@ type Node struct {
 	repl      atomic.Pointer[p2p.Replicator] // set once started; read by the commit hook
 	sync      *p2p.Syncer
 	admission *p2p.Admission
+	members   *p2p.Membership
+	skipLeave bool // tests: stop as if crashed, without announcing a leave
 	removed   chan peer.ID // members removed, for enforceAdmission
 	boot      *p2p.Bootstrapper
 	mdns      *p2p.MDNS
@@ -42,6 +44,7 @@ type Node struct {
 	listener  net.Listener
 	etcd      *etcdapi.Server // nil unless Config.ListenEtcd is set
 
+	closing   chan struct{} // closed when Close begins: ends member watches
 	stopAdmit chan struct{}
 	admitDone chan struct{}
 	stopGC    chan struct{}
@@ -75,7 +78,7 @@ func Start(cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: %w", err)
 		}
 	}
-	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{}), removed: make(chan peer.ID, 256)}
+	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{}), removed: make(chan peer.ID, 256), closing: make(chan struct{})}
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -146,6 +149,22 @@ func Start(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = n.sync.Close() })
+	mcfg := p2p.MembershipConfig{
+		Cluster:    cfg.Cluster,
+		Host:       n.host,
+		PubSub:     repl.PubSub(),
+		Logger:     cfg.Logger,
+		Detector:   cfg.FailureDetector,
+		Admit:      n.admission.Check,
+		ProbeDelay: cfg.ProbeDelay,
+	}
+	if !cfg.OpenAdmission {
+		mcfg.Members = n.admission.SortedIDs
+	}
+	if n.members, err = p2p.StartMembership(mcfg); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	cleanup = append(cleanup, n.members.Close)
 	n.stopAdmit, n.admitDone = make(chan struct{}), make(chan struct{})
 	go n.enforceAdmission()
 	cleanup = append(cleanup, func() { close(n.stopAdmit); <-n.admitDone })
@@ -271,6 +290,13 @@ func (n *Node) Store() *store.Store { return n.store }
 // durable. It is safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		if !n.skipLeave {
+			// Announce the leave while the links are up, so members mark this
+			// node left at once instead of suspecting it.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			n.members.Leave(ctx)
+			cancel()
+		}
 		n.boot.Close()
 		if n.mdns != nil {
 			n.mdns.Close()
@@ -279,6 +305,7 @@ func (n *Node) Close() error {
 			n.etcd.Close()
 		}
 		n.hub.Close() // ends watch streams, which GracefulStop would wait for
+		close(n.closing)
 		stopped := make(chan struct{})
 		go func() {
 			defer close(stopped)
@@ -297,6 +324,7 @@ func (n *Node) Close() error {
 		<-n.gcDone
 		close(n.stopAdmit)
 		<-n.admitDone
+		n.members.Close()
 		_ = n.sync.Close()
 		n.repl.Load().Close()
 		hostErr := n.host.Close()

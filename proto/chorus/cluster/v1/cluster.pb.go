@@ -687,7 +687,7 @@ type WatchMembersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The members whose state changed (all of them in the first response).
 	Members []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
-	// True for members removed from the list.
+	// The peer ids removed from the member list.
 	Removed       []string `protobuf:"bytes,2,rep,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,0 +1,511 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chorus-kv/chorus/p2p/swim"
+	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
+)
+
+// ProbeProtocol is the stream protocol of failure-detection probes.
+func ProbeProtocol(cluster string) protocol.ID {
+	return protocol.ID("/chorus/" + cluster + "/probe/1")
+}
+
+// MembersTopic is the GossipSub topic of failure-detector updates.
+func MembersTopic(cluster string) string { return "/chorus/" + cluster + "/members/1" }
+
+// maxProbeBytes bounds a probe message.
+const maxProbeBytes = 16 << 10
+
+// MembershipConfig configures a Membership. Host and PubSub are required.
+type MembershipConfig struct {
+	Cluster string
+	Host    host.Host
+	PubSub  *pubsub.PubSub
+	Logger  *slog.Logger
+	// Detector is the failure detector's timing; zero fields take
+	// swim.LANConfig's values. Rand may be nil.
+	Detector swim.Config
+	// Members lists the admitted members; nil means open admission, where
+	// every peer this node connects to is a member.
+	Members func() []peer.ID
+	// Admit, when set, vets the sender of every probe and update.
+	Admit func(peer.ID) error
+	// ProbeDelay injects a fault for tests: a delay before this node answers
+	// a ping, as a slow or overloaded node would.
+	ProbeDelay func() time.Duration
+}
+
+// Membership runs SWIM failure detection (package swim holds the logic):
+// it probes one member every probe interval, directly then through others,
+// spreads suspicions, deaths and leaves on MembersTopic, refutes suspicions
+// of this node, and announces a graceful leave. It owns its goroutines;
+// Close stops them.
+type Membership struct {
+	cfg    MembershipConfig
+	self   peer.ID
+	topic  *pubsub.Topic
+	sub    *pubsub.Subscription
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	det     *swim.Detector
+	changed chan struct{} // closed and replaced at every change
+
+	probes, probeBytesOut, probeBytesIn, updatesOut atomic.Int64
+	closeOnce                                       sync.Once
+}
+
+// StartMembership joins the membership topic and starts probing.
+func StartMembership(cfg MembershipConfig) (*Membership, error) {
+	if cfg.Host == nil || cfg.PubSub == nil {
+		return nil, errors.New("p2p: membership needs a Host and a PubSub")
+	}
+	if cfg.Cluster == "" {
+		cfg.Cluster = DefaultCluster
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Detector.Rand == nil {
+		cfg.Detector.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	det, err := swim.New(cfg.Host.ID().String(), cfg.Detector, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("p2p: failure detector: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Membership{cfg: cfg, self: cfg.Host.ID(), det: det, ctx: ctx, cancel: cancel, changed: make(chan struct{})}
+	topic := MembersTopic(cfg.Cluster)
+	if err := cfg.PubSub.RegisterTopicValidator(topic, m.validate); err != nil {
+		cancel()
+		return nil, fmt.Errorf("p2p: register membership validator: %w", err)
+	}
+	if m.topic, err = cfg.PubSub.Join(topic); err != nil {
+		cancel()
+		return nil, fmt.Errorf("p2p: join %s: %w", topic, err)
+	}
+	if m.sub, err = m.topic.Subscribe(); err != nil {
+		_ = m.topic.Close()
+		cancel()
+		return nil, fmt.Errorf("p2p: subscribe to %s: %w", topic, err)
+	}
+	cfg.Host.SetStreamHandler(ProbeProtocol(cfg.Cluster), m.handleProbe)
+	m.syncMembers(time.Now())
+	m.wg.Add(2)
+	go m.probeLoop()
+	go m.receiveLoop()
+	return m, nil
+}
+
+// Close stops probing and waits for the goroutines. Leave first for a
+// graceful exit.
+func (m *Membership) Close() {
+	m.closeOnce.Do(func() {
+		m.cfg.Host.RemoveStreamHandler(ProbeProtocol(m.cfg.Cluster))
+		m.cancel()
+		m.sub.Cancel()
+		m.wg.Wait()
+		_ = m.cfg.PubSub.UnregisterTopicValidator(MembersTopic(m.cfg.Cluster))
+		_ = m.topic.Close()
+	})
+}
+
+// Members returns the detector's view, self included, sorted by id.
+func (m *Membership) Members() []swim.Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.det.Members()
+}
+
+// Changed returns a channel closed at the next change of the view.
+func (m *Membership) Changed() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changed
+}
+
+// MembershipStats counts failure-detection traffic.
+type MembershipStats struct {
+	Probes                  int64 // pings and ping-reqs sent
+	ProbeBytesOut, BytesIn  int64 // on the probe protocol
+	UpdatesPublished        int64
+	Health                  int // Lifeguard local health, 0 = healthy
+	ProbeInterval, Timeout  time.Duration
+}
+
+// Stats returns the traffic counters.
+func (m *Membership) Stats() MembershipStats {
+	m.mu.Lock()
+	h, iv, to := m.det.Health(), m.det.ProbeInterval(), m.det.ProbeTimeout()
+	m.mu.Unlock()
+	return MembershipStats{Probes: m.probes.Load(), ProbeBytesOut: m.probeBytesOut.Load(), BytesIn: m.probeBytesIn.Load(),
+		UpdatesPublished: m.updatesOut.Load(), Health: h, ProbeInterval: iv, Timeout: to}
+}
+
+// notifyLocked wakes the watchers of Changed. REQUIRES: m.mu.
+func (m *Membership) notifyLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// syncMembers adds admitted members to the detector and removes those no
+// longer admitted (or, with open admission, adds connected peers).
+func (m *Membership) syncMembers(now time.Time) {
+	var want []peer.ID
+	open := m.cfg.Members == nil
+	if open {
+		want = m.cfg.Host.Network().Peers()
+	} else {
+		want = m.cfg.Members()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	changed := false
+	set := map[string]bool{}
+	for _, p := range want {
+		set[p.String()] = true
+		if _, ok := m.det.Member(p.String()); !ok && p != m.self {
+			m.det.Add(p.String(), now)
+			changed = true
+		}
+	}
+	if !open {
+		for _, mem := range m.det.Members() {
+			if mem.ID != m.self.String() && !set[mem.ID] {
+				m.det.Remove(mem.ID)
+				changed = true
+			}
+		}
+	}
+	if changed {
+		m.notifyLocked()
+	}
+}
+
+func (m *Membership) probeLoop() {
+	defer m.wg.Done()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	lastSync := time.Now()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		now := time.Now()
+		if now.Sub(lastSync) >= time.Second {
+			m.syncMembers(now)
+			lastSync = now
+		}
+		m.mu.Lock()
+		updates, reaped := m.det.Tick(now)
+		if len(updates) > 0 || len(reaped) > 0 {
+			m.notifyLocked()
+		}
+		var target string
+		var ok bool
+		if !now.Before(m.det.NextProbeAt()) {
+			target, ok = m.det.StartProbe(now)
+		}
+		m.mu.Unlock()
+		m.publish(updates)
+		if ok {
+			m.probe(target)
+		}
+		m.mu.Lock()
+		next := m.det.NextProbeAt()
+		if t, ok := m.det.NextTickAt(); ok && t.Before(next) {
+			next = t
+		}
+		m.mu.Unlock()
+		wait := min(time.Until(next), time.Second)
+		timer.Reset(max(wait, time.Millisecond))
+	}
+}
+
+// probe runs one SWIM probe of target: a direct ping, then ping-reqs
+// through helpers, and reports the outcome to the detector.
+func (m *Membership) probe(target string) {
+	p, err := peer.Decode(target)
+	if err != nil {
+		return
+	}
+	m.mu.Lock()
+	timeout, interval := m.det.ProbeTimeout(), m.det.ProbeInterval()
+	var accusation []*replicationv1.MemberUpdate
+	if u, ok := m.det.Accusation(target); ok {
+		accusation = append(accusation, toProtoUpdate(u))
+	}
+	m.mu.Unlock()
+	if m.ping(p, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING, Updates: accusation}, timeout) {
+		m.acked(target, p)
+		return
+	}
+	m.mu.Lock()
+	helpers := m.det.DirectFailed(target, time.Now())
+	m.mu.Unlock()
+	// The indirect probes get the rest of the probe interval.
+	indirect := max(interval-timeout, timeout)
+	results := make(chan bool, len(helpers))
+	for _, h := range helpers {
+		hp, err := peer.Decode(h)
+		if err != nil {
+			results <- false
+			continue
+		}
+		go func() {
+			results <- m.ping(hp, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING_REQ, Target: target, Updates: accusation}, indirect)
+		}()
+	}
+	acked, nacks := false, 0
+	for range helpers {
+		if <-results {
+			acked = true
+		} else {
+			nacks++ // a helper that answered nack and one that did not count alike here
+		}
+	}
+	if acked {
+		m.acked(target, p)
+		return
+	}
+	m.mu.Lock()
+	// Every helper answered (with a nack) unless its stream failed: the
+	// missing nacks are what Lifeguard counts against this node.
+	updates := m.det.ProbeFailed(target, time.Now(), len(helpers)-nacks, len(helpers))
+	if len(updates) > 0 {
+		m.notifyLocked()
+	}
+	m.mu.Unlock()
+	m.publish(updates)
+}
+
+func (m *Membership) acked(target string, p peer.ID) {
+	m.mu.Lock()
+	m.det.Acked(target, time.Now())
+	m.det.Heard(target, time.Now())
+	m.mu.Unlock()
+	_ = p
+}
+
+// ping sends req to p and reports whether it answered with an ack in time.
+func (m *Membership) ping(p peer.ID, req *replicationv1.Probe, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(m.ctx, timeout)
+	defer cancel()
+	m.probes.Add(1)
+	st, err := m.cfg.Host.NewStream(ctx, p, ProbeProtocol(m.cfg.Cluster))
+	if err != nil {
+		return false
+	}
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(timeout))
+	b, err := proto.Marshal(req)
+	if err != nil {
+		_ = st.Reset()
+		return false
+	}
+	if err := writeFrame(st, b); err != nil {
+		_ = st.Reset()
+		return false
+	}
+	m.probeBytesOut.Add(int64(len(b) + 2))
+	resp, err := readFrame(bufio.NewReader(st), maxProbeBytes)
+	if err != nil {
+		_ = st.Reset()
+		return false
+	}
+	m.probeBytesIn.Add(int64(len(resp) + 1))
+	var ack replicationv1.ProbeAck
+	if err := proto.Unmarshal(resp, &ack); err != nil {
+		return false
+	}
+	return ack.GetAck()
+}
+
+func (m *Membership) handleProbe(st network.Stream) {
+	defer st.Close()
+	from := st.Conn().RemotePeer()
+	if m.cfg.Admit != nil && m.cfg.Admit(from) != nil {
+		_ = st.Reset()
+		return
+	}
+	_ = st.SetDeadline(time.Now().Add(10 * time.Second))
+	b, err := readFrame(bufio.NewReader(st), maxProbeBytes)
+	if err != nil {
+		_ = st.Reset()
+		return
+	}
+	m.probeBytesIn.Add(int64(len(b) + 1))
+	var req replicationv1.Probe
+	if err := proto.Unmarshal(b, &req); err != nil {
+		_ = st.Reset()
+		return
+	}
+	now := time.Now()
+	m.mu.Lock()
+	m.det.Heard(from.String(), now)
+	m.mu.Unlock()
+	// Accusations about this node are refuted; a leave is applied.
+	for _, u := range req.GetUpdates() {
+		if su, ok := fromProtoUpdate(u); ok && (su.ID == m.self.String() || req.GetKind() == replicationv1.Probe_KIND_LEAVE && su.ID == from.String()) {
+			m.apply(su)
+		}
+	}
+	ack := &replicationv1.ProbeAck{}
+	switch req.GetKind() {
+	case replicationv1.Probe_KIND_PING, replicationv1.Probe_KIND_LEAVE:
+		if d := m.cfg.ProbeDelay; d != nil && req.GetKind() == replicationv1.Probe_KIND_PING {
+			select {
+			case <-time.After(d()):
+			case <-m.ctx.Done():
+				return
+			}
+		}
+		ack.Ack = true
+	case replicationv1.Probe_KIND_PING_REQ:
+		target, err := peer.Decode(req.GetTarget())
+		if err != nil {
+			_ = st.Reset()
+			return
+		}
+		m.mu.Lock()
+		timeout := m.det.ProbeTimeout()
+		m.mu.Unlock()
+		ack.Ack = m.ping(target, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING}, timeout)
+	default:
+		_ = st.Reset()
+		return
+	}
+	out, _ := proto.Marshal(ack)
+	if err := writeFrame(st, out); err == nil {
+		m.probeBytesOut.Add(int64(len(out) + 1))
+	}
+}
+
+// apply applies an update and spreads what it leads to (a refutation).
+func (m *Membership) apply(u swim.Update) {
+	m.mu.Lock()
+	changed, out := m.det.Apply(u, time.Now())
+	if changed || len(out) > 0 {
+		m.notifyLocked()
+	}
+	m.mu.Unlock()
+	m.publish(out)
+}
+
+func (m *Membership) publish(updates []swim.Update) {
+	if len(updates) == 0 {
+		return
+	}
+	msg := &replicationv1.MemberUpdates{}
+	for _, u := range updates {
+		msg.Updates = append(msg.Updates, toProtoUpdate(u))
+	}
+	b, err := proto.Marshal(msg)
+	if err != nil {
+		return
+	}
+	if err := m.topic.Publish(m.ctx, b); err == nil {
+		m.updatesOut.Add(int64(len(updates)))
+	}
+}
+
+// validate accepts a membership message only from an admitted signer, and
+// only updates the signer originated.
+func (m *Membership) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	if msg.Local {
+		return pubsub.ValidationAccept
+	}
+	from := msg.GetFrom()
+	if m.cfg.Admit != nil && m.cfg.Admit(from) != nil {
+		return pubsub.ValidationReject
+	}
+	if len(msg.GetData()) > maxProbeBytes {
+		return pubsub.ValidationReject
+	}
+	var us replicationv1.MemberUpdates
+	if err := proto.Unmarshal(msg.GetData(), &us); err != nil {
+		return pubsub.ValidationReject
+	}
+	for _, u := range us.GetUpdates() {
+		if u.GetFrom() != from.String() {
+			return pubsub.ValidationReject
+		}
+	}
+	msg.ValidatorData = &us
+	return pubsub.ValidationAccept
+}
+
+func (m *Membership) receiveLoop() {
+	defer m.wg.Done()
+	for {
+		msg, err := m.sub.Next(m.ctx)
+		if err != nil {
+			return
+		}
+		if msg.Local {
+			continue
+		}
+		us, _ := msg.ValidatorData.(*replicationv1.MemberUpdates)
+		m.mu.Lock()
+		m.det.Heard(msg.GetFrom().String(), time.Now())
+		m.mu.Unlock()
+		for _, u := range us.GetUpdates() {
+			if su, ok := fromProtoUpdate(u); ok {
+				m.apply(su)
+			}
+		}
+	}
+}
+
+// Leave announces that this node leaves: its Left update goes to every
+// connected member directly (each answers, within ctx) and on the topic.
+func (m *Membership) Leave(ctx context.Context) {
+	m.mu.Lock()
+	u := m.det.Leave(time.Now())
+	m.notifyLocked()
+	m.mu.Unlock()
+	m.publish([]swim.Update{u})
+	req := &replicationv1.Probe{Kind: replicationv1.Probe_KIND_LEAVE, Updates: []*replicationv1.MemberUpdate{toProtoUpdate(u)}}
+	timeout := time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	var wg sync.WaitGroup
+	for _, p := range m.cfg.Host.Network().Peers() {
+		wg.Go(func() { m.ping(p, req, timeout) })
+	}
+	wg.Wait()
+}
+
+func toProtoUpdate(u swim.Update) *replicationv1.MemberUpdate {
+	return &replicationv1.MemberUpdate{Id: u.ID, State: replicationv1.MemberUpdate_State(u.State + 1), Incarnation: u.Incarnation, From: u.From}
+}
+
+func fromProtoUpdate(u *replicationv1.MemberUpdate) (swim.Update, bool) {
+	s := int(u.GetState()) - 1
+	if s < int(swim.Alive) || s > int(swim.Left) || u.GetId() == "" {
+		return swim.Update{}, false
+	}
+	return swim.Update{ID: u.GetId(), State: swim.State(s), Incarnation: u.GetIncarnation(), From: u.GetFrom()}, true
+}
