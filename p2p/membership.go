@@ -145,11 +145,11 @@ func (m *Membership) Changed() <-chan struct{} {
 
 // MembershipStats counts failure-detection traffic.
 type MembershipStats struct {
-	Probes                  int64 // pings and ping-reqs sent
-	ProbeBytesOut, BytesIn  int64 // on the probe protocol
-	UpdatesPublished        int64
-	Health                  int // Lifeguard local health, 0 = healthy
-	ProbeInterval, Timeout  time.Duration
+	Probes                 int64 // pings and ping-reqs sent
+	ProbeBytesOut, BytesIn int64 // on the probe protocol
+	UpdatesPublished       int64
+	Health                 int // Lifeguard local health, 0 = healthy
+	ProbeInterval, Timeout time.Duration
 }
 
 // Stats returns the traffic counters.

@@ -36,7 +36,7 @@ type Node struct {
 	sync      *p2p.Syncer
 	admission *p2p.Admission
 	members   *p2p.Membership
-	skipLeave bool // tests: stop as if crashed, without announcing a leave
+	skipLeave bool         // tests: stop as if crashed, without announcing a leave
 	removed   chan peer.ID // members removed, for enforceAdmission
 	boot      *p2p.Bootstrapper
 	mdns      *p2p.MDNS
