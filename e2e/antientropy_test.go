@@ -56,7 +56,7 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		out := string(agents[0].mustCLI(t, nil, "members").stdout)
-		if strings.Count(out, " yes ") == 3 && strings.Contains(out, "MERKLE ROOT") {
+		if strings.Count(out, " yes ") == 3 && strings.Count(out, " alive ") == 3 && strings.Contains(out, "MERKLE ROOT") {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -92,6 +92,11 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	if err != nil {
 		return nil, fmt.Errorf("p2p: failure detector: %w", err)
 	}
+	// A restarted node must outrank what others remember of its previous
+	// run (dead, or left, at some incarnation): it starts from the clock.
+	// The detector's own API raises the incarnation, by refuting a
+	// suspicion of itself at that number.
+	det.Apply(swim.Update{ID: cfg.Host.ID().String(), State: swim.Suspect, Incarnation: uint64(time.Now().Unix()), From: cfg.Host.ID().String()}, time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Membership{cfg: cfg, self: cfg.Host.ID(), det: det, ctx: ctx, cancel: cancel, changed: make(chan struct{})}
 	topic := MembersTopic(cfg.Cluster)
@@ -256,6 +261,11 @@ func (m *Membership) probe(target string) {
 	if u, ok := m.det.Accusation(target); ok {
 		accusation = append(accusation, toProtoUpdate(u))
 	}
+	// Every probe carries this node's own state, so a peer that still holds
+	// it dead or left from a previous run learns that it is back.
+	if me, ok := m.det.Member(m.self.String()); ok && me.State == swim.Alive {
+		accusation = append(accusation, toProtoUpdate(swim.Update{ID: me.ID, State: swim.Alive, Incarnation: me.Incarnation, From: me.ID}))
+	}
 	m.mu.Unlock()
 	if m.ping(p, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING, Updates: accusation}, timeout) {
 		m.acked(target, p)
@@ -365,9 +375,10 @@ func (m *Membership) handleProbe(st network.Stream) {
 	m.mu.Lock()
 	m.det.Heard(from.String(), now)
 	m.mu.Unlock()
-	// Accusations about this node are refuted; a leave is applied.
+	// Accusations about this node are refuted; the sender's own state
+	// (alive, or its leave) is applied.
 	for _, u := range req.GetUpdates() {
-		if su, ok := fromProtoUpdate(u); ok && (su.ID == m.self.String() || req.GetKind() == replicationv1.Probe_KIND_LEAVE && su.ID == from.String()) {
+		if su, ok := fromProtoUpdate(u); ok && (su.ID == m.self.String() || su.ID == from.String() && su.From == from.String()) {
 			m.apply(su)
 		}
 	}

@@ -334,12 +334,46 @@ func quote(b []byte) string {
 
 func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs, cf := newClientFlagSet("members", stderr)
+	watchFlag := fs.Bool("watch", false, "follow the member list: one line per change (PEER_ID STATE INCARNATION NAME), until interrupted")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(rest) != 0 {
 		return fmt.Errorf("%w: members takes no arguments", errUsage)
+	}
+	if *watchFlag {
+		c, err := cf.dial()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		w, err := c.WatchMembers(ctx)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		for {
+			up, err := w.Next(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil // interrupted
+				}
+				return err
+			}
+			for _, m := range up.Members {
+				if cf.output == "json" {
+					if err := json.NewEncoder(stdout).Encode(m); err != nil {
+						return err
+					}
+					continue
+				}
+				fmt.Fprintf(stdout, "%s %s %d %s\n", m.PeerID, m.State, m.Incarnation, quote([]byte(m.Name)))
+			}
+			for _, id := range up.Removed {
+				fmt.Fprintf(stdout, "%s removed\n", id)
+			}
+		}
 	}
 	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
 		cluster, members, err := c.Members(ctx)
@@ -351,7 +385,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 		fmt.Fprintf(stdout, "cluster %s\n", cluster)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PEER ID\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tADDRS")
+		fmt.Fprintln(tw, "PEER ID\tNAME\tSTATE\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tADDRS")
 		for _, m := range members {
 			role := "peer"
 			switch {
@@ -360,6 +394,9 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			case m.Gossip:
 				role = "peer+gossip"
 			}
+			if !m.Admitted {
+				role += ",not-admitted"
+			}
 			root, converged, rev, keys := fmt.Sprintf("%016x", m.MerkleRoot), "no", fmt.Sprint(m.Revision), fmt.Sprint(m.Keys)
 			if m.Converged {
 				converged = "yes"
@@ -367,7 +404,11 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			if m.StatusError != "" {
 				root, converged, rev, keys = "?", "unknown", "?", "?"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.PeerID, role, root, converged, rev, keys, strings.Join(m.Addrs, ","))
+			name := m.Name
+			if name == "" {
+				name = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.PeerID, name, m.State, role, root, converged, rev, keys, strings.Join(m.Addrs, ","))
 		}
 		return tw.Flush()
 	})

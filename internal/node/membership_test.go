@@ -152,15 +152,22 @@ func TestLeavingNodeIsMarkedLeft(t *testing.T) {
 	// The watch reports it.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for {
+	for reported := false; !reported; {
 		resp, err := w.Next(ctx)
 		if err != nil {
 			t.Fatalf("watch ended before reporting the leave: %v", err)
 		}
 		for _, m := range resp.Members {
-			if m.PeerID == nodes[2].ID() && m.State == "left" {
-				return
-			}
+			reported = reported || m.PeerID == nodes[2].ID() && m.State == "left"
 		}
 	}
+	// Started again, it is alive again: a higher incarnation outranks its
+	// leave.
+	restarted := startNode(t, Config{
+		DataDir: nodes[2].cfg.DataDir, ListenClient: "127.0.0.1:0", Bootstrap: nodes[0].P2PAddrs(),
+		Logger: nodes[2].cfg.Logger, FailureDetector: fd, SyncInterval: 300 * time.Millisecond,
+	})
+	eventually(t, 30*time.Second, "node 0 sees the restarted node alive", func() bool {
+		return memberState(nodes[0], restarted) == swim.Alive
+	})
 }
