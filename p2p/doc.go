@@ -32,6 +32,16 @@
 //     in the session's buckets or answer this node's wants, and, through
 //     store.Apply, each entry's limits and clock offset. Entries of any
 //     origin are accepted here (a peer relays what it holds).
+//   - Admission: only members on the replicated list (MembersPrefix) may
+//     connect (the Admission gater, both directions), gossip, push, sync,
+//     ask for status or probe; a joining node trusts its bootstrap peers
+//     until it has synced the list and found itself on it. A swarm key
+//     (HostConfig.SwarmKey) keeps outsiders from completing a handshake.
+//   - Membership drives package swim's failure detector: one probe per
+//     interval, indirect probes through others, updates on MembersTopic
+//     accepted only from members (each passes on, once, an update that
+//     changed its view), a leave announced directly to every peer before
+//     Close.
 //   - A session is refused (ErrStale) when either side's last completed sync
 //     is older than a tombstone the other has purged: it could bring deleted
 //     keys back.

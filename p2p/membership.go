@@ -413,7 +413,9 @@ func (m *Membership) handleProbe(st network.Stream) {
 	}
 }
 
-// apply applies an update and spreads what it leads to (a refutation).
+// apply applies an update and spreads it on if it changed this node's view
+// (SWIM dissemination: a node that learned something passes it on once),
+// with what it leads to (a refutation).
 func (m *Membership) apply(u swim.Update) {
 	m.mu.Lock()
 	changed, out := m.det.Apply(u, time.Now())
@@ -421,6 +423,9 @@ func (m *Membership) apply(u swim.Update) {
 		m.notifyLocked()
 	}
 	m.mu.Unlock()
+	if changed {
+		out = append([]swim.Update{u}, out...)
+	}
 	m.publish(out)
 }
 
@@ -441,8 +446,9 @@ func (m *Membership) publish(updates []swim.Update) {
 	}
 }
 
-// validate accepts a membership message only from an admitted signer, and
-// only updates the signer originated.
+// validate accepts a membership message only from an admitted signer.
+// Members relay each other's updates (dissemination); the incarnation rules
+// decide which update wins.
 func (m *Membership) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if msg.Local {
 		return pubsub.ValidationAccept
@@ -458,10 +464,8 @@ func (m *Membership) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 	if err := proto.Unmarshal(msg.GetData(), &us); err != nil {
 		return pubsub.ValidationReject
 	}
-	for _, u := range us.GetUpdates() {
-		if u.GetFrom() != from.String() {
-			return pubsub.ValidationReject
-		}
+	if len(us.GetUpdates()) == 0 {
+		return pubsub.ValidationReject
 	}
 	msg.ValidatorData = &us
 	return pubsub.ValidationAccept

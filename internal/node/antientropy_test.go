@@ -71,6 +71,11 @@ type aeNodeOpts struct {
 // every other.
 func startMeshNodes(t *testing.T, o aeNodeOpts) ([]*Node, []*client.Client, *partition) {
 	t.Helper()
+	return startMeshNodesTB(t, o)
+}
+
+func startMeshNodesTB(t testing.TB, o aeNodeOpts) ([]*Node, []*client.Client, *partition) {
+	t.Helper()
 	part := &partition{group: map[peer.ID]int{}}
 	n := len(o.groups)
 	nodes := make([]*Node, n)
@@ -123,7 +128,7 @@ func startMeshNodes(t *testing.T, o aeNodeOpts) ([]*Node, []*client.Client, *par
 }
 
 // waitMesh waits until every pair of nodes that should be is connected.
-func waitMesh(t *testing.T, nodes []*Node, should func(a, b int) bool) {
+func waitMesh(t testing.TB, nodes []*Node, should func(a, b int) bool) {
 	t.Helper()
 	eventually(t, 60*time.Second, "the nodes are connected", func() bool {
 		for i, a := range nodes {

@@ -21,7 +21,12 @@ func memberState(observer, target *Node) swim.State {
 // waitAllAlive waits until every node's detector has every node alive.
 func waitAllAlive(t *testing.T, nodes []*Node) {
 	t.Helper()
-	eventually(t, 20*time.Second, "every node sees every other alive", func() bool {
+	waitAllAliveTB(t, nodes, 20*time.Second)
+}
+
+func waitAllAliveTB(t testing.TB, nodes []*Node, d time.Duration) {
+	t.Helper()
+	eventually(t, d, "every node sees every other alive", func() bool {
 		for _, a := range nodes {
 			for _, b := range nodes {
 				if memberState(a, b) != swim.Alive {
