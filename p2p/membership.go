@@ -267,8 +267,8 @@ func (m *Membership) probe(target string) {
 		accusation = append(accusation, toProtoUpdate(swim.Update{ID: me.ID, State: swim.Alive, Incarnation: me.Incarnation, From: me.ID}))
 	}
 	m.mu.Unlock()
-	if m.ping(p, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING, Updates: accusation}, timeout) {
-		m.acked(target, p)
+	if ack, _ := m.ping(p, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING, Updates: accusation}, timeout); ack {
+		m.acked(target)
 		return
 	}
 	m.mu.Lock()
@@ -276,33 +276,35 @@ func (m *Membership) probe(target string) {
 	m.mu.Unlock()
 	// The indirect probes get the rest of the probe interval.
 	indirect := max(interval-timeout, timeout)
-	results := make(chan bool, len(helpers))
+	type result struct{ ack, answered bool }
+	results := make(chan result, len(helpers))
 	for _, h := range helpers {
 		hp, err := peer.Decode(h)
 		if err != nil {
-			results <- false
+			results <- result{}
 			continue
 		}
 		go func() {
-			results <- m.ping(hp, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING_REQ, Target: target, Updates: accusation}, indirect)
+			ack, answered := m.ping(hp, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING_REQ, Target: target, Updates: accusation}, indirect)
+			results <- result{ack, answered}
 		}()
 	}
 	acked, nacks := false, 0
 	for range helpers {
-		if <-results {
-			acked = true
-		} else {
-			nacks++ // a helper that answered nack and one that did not count alike here
+		r := <-results
+		acked = acked || r.ack
+		if r.answered && !r.ack {
+			nacks++
 		}
 	}
 	if acked {
-		m.acked(target, p)
+		m.acked(target)
 		return
 	}
 	m.mu.Lock()
-	// Every helper answered (with a nack) unless its stream failed: the
-	// missing nacks are what Lifeguard counts against this node.
-	updates := m.det.ProbeFailed(target, time.Now(), len(helpers)-nacks, len(helpers))
+	// A helper that did not even answer with a nack is what Lifeguard
+	// counts against this node: it may be the slow one.
+	updates := m.det.ProbeFailed(target, time.Now(), nacks, len(helpers))
 	if len(updates) > 0 {
 		m.notifyLocked()
 	}
@@ -310,46 +312,47 @@ func (m *Membership) probe(target string) {
 	m.publish(updates)
 }
 
-func (m *Membership) acked(target string, p peer.ID) {
+func (m *Membership) acked(target string) {
 	m.mu.Lock()
 	m.det.Acked(target, time.Now())
 	m.det.Heard(target, time.Now())
 	m.mu.Unlock()
-	_ = p
 }
 
-// ping sends req to p and reports whether it answered with an ack in time.
-func (m *Membership) ping(p peer.ID, req *replicationv1.Probe, timeout time.Duration) bool {
+// ping sends req to p and reports whether it answered in time, and whether
+// the answer was an ack (a PING_REQ's helper answers a nack when its target
+// did not answer).
+func (m *Membership) ping(p peer.ID, req *replicationv1.Probe, timeout time.Duration) (ack, answered bool) {
 	ctx, cancel := context.WithTimeout(m.ctx, timeout)
 	defer cancel()
 	m.probes.Add(1)
 	st, err := m.cfg.Host.NewStream(ctx, p, ProbeProtocol(m.cfg.Cluster))
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer st.Close()
 	_ = st.SetDeadline(time.Now().Add(timeout))
 	b, err := proto.Marshal(req)
 	if err != nil {
 		_ = st.Reset()
-		return false
+		return false, false
 	}
 	if err := writeFrame(st, b); err != nil {
 		_ = st.Reset()
-		return false
+		return false, false
 	}
 	m.probeBytesOut.Add(int64(len(b) + 2))
 	resp, err := readFrame(bufio.NewReader(st), maxProbeBytes)
 	if err != nil {
 		_ = st.Reset()
-		return false
+		return false, false
 	}
 	m.probeBytesIn.Add(int64(len(resp) + 1))
-	var ack replicationv1.ProbeAck
-	if err := proto.Unmarshal(resp, &ack); err != nil {
-		return false
+	var pa replicationv1.ProbeAck
+	if err := proto.Unmarshal(resp, &pa); err != nil {
+		return false, false
 	}
-	return ack.GetAck()
+	return pa.GetAck(), true
 }
 
 func (m *Membership) handleProbe(st network.Stream) {
@@ -402,7 +405,7 @@ func (m *Membership) handleProbe(st network.Stream) {
 		m.mu.Lock()
 		timeout := m.det.ProbeTimeout()
 		m.mu.Unlock()
-		ack.Ack = m.ping(target, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING}, timeout)
+		ack.Ack, _ = m.ping(target, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING}, timeout)
 	default:
 		_ = st.Reset()
 		return

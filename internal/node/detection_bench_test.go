@@ -46,16 +46,23 @@ func BenchmarkFailureDetection(b *testing.B) {
 	b.Logf("probe traffic: %.0f bytes/s and %.2f probes/s per node (sent and received, probe protocol)", perNode, float64(probes)/float64(len(nodes))/elapsed.Seconds())
 
 	var detect []time.Duration
-	victimIdx := len(nodes) - 1
-	for i := 0; b.Loop(); i++ {
-		victim := nodes[victimIdx]
-		dataDir, logger := victim.cfg.DataDir, victim.cfg.Logger
+	first := true
+	for b.Loop() {
+		// A fresh 10-node cluster each round (the first is the one measured
+		// above): a restarted node on a new port is not reachable by members
+		// it does not dial itself (see the note on the issue).
+		if !first {
+			nodes, _, _ = startMeshNodesTB(b, aeNodeOpts{groups: groups})
+			waitAllAliveTB(b, nodes, 60*time.Second)
+		}
+		first = false
+		victim := nodes[len(nodes)-1]
 		killed := time.Now()
 		victim.skipLeave = true
 		if err := victim.Close(); err != nil {
 			b.Fatal(err)
 		}
-		others := slices.Concat(nodes[:victimIdx], nodes[victimIdx+1:])
+		others := nodes[:len(nodes)-1]
 		eventually(b, 120*time.Second, "every node declares the killed node dead", func() bool {
 			for _, n := range others {
 				if memberState(n, victim) != swim.Dead {
@@ -65,13 +72,9 @@ func BenchmarkFailureDetection(b *testing.B) {
 			return true
 		})
 		detect = append(detect, time.Since(killed))
-		restarted, err := Start(Config{DataDir: dataDir, ListenClient: "127.0.0.1:0", Bootstrap: nodes[0].P2PAddrs(), Logger: logger, SyncInterval: 300 * time.Millisecond})
-		if err != nil {
-			b.Fatal(err)
+		for _, n := range others {
+			_ = n.Close()
 		}
-		b.Cleanup(func() { _ = restarted.Close() })
-		nodes[victimIdx] = restarted
-		waitAllAliveTB(b, nodes, 120*time.Second)
 	}
 	slices.Sort(detect)
 	b.ReportMetric(float64(detect[len(detect)/2].Milliseconds()), "median-detect-ms")
