@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/crdt"
+	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
 
 // FuzzDecodeBatch feeds arbitrary bytes to the gossip and push decoder: it
@@ -107,4 +109,28 @@ func TestReadFrameTruncated(t *testing.T) {
 	if _, err := readFrame(bufio.NewReader(&big), 1024); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("an oversized frame: %v; want ErrTooLarge", err)
 	}
+}
+
+// FuzzDecodeMemberUpdates feeds arbitrary membership messages, as a member
+// could publish them, to the decoder: it must never panic, and what it
+// accepts must convert to detector updates.
+func FuzzDecodeMemberUpdates(f *testing.F) {
+	good, _ := proto.Marshal(&replicationv1.MemberUpdates{Updates: []*replicationv1.MemberUpdate{{
+		Id: "12D3KooWGRUVh8kfwzNr2jTJDXVU2mQ5BRwqNUWqGFfD2GsqR9mN", State: replicationv1.MemberUpdate_STATE_ALIVE, Incarnation: 3,
+		From: "12D3KooWGRUVh8kfwzNr2jTJDXVU2mQ5BRwqNUWqGFfD2GsqR9mN", Addrs: [][]byte{{0x04, 127, 0, 0, 1, 0x06, 0x1c, 0xd4}},
+	}}})
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0x02, 0x10, 0x09})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		us, err := decodeMemberUpdates(data)
+		if err != nil {
+			return
+		}
+		for _, u := range us.GetUpdates() {
+			if _, ok := fromProtoUpdate(u); !ok {
+				t.Fatalf("accepted an update the detector cannot take: %v", u)
+			}
+		}
+	})
 }

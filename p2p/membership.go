@@ -15,7 +15,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/p2p/swim"
@@ -69,6 +71,9 @@ type Membership struct {
 	mu      sync.Mutex
 	det     *swim.Detector
 	changed chan struct{} // closed and replaced at every change
+	// reaped are members the detector forgot after they stayed dead: they
+	// stay admitted but are not probed again until heard from.
+	reaped map[string]bool
 
 	probes, probeBytesOut, probeBytesIn, updatesOut atomic.Int64
 	closeOnce                                       sync.Once
@@ -98,7 +103,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	// suspicion of itself at that number.
 	det.Apply(swim.Update{ID: cfg.Host.ID().String(), State: swim.Suspect, Incarnation: uint64(time.Now().Unix()), From: cfg.Host.ID().String()}, time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Membership{cfg: cfg, self: cfg.Host.ID(), det: det, ctx: ctx, cancel: cancel, changed: make(chan struct{})}
+	m := &Membership{cfg: cfg, self: cfg.Host.ID(), det: det, ctx: ctx, cancel: cancel, changed: make(chan struct{}), reaped: map[string]bool{}}
 	topic := MembersTopic(cfg.Cluster)
 	if err := cfg.PubSub.RegisterTopicValidator(topic, m.validate); err != nil {
 		cancel()
@@ -188,7 +193,7 @@ func (m *Membership) syncMembers(now time.Time) {
 	set := map[string]bool{}
 	for _, p := range want {
 		set[p.String()] = true
-		if _, ok := m.det.Member(p.String()); !ok && p != m.self {
+		if _, ok := m.det.Member(p.String()); !ok && p != m.self && !m.reaped[p.String()] {
 			m.det.Add(p.String(), now)
 			changed = true
 		}
@@ -211,6 +216,8 @@ func (m *Membership) probeLoop() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	lastSync := time.Now()
+	var lastAnnounce time.Time
+	announcedToPeers := false
 	for {
 		select {
 		case <-m.ctx.Done():
@@ -222,8 +229,23 @@ func (m *Membership) probeLoop() {
 			m.syncMembers(now)
 			lastSync = now
 		}
+		// Announce this node (alive, with its addresses) every 30 probe
+		// intervals, and as soon as the topic first has peers, so members
+		// that are not connected to it learn where it is.
+		hasPeers := len(m.topic.ListPeers()) > 0
+		m.mu.Lock()
+		every := 30 * m.det.Config().ProbeInterval
+		me, _ := m.det.Member(m.self.String())
+		m.mu.Unlock()
+		if me.State == swim.Alive && (now.Sub(lastAnnounce) >= every || hasPeers && !announcedToPeers) {
+			m.publish([]swim.Update{{ID: me.ID, State: swim.Alive, Incarnation: me.Incarnation, From: me.ID}})
+			lastAnnounce, announcedToPeers = now, hasPeers
+		}
 		m.mu.Lock()
 		updates, reaped := m.det.Tick(now)
+		for _, id := range reaped {
+			m.reaped[id] = true
+		}
 		if len(updates) > 0 || len(reaped) > 0 {
 			m.notifyLocked()
 		}
@@ -264,7 +286,7 @@ func (m *Membership) probe(target string) {
 	// Every probe carries this node's own state, so a peer that still holds
 	// it dead or left from a previous run learns that it is back.
 	if me, ok := m.det.Member(m.self.String()); ok && me.State == swim.Alive {
-		accusation = append(accusation, toProtoUpdate(swim.Update{ID: me.ID, State: swim.Alive, Incarnation: me.Incarnation, From: me.ID}))
+		accusation = append(accusation, m.withAddrs(toProtoUpdate(swim.Update{ID: me.ID, State: swim.Alive, Incarnation: me.Incarnation, From: me.ID})))
 	}
 	m.mu.Unlock()
 	if ack, _ := m.ping(p, &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING, Updates: accusation}, timeout); ack {
@@ -310,6 +332,19 @@ func (m *Membership) probe(target string) {
 	}
 	m.mu.Unlock()
 	m.publish(updates)
+}
+
+// heard records a message from id; a member reaped after it stayed dead is
+// added back (the detector ignores updates about unknown members).
+func (m *Membership) heard(id string, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.reaped[id] {
+		delete(m.reaped, id)
+		m.det.Add(id, now)
+		m.notifyLocked()
+	}
+	m.det.Heard(id, now)
 }
 
 func (m *Membership) acked(target string) {
@@ -375,13 +410,12 @@ func (m *Membership) handleProbe(st network.Stream) {
 		return
 	}
 	now := time.Now()
-	m.mu.Lock()
-	m.det.Heard(from.String(), now)
-	m.mu.Unlock()
+	m.heard(from.String(), now)
 	// Accusations about this node are refuted; the sender's own state
 	// (alive, or its leave) is applied.
 	for _, u := range req.GetUpdates() {
 		if su, ok := fromProtoUpdate(u); ok && (su.ID == m.self.String() || su.ID == from.String() && su.From == from.String()) {
+			m.learnAddrs(u)
 			m.apply(su)
 		}
 	}
@@ -438,7 +472,7 @@ func (m *Membership) publish(updates []swim.Update) {
 	}
 	msg := &replicationv1.MemberUpdates{}
 	for _, u := range updates {
-		msg.Updates = append(msg.Updates, toProtoUpdate(u))
+		msg.Updates = append(msg.Updates, m.withAddrs(toProtoUpdate(u)))
 	}
 	b, err := proto.Marshal(msg)
 	if err != nil {
@@ -460,17 +494,11 @@ func (m *Membership) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 	if m.cfg.Admit != nil && m.cfg.Admit(from) != nil {
 		return pubsub.ValidationReject
 	}
-	if len(msg.GetData()) > maxProbeBytes {
+	us, err := decodeMemberUpdates(msg.GetData())
+	if err != nil {
 		return pubsub.ValidationReject
 	}
-	var us replicationv1.MemberUpdates
-	if err := proto.Unmarshal(msg.GetData(), &us); err != nil {
-		return pubsub.ValidationReject
-	}
-	if len(us.GetUpdates()) == 0 {
-		return pubsub.ValidationReject
-	}
-	msg.ValidatorData = &us
+	msg.ValidatorData = us
 	return pubsub.ValidationAccept
 }
 
@@ -485,11 +513,10 @@ func (m *Membership) receiveLoop() {
 			continue
 		}
 		us, _ := msg.ValidatorData.(*replicationv1.MemberUpdates)
-		m.mu.Lock()
-		m.det.Heard(msg.GetFrom().String(), time.Now())
-		m.mu.Unlock()
+		m.heard(msg.GetFrom().String(), time.Now())
 		for _, u := range us.GetUpdates() {
 			if su, ok := fromProtoUpdate(u); ok {
+				m.learnAddrs(u)
 				m.apply(su)
 			}
 		}
@@ -514,6 +541,75 @@ func (m *Membership) Leave(ctx context.Context) {
 		wg.Go(func() { m.ping(p, req, timeout) })
 	}
 	wg.Wait()
+}
+
+// decodeMemberUpdates decodes and checks a membership message: within
+// maxProbeBytes, at least one update, every update with an id, a known
+// state and at most maxAnnouncedAddrs addresses that parse.
+func decodeMemberUpdates(data []byte) (*replicationv1.MemberUpdates, error) {
+	if len(data) > maxProbeBytes {
+		return nil, fmt.Errorf("%w: membership message of %d bytes; the limit is %d", ErrTooLarge, len(data), maxProbeBytes)
+	}
+	var us replicationv1.MemberUpdates
+	if err := proto.Unmarshal(data, &us); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	if len(us.GetUpdates()) == 0 {
+		return nil, fmt.Errorf("%w: a membership message with no update", ErrUndecodable)
+	}
+	for i, u := range us.GetUpdates() {
+		if _, ok := fromProtoUpdate(u); !ok {
+			return nil, fmt.Errorf("%w: update %d has no id or an unknown state", ErrUndecodable, i)
+		}
+		if len(u.GetAddrs()) > maxAnnouncedAddrs {
+			return nil, fmt.Errorf("%w: update %d has %d addresses; the limit is %d", ErrTooLarge, i, len(u.GetAddrs()), maxAnnouncedAddrs)
+		}
+		for _, a := range u.GetAddrs() {
+			if _, err := ma.NewMultiaddrBytes(a); err != nil {
+				return nil, fmt.Errorf("%w: update %d: address: %w", ErrUndecodable, i, err)
+			}
+		}
+	}
+	return &us, nil
+}
+
+// maxAnnouncedAddrs bounds the addresses of one announcement.
+const maxAnnouncedAddrs = 16
+
+// withAddrs attaches this node's listen addresses to its own alive update.
+func (m *Membership) withAddrs(u *replicationv1.MemberUpdate) *replicationv1.MemberUpdate {
+	if u.GetId() != m.self.String() || u.GetState() != replicationv1.MemberUpdate_STATE_ALIVE {
+		return u
+	}
+	for _, a := range m.cfg.Host.Addrs() {
+		if len(u.Addrs) == maxAnnouncedAddrs {
+			break
+		}
+		u.Addrs = append(u.Addrs, a.Bytes())
+	}
+	return u
+}
+
+// learnAddrs adds the addresses a member announced for itself to the
+// peerstore, so this node can dial it.
+func (m *Membership) learnAddrs(u *replicationv1.MemberUpdate) {
+	if u.GetId() != u.GetFrom() || u.GetId() == m.self.String() || len(u.GetAddrs()) == 0 {
+		return
+	}
+	id, err := peer.Decode(u.GetId())
+	if err != nil {
+		return
+	}
+	if m.cfg.Admit != nil && m.cfg.Admit(id) != nil {
+		return
+	}
+	var addrs []ma.Multiaddr
+	for _, b := range u.GetAddrs()[:min(len(u.GetAddrs()), maxAnnouncedAddrs)] {
+		if a, err := ma.NewMultiaddrBytes(b); err == nil {
+			addrs = append(addrs, a)
+		}
+	}
+	m.cfg.Host.Peerstore().AddAddrs(id, addrs, peerstore.RecentlyConnectedAddrTTL)
 }
 
 func toProtoUpdate(u swim.Update) *replicationv1.MemberUpdate {

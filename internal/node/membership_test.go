@@ -92,8 +92,15 @@ func TestKilledNodeSuspectedThenDead(t *testing.T) {
 	if restarted.ID() != victim.ID() {
 		t.Fatal("the restarted node has another id")
 	}
-	eventually(t, 30*time.Second, "node 0 sees the restarted node alive", func() bool {
-		return memberState(nodes[0], restarted) == swim.Alive
+	// Every node, not only its bootstrap peer, sees it alive again, though
+	// it came back on new ports: its announcements carry its addresses.
+	eventually(t, 30*time.Second, "every node sees the restarted node alive, and it sees them", func() bool {
+		for _, n := range nodes[:3] {
+			if memberState(n, restarted) != swim.Alive || memberState(restarted, n) != swim.Alive {
+				return false
+			}
+		}
+		return true
 	})
 }
 

@@ -134,11 +134,15 @@ func (Probe_Kind) EnumDescriptor() ([]byte, []int) {
 // MemberUpdate is what the failure detector says of a member (SWIM): its
 // state at an incarnation, and who said so first.
 type MemberUpdate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	State         MemberUpdate_State     `protobuf:"varint,2,opt,name=state,proto3,enum=chorus.replication.v1.MemberUpdate_State" json:"state,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	From          string                 `protobuf:"bytes,4,opt,name=from,proto3" json:"from,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State       MemberUpdate_State     `protobuf:"varint,2,opt,name=state,proto3,enum=chorus.replication.v1.MemberUpdate_State" json:"state,omitempty"`
+	Incarnation uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	From        string                 `protobuf:"bytes,4,opt,name=from,proto3" json:"from,omitempty"`
+	// A member's own alive update (id == from) carries its listen addresses
+	// (binary multiaddrs, at most 16), so members that are not connected to
+	// it can reach it, after a restart on new ports too.
+	Addrs         [][]byte `protobuf:"bytes,5,rep,name=addrs,proto3" json:"addrs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -199,6 +203,13 @@ func (x *MemberUpdate) GetFrom() string {
 		return x.From
 	}
 	return ""
+}
+
+func (x *MemberUpdate) GetAddrs() [][]byte {
+	if x != nil {
+		return x.Addrs
+	}
+	return nil
 }
 
 // MemberUpdates is one message on the membership topic
@@ -361,12 +372,13 @@ var File_chorus_replication_v1_membership_proto protoreflect.FileDescriptor
 
 const file_chorus_replication_v1_membership_proto_rawDesc = "" +
 	"\n" +
-	"&chorus/replication/v1/membership.proto\x12\x15chorus.replication.v1\"\xf9\x01\n" +
+	"&chorus/replication/v1/membership.proto\x12\x15chorus.replication.v1\"\x8f\x02\n" +
 	"\fMemberUpdate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12?\n" +
 	"\x05state\x18\x02 \x01(\x0e2).chorus.replication.v1.MemberUpdate.StateR\x05state\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x12\n" +
-	"\x04from\x18\x04 \x01(\tR\x04from\"b\n" +
+	"\x04from\x18\x04 \x01(\tR\x04from\x12\x14\n" +
+	"\x05addrs\x18\x05 \x03(\fR\x05addrs\"b\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vSTATE_ALIVE\x10\x01\x12\x11\n" +
