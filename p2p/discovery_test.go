@@ -196,7 +196,7 @@ func TestMDNSFindsPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mb.Close()
-	waitFor(t, 20*time.Second, "the two nodes find each other by mDNS", func() bool {
+	waitFor(t, 60*time.Second, "the two nodes find each other by mDNS", func() bool {
 		return a.host.Network().Connectedness(b.host.ID()) == network.Connected
 	})
 }

@@ -71,6 +71,8 @@ type Membership struct {
 	mu      sync.Mutex
 	det     *swim.Detector
 	changed chan struct{} // closed and replaced at every change
+	closed   bool           // no new probe handlers
+	handlers sync.WaitGroup // probe handlers running
 	// reaped are members the detector forgot after they stayed dead: they
 	// stay admitted but are not probed again until heard from.
 	reaped map[string]bool
@@ -131,9 +133,13 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 func (m *Membership) Close() {
 	m.closeOnce.Do(func() {
 		m.cfg.Host.RemoveStreamHandler(ProbeProtocol(m.cfg.Cluster))
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
 		m.cancel()
 		m.sub.Cancel()
 		m.wg.Wait()
+		m.handlers.Wait()
 		_ = m.cfg.PubSub.UnregisterTopicValidator(MembersTopic(m.cfg.Cluster))
 		_ = m.topic.Close()
 	})
@@ -391,6 +397,15 @@ func (m *Membership) ping(p peer.ID, req *replicationv1.Probe, timeout time.Dura
 }
 
 func (m *Membership) handleProbe(st network.Stream) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		_ = st.Reset()
+		return
+	}
+	m.handlers.Add(1)
+	m.mu.Unlock()
+	defer m.handlers.Done()
 	defer st.Close()
 	from := st.Conn().RemotePeer()
 	if m.cfg.Admit != nil && m.cfg.Admit(from) != nil {
