@@ -109,8 +109,8 @@ func (n *Node) memberView() []*clusterv1.Member {
 				m.Admitted, m.Name = true, rec.GetName()
 			}
 		}
-		if n.cfg.OpenAdmission {
-			m.Admitted = true
+		if n.cfg.OpenAdmission || m.Self && len(admitted) == 0 {
+			m.Admitted = true // a lone node needs no list until it admits a second
 		}
 		if m.Self && m.Name == "" {
 			m.Name = n.cfg.Name
