@@ -68,9 +68,9 @@ type Membership struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	det     *swim.Detector
-	changed chan struct{} // closed and replaced at every change
+	mu       sync.Mutex
+	det      *swim.Detector
+	changed  chan struct{}  // closed and replaced at every change
 	closed   bool           // no new probe handlers
 	handlers sync.WaitGroup // probe handlers running
 	// reaped are members the detector forgot after they stayed dead: they
