@@ -44,6 +44,9 @@ const (
 	syncChunkBytes = 1 << 20
 	// digestsPerFrame is the most digests in one frame (about 24 bytes each).
 	digestsPerFrame = 1 << 16
+	// minDiffCap is the smallest per-level cap a node asks for after its
+	// sessions ran out of time.
+	minDiffCap = 64
 	// maxSyncFrameBytes bounds a frame, with room for one largest entry on
 	// top: a level message of DefaultMaxDiffNodes parents is 2.1 MiB.
 	maxSyncFrameBytes = 4 << 20
@@ -190,7 +193,13 @@ type Syncer struct {
 	}
 
 	sessions, failures, refused atomic.Int64
-	closeOnce                   sync.Once
+	// diffCap is the MaxDiffNodes this node asks for in the sessions it
+	// starts: halved after a session runs out of time, doubled back (up to
+	// MaxDiffNodes) after each one that completes, so a difference too large
+	// for one deadline is repaired in smaller sessions instead of failing
+	// the same way again.
+	diffCap   atomic.Int64
+	closeOnce sync.Once
 }
 
 // StartSyncer registers the sync and status protocols and starts the
@@ -202,6 +211,7 @@ func StartSyncer(cfg SyncConfig) (*Syncer, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Syncer{cfg: cfg, ctx: ctx, cancel: cancel, kick: make(chan peer.ID, 64)}
+	s.diffCap.Store(int64(cfg.MaxDiffNodes))
 	s.mu.streams = map[network.Stream]struct{}{}
 	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Cluster), s.handleSync)
 	cfg.Host.SetStreamHandler(StatusProtocol(cfg.Cluster), s.handleStatus)
@@ -320,9 +330,13 @@ func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
 	if err != nil {
 		_ = st.Reset()
 		s.failures.Add(1)
+		if errors.Is(err, context.DeadlineExceeded) {
+			s.diffCap.Store(max(minDiffCap, s.diffCap.Load()/2))
+		}
 		return stats, fmt.Errorf("p2p: sync with %s: %w", p, err)
 	}
 	s.sessions.Add(1)
+	s.diffCap.Store(min(int64(s.cfg.MaxDiffNodes), s.diffCap.Load()*2))
 	return stats, nil
 }
 
@@ -385,6 +399,7 @@ type session struct {
 	w       *bufio.Writer
 	maxMsg  int
 	stats   SyncStats
+	maxDiff int  // the per-level cap of this session: both sides' smaller
 	sending bool // the last thing done was a send (for round trips)
 	flights int
 	// buckets are the buckets of this session's leaf step; received entries
@@ -453,6 +468,7 @@ func (ss *session) hello() *replicationv1.SyncHello {
 		Root:          ss.store.MerkleRoot(),
 		LastContact:   uint64(ss.store.LastContact()),
 		PurgedThrough: uint64(ss.store.PurgedThrough()),
+		MaxDiffNodes:  uint32(ss.maxDiff),
 	}
 }
 
@@ -472,6 +488,10 @@ func (s *Syncer) runSession(ctx context.Context, st network.Stream, initiator bo
 		maxMsg: maxSyncFrameBytes + MaxMessageBytes(s.cfg.Store.Limits()),
 	}
 	ss.stats.Peer = p
+	ss.maxDiff = s.cfg.MaxDiffNodes
+	if initiator {
+		ss.maxDiff = int(s.diffCap.Load())
+	}
 	// The contact time is taken before anything is exchanged: a complete
 	// session brings in everything the peer had by then.
 	contact := s.cfg.Store.Clock().Now()
@@ -528,6 +548,7 @@ func (ss *session) run(initiator bool) error {
 		if err := checkStale(mine, theirs, ss.peer.String()); err != nil {
 			return err
 		}
+		ss.adoptCap(theirs)
 		ss.stats.PeerRoot = theirs.GetRoot()
 		if theirs.GetRoot() == mine.GetRoot() {
 			return nil
@@ -559,6 +580,7 @@ func (ss *session) run(initiator bool) error {
 		if err := checkStale(mine, theirs, ss.peer.String()); err != nil {
 			return refuse(err)
 		}
+		ss.adoptCap(theirs)
 		ss.stats.PeerRoot = theirs.GetRoot()
 		if err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Hello{Hello: mine}}); err != nil {
 			return err
@@ -571,6 +593,13 @@ func (ss *session) run(initiator bool) error {
 		}
 	}
 	return ss.descend()
+}
+
+// adoptCap lowers the session's per-level cap to the peer's, if smaller.
+func (ss *session) adoptCap(h *replicationv1.SyncHello) {
+	if c := int(h.GetMaxDiffNodes()); c > 0 && c < ss.maxDiff {
+		ss.maxDiff = max(c, minDiffCap)
+	}
 }
 
 // checkHello checks that the peer's tree has this node's shape.
@@ -609,9 +638,9 @@ func (ss *session) descend() error {
 			if len(lv.GetParents()) > ss.s.cfg.MaxDiffNodes {
 				return fmt.Errorf("%w: %d parents in one level; the limit is %d", ErrTooLarge, len(lv.GetParents()), ss.s.cfg.MaxDiffNodes)
 			}
-			diff := ss.store.MerkleDiff(level, lv.GetParents(), lv.GetHashes(), ss.s.cfg.MaxDiffNodes+1)
-			if len(diff) > ss.s.cfg.MaxDiffNodes {
-				diff = diff[:ss.s.cfg.MaxDiffNodes]
+			diff := ss.store.MerkleDiff(level, lv.GetParents(), lv.GetHashes(), ss.maxDiff+1)
+			if len(diff) > ss.maxDiff {
+				diff = diff[:ss.maxDiff]
 				ss.stats.Partial = true
 			}
 			if len(diff) == 0 {

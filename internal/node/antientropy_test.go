@@ -263,6 +263,14 @@ func TestPartitionHealsToLWWWinners(t *testing.T) {
 	}
 }
 
+// testLogWriter sends a node's log lines to the test's log.
+type testLogWriter struct{ t testing.TB }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 func isDeletedOwnKey(key string) bool {
 	var g int
 	_, err := fmt.Sscanf(key, "own/%d/0", &g)
@@ -318,7 +326,7 @@ func TestNewNodeCatchesUpWith100kKeys(t *testing.T) {
 		DataDir:      joinerDir,
 		ListenClient: "127.0.0.1:0",
 		Bootstrap:    nodes[0].P2PAddrs(),
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:       slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		SyncInterval: 300 * time.Millisecond,
 	})
 	if err != nil {

@@ -174,7 +174,11 @@ type SyncHello struct {
 	// The HLC of the newest tombstone the sender purged, 0 if none.
 	PurgedThrough uint64 `protobuf:"varint,5,opt,name=purged_through,json=purgedThrough,proto3" json:"purged_through,omitempty"`
 	// Set by a responder that refuses the session, saying why.
-	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// The most differing tree nodes per level the sender wants this session
+	// to descend into (0: no wish); both sides use the smaller of their caps,
+	// so a node whose sessions ran out of time can ask for smaller ones.
+	MaxDiffNodes  uint32 `protobuf:"varint,7,opt,name=max_diff_nodes,json=maxDiffNodes,proto3" json:"max_diff_nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +253,13 @@ func (x *SyncHello) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *SyncHello) GetMaxDiffNodes() uint32 {
+	if x != nil {
+		return x.MaxDiffNodes
+	}
+	return 0
 }
 
 // SyncLevel carries the hashes of the children of parents, nodes of level.
@@ -654,14 +665,15 @@ const file_chorus_replication_v1_sync_proto_rawDesc = "" +
 	"\adigests\x18\x03 \x01(\v2\".chorus.replication.v1.SyncDigestsH\x00R\adigests\x12>\n" +
 	"\aentries\x18\x04 \x01(\v2\".chorus.replication.v1.SyncEntriesH\x00R\aentries\x125\n" +
 	"\x04done\x18\x05 \x01(\v2\x1f.chorus.replication.v1.SyncDoneH\x00R\x04doneB\x06\n" +
-	"\x04body\"\xad\x01\n" +
+	"\x04body\"\xd3\x01\n" +
 	"\tSyncHello\x12\x16\n" +
 	"\x06fanout\x18\x01 \x01(\rR\x06fanout\x12\x14\n" +
 	"\x05depth\x18\x02 \x01(\rR\x05depth\x12\x12\n" +
 	"\x04root\x18\x03 \x01(\x06R\x04root\x12!\n" +
 	"\flast_contact\x18\x04 \x01(\x04R\vlastContact\x12%\n" +
 	"\x0epurged_through\x18\x05 \x01(\x04R\rpurgedThrough\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"S\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12$\n" +
+	"\x0emax_diff_nodes\x18\a \x01(\rR\fmaxDiffNodes\"S\n" +
 	"\tSyncLevel\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\rR\x05level\x12\x18\n" +
 	"\aparents\x18\x02 \x03(\rR\aparents\x12\x16\n" +
