@@ -598,7 +598,7 @@ func (ss *session) run(initiator bool) error {
 // adoptCap lowers the session's per-level cap to the peer's, if smaller.
 func (ss *session) adoptCap(h *replicationv1.SyncHello) {
 	if c := int(h.GetMaxDiffNodes()); c > 0 && c < ss.maxDiff {
-		ss.maxDiff = max(c, minDiffCap)
+		ss.maxDiff = c
 	}
 }
 
@@ -614,7 +614,7 @@ func checkHello(h *replicationv1.SyncHello) error {
 func (ss *session) sendLevel(level int, parents []uint32) error {
 	hashes := ss.store.MerkleChildren(make([]uint64, 0, len(parents)*merkle.Fanout), level, parents)
 	return ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Level{Level: &replicationv1.SyncLevel{
-		Level: uint32(level), Parents: parents, Hashes: hashes,
+		Level: uint32(level), Parents: parents, Hashes: hashes, Partial: ss.stats.Partial,
 	}}})
 }
 
@@ -635,8 +635,10 @@ func (ss *session) descend() error {
 			if err := merkle.CheckLevelMessage(level, lv.GetParents(), lv.GetHashes()); err != nil {
 				return fmt.Errorf("%w: %w", ErrUndecodable, err)
 			}
-			if len(lv.GetParents()) > ss.s.cfg.MaxDiffNodes {
-				return fmt.Errorf("%w: %d parents in one level; the limit is %d", ErrTooLarge, len(lv.GetParents()), ss.s.cfg.MaxDiffNodes)
+			// A session the peer capped is partial for this side too.
+			ss.stats.Partial = ss.stats.Partial || lv.GetPartial()
+			if len(lv.GetParents()) > ss.maxDiff {
+				return fmt.Errorf("%w: %d parents in one level; the session's limit is %d", ErrTooLarge, len(lv.GetParents()), ss.maxDiff)
 			}
 			diff := ss.store.MerkleDiff(level, lv.GetParents(), lv.GetHashes(), ss.maxDiff+1)
 			if len(diff) > ss.maxDiff {
@@ -677,6 +679,7 @@ func (ss *session) leafAsDigestSender(buckets []uint32) error {
 		msg := &replicationv1.SyncDigests{Last: n == len(digests)}
 		if first {
 			msg.Buckets = buckets
+			msg.Partial = ss.stats.Partial
 			first = false
 		}
 		for _, d := range digests[:n] {
@@ -711,9 +714,10 @@ func (ss *session) leafAsDigestSender(buckets []uint32) error {
 // leafAsDigestReceiver receives the peer's digests, sends the entries the
 // peer lacks with the key hashes this node wants, and receives those.
 func (ss *session) leafAsDigestReceiver(first *replicationv1.SyncDigests) error {
+	ss.stats.Partial = ss.stats.Partial || first.GetPartial()
 	buckets := first.GetBuckets()
-	if len(buckets) == 0 || len(buckets) > ss.s.cfg.MaxDiffNodes {
-		return fmt.Errorf("%w: digests for %d buckets; want 1 to %d", ErrUndecodable, len(buckets), ss.s.cfg.MaxDiffNodes)
+	if len(buckets) == 0 || len(buckets) > ss.maxDiff {
+		return fmt.Errorf("%w: digests for %d buckets; want 1 to %d", ErrUndecodable, len(buckets), ss.maxDiff)
 	}
 	for i, b := range buckets {
 		if b >= merkle.Buckets || (i > 0 && b <= buckets[i-1]) {

@@ -35,6 +35,7 @@ type syncNodeOpts struct {
 	grace    time.Duration
 	wall     int64 // fake wall clock start (ms); 0: the system clock
 	admit    func(peer.ID) error
+	onDone   func(peer.ID)
 }
 
 func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
@@ -62,7 +63,7 @@ func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
 		interval = -1
 	}
 	n.sync, err = StartSyncer(SyncConfig{Cluster: "test", Host: h, Store: n.store, Logger: quiet,
-		Interval: interval, MaxDiffNodes: o.maxDiff, Admit: o.admit, Timeout: 60 * time.Second})
+		Interval: interval, MaxDiffNodes: o.maxDiff, Admit: o.admit, Timeout: 60 * time.Second, OnComplete: o.onDone})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,15 +171,20 @@ func TestSyncRepairsExactlyTheDifference(t *testing.T) {
 }
 
 func TestSyncLargeDifferenceOverSeveralSessions(t *testing.T) {
-	a := startSyncNode(t, syncNodeOpts{maxDiff: 8})
+	// a, the responder, has the default cap: the initiator's caps make the
+	// sessions partial, and a must know it (no OnComplete until the last).
+	var aCompleted atomic.Int64
+	a := startSyncNode(t, syncNodeOpts{onDone: func(peer.ID) { aCompleted.Add(1) }})
 	b := startSyncNode(t, syncNodeOpts{maxDiff: 8})
-	connect(t, a.host, b.host)
 	now := crdt.NewTimestamp(time.Now().Add(-time.Minute).UnixMilli(), 0)
 	var es []crdt.Entry
 	for i := range 2000 {
 		es = append(es, genEntry(fmt.Sprintf("k/%d", i), now, "a", false))
 	}
 	seed(t, a.store, es)
+	// Only the test's sessions run: b's on-connect session would race them.
+	b.host.Network().StopNotify(b.sync.notify)
+	connect(t, b.host, a.host)
 	sessions := 0
 	for {
 		st, err := b.sync.SyncWith(context.Background(), a.host.ID())
@@ -188,6 +194,9 @@ func TestSyncLargeDifferenceOverSeveralSessions(t *testing.T) {
 		sessions++
 		if !st.Partial {
 			break
+		}
+		if n := aCompleted.Load(); n != 0 {
+			t.Fatalf("the responder counted %d complete sessions while the initiator's were partial", n)
 		}
 		if sessions > 1000 {
 			t.Fatal("no convergence after 1000 sessions")

@@ -269,7 +269,10 @@ type SyncLevel struct {
 	// Ascending node indexes within the level.
 	Parents []uint32 `protobuf:"varint,2,rep,packed,name=parents,proto3" json:"parents,omitempty"`
 	// Fanout hashes per parent, in order.
-	Hashes        []uint64 `protobuf:"fixed64,3,rep,packed,name=hashes,proto3" json:"hashes,omitempty"`
+	Hashes []uint64 `protobuf:"fixed64,3,rep,packed,name=hashes,proto3" json:"hashes,omitempty"`
+	// True once either side capped a level at its per-level limit: the
+	// session repairs only part of the difference, on both sides.
+	Partial       bool `protobuf:"varint,4,opt,name=partial,proto3" json:"partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -325,15 +328,24 @@ func (x *SyncLevel) GetHashes() []uint64 {
 	return nil
 }
 
+func (x *SyncLevel) GetPartial() bool {
+	if x != nil {
+		return x.Partial
+	}
+	return false
+}
+
 // SyncDigests lists the sender's keys in the buckets that differ, possibly
 // over several frames; buckets is set in the first, last in the final one.
 type SyncDigests struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Buckets       []uint32               `protobuf:"varint,1,rep,packed,name=buckets,proto3" json:"buckets,omitempty"`
-	KeyHashes     []uint64               `protobuf:"fixed64,2,rep,packed,name=key_hashes,json=keyHashes,proto3" json:"key_hashes,omitempty"`
-	Hlcs          []uint64               `protobuf:"varint,3,rep,packed,name=hlcs,proto3" json:"hlcs,omitempty"`
-	EntryHashes   []uint64               `protobuf:"fixed64,4,rep,packed,name=entry_hashes,json=entryHashes,proto3" json:"entry_hashes,omitempty"`
-	Last          bool                   `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Buckets     []uint32               `protobuf:"varint,1,rep,packed,name=buckets,proto3" json:"buckets,omitempty"`
+	KeyHashes   []uint64               `protobuf:"fixed64,2,rep,packed,name=key_hashes,json=keyHashes,proto3" json:"key_hashes,omitempty"`
+	Hlcs        []uint64               `protobuf:"varint,3,rep,packed,name=hlcs,proto3" json:"hlcs,omitempty"`
+	EntryHashes []uint64               `protobuf:"fixed64,4,rep,packed,name=entry_hashes,json=entryHashes,proto3" json:"entry_hashes,omitempty"`
+	Last        bool                   `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"`
+	// As in SyncLevel; set in the first frame.
+	Partial       bool `protobuf:"varint,6,opt,name=partial,proto3" json:"partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -399,6 +411,13 @@ func (x *SyncDigests) GetEntryHashes() []uint64 {
 func (x *SyncDigests) GetLast() bool {
 	if x != nil {
 		return x.Last
+	}
+	return false
+}
+
+func (x *SyncDigests) GetPartial() bool {
+	if x != nil {
+		return x.Partial
 	}
 	return false
 }
@@ -673,18 +692,20 @@ const file_chorus_replication_v1_sync_proto_rawDesc = "" +
 	"\flast_contact\x18\x04 \x01(\x04R\vlastContact\x12%\n" +
 	"\x0epurged_through\x18\x05 \x01(\x04R\rpurgedThrough\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12$\n" +
-	"\x0emax_diff_nodes\x18\a \x01(\rR\fmaxDiffNodes\"S\n" +
+	"\x0emax_diff_nodes\x18\a \x01(\rR\fmaxDiffNodes\"m\n" +
 	"\tSyncLevel\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\rR\x05level\x12\x18\n" +
 	"\aparents\x18\x02 \x03(\rR\aparents\x12\x16\n" +
-	"\x06hashes\x18\x03 \x03(\x06R\x06hashes\"\x91\x01\n" +
+	"\x06hashes\x18\x03 \x03(\x06R\x06hashes\x12\x18\n" +
+	"\apartial\x18\x04 \x01(\bR\apartial\"\xab\x01\n" +
 	"\vSyncDigests\x12\x18\n" +
 	"\abuckets\x18\x01 \x03(\rR\abuckets\x12\x1d\n" +
 	"\n" +
 	"key_hashes\x18\x02 \x03(\x06R\tkeyHashes\x12\x12\n" +
 	"\x04hlcs\x18\x03 \x03(\x04R\x04hlcs\x12!\n" +
 	"\fentry_hashes\x18\x04 \x03(\x06R\ventryHashes\x12\x12\n" +
-	"\x04last\x18\x05 \x01(\bR\x04last\"m\n" +
+	"\x04last\x18\x05 \x01(\bR\x04last\x12\x18\n" +
+	"\apartial\x18\x06 \x01(\bR\apartial\"m\n" +
 	"\vSyncEntries\x126\n" +
 	"\aentries\x18\x01 \x03(\v2\x1c.chorus.replication.v1.EntryR\aentries\x12\x12\n" +
 	"\x04want\x18\x02 \x03(\x06R\x04want\x12\x12\n" +
