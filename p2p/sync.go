@@ -352,14 +352,10 @@ func (s *Syncer) handleSync(st network.Stream) {
 	defer cancel()
 	if _, err := s.runSession(ctx, st, false); err != nil {
 		if errors.Is(err, errRefused) {
-			// Closed, not reset: the peer must read why.
-			_ = st.CloseWrite()
-		} else {
-			_ = st.Reset()
-		}
-		if errors.Is(err, errRefused) {
+			_ = st.CloseWrite() // closed, not reset: the peer must read why
 			s.refused.Add(1)
 		} else {
+			_ = st.Reset()
 			s.failures.Add(1)
 		}
 		if s.ctx.Err() == nil {
