@@ -151,15 +151,31 @@ func startEtcd(ctx context.Context, bin, dir string) (*cluster, error) {
 var (
 	bootstrapRE = regexp.MustCompile(`msg="bootstrap from" addr=(\S+/tcp/\S+)`)
 	etcdAPIRE   = regexp.MustCompile(`msg="etcd API started" addr=(\S+)`)
+	clientAPIRE = regexp.MustCompile(`msg="chorus node started" .*client_api=(\S+)`)
 )
 
 // startChorus starts 3 Chorus agents with the etcd API, the 2nd and 3rd
-// bootstrapped from the 1st.
+// bootstrapped from the 1st and admitted as an operator does (`chorus id`
+// on the new node's data folder, `chorus member add` on the 1st).
 func startChorus(ctx context.Context, bin, dir string) (*cluster, error) {
 	c := &cluster{}
-	var boot string
+	var boot, firstClient string
 	for i := range 3 {
-		args := []string{"agent", "--data-dir", filepath.Join(dir, fmt.Sprint(i)),
+		dataDir := filepath.Join(dir, fmt.Sprint(i))
+		if i > 0 {
+			id, err := exec.CommandContext(ctx, bin, "id", "--data-dir", dataDir).Output()
+			if err != nil {
+				c.stop()
+				return nil, fmt.Errorf("chorus id: %w", err)
+			}
+			add := exec.CommandContext(ctx, bin, "member", "add", strings.TrimSpace(string(id)),
+				"--name", fmt.Sprintf("c%d", i), "--endpoint", firstClient)
+			if out, err := add.CombinedOutput(); err != nil {
+				c.stop()
+				return nil, fmt.Errorf("chorus member add: %w: %s", err, out)
+			}
+		}
+		args := []string{"agent", "--data-dir", dataDir, "--name", fmt.Sprintf("c%d", i),
 			"--listen-client", "127.0.0.1:0", "--listen-etcd", "127.0.0.1:0",
 			"--listen-p2p", "/ip4/127.0.0.1/tcp/0", "--log-level", "info"}
 		if boot != "" {
@@ -176,20 +192,20 @@ func startChorus(ctx context.Context, bin, dir string) (*cluster, error) {
 		}
 		found := map[*regexp.Regexp]string{}
 		lines := bufio.NewScanner(stderr)
-		for len(found) < 2 && lines.Scan() {
-			for _, re := range []*regexp.Regexp{bootstrapRE, etcdAPIRE} {
+		for len(found) < 3 && lines.Scan() {
+			for _, re := range []*regexp.Regexp{bootstrapRE, etcdAPIRE, clientAPIRE} {
 				if m := re.FindStringSubmatch(lines.Text()); m != nil && found[re] == "" {
 					found[re] = m[1]
 				}
 			}
 		}
-		if len(found) < 2 {
+		if len(found) < 3 {
 			c.stop()
 			return nil, errors.New("a chorus agent did not log its addresses")
 		}
 		go func() { _, _ = io.Copy(io.Discard, stderr) }() // keep draining the log
 		if boot == "" {
-			boot = found[bootstrapRE]
+			boot, firstClient = found[bootstrapRE], found[clientAPIRE]
 		}
 		c.endpoints = append(c.endpoints, found[etcdAPIRE])
 	}
