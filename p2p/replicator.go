@@ -318,7 +318,10 @@ func (r *Replicator) publish(ctx context.Context, entries []crdt.Entry) error {
 	return nil
 }
 
-// applyLoop applies validated messages from peers to the store.
+// applyLoop applies validated messages from peers to the store, buffered:
+// their origin acknowledged them only once durable, and anti-entropy brings
+// back what a machine crash loses here, so they need no fsync of their own
+// (store.ApplyBuffered). Pushes and anti-entropy apply durably.
 func (r *Replicator) applyLoop(ctx context.Context) {
 	defer r.wg.Done()
 	for {
@@ -335,7 +338,7 @@ func (r *Replicator) applyLoop(ctx context.Context) {
 		}
 		r.received.Add(1)
 		r.receivedEntries.Add(int64(len(entries)))
-		changes, err := r.cfg.Store.Apply(ctx, entries)
+		changes, err := r.cfg.Store.ApplyBuffered(ctx, entries)
 		if err != nil {
 			if ctx.Err() != nil {
 				return

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	ds "github.com/ipfs/go-datastore"
+	goleveldb "github.com/syndtr/goleveldb/leveldb"
+	"github.com/syndtr/goleveldb/leveldb/opt"
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/merkle"
@@ -33,6 +36,9 @@ type request struct {
 	// compactTo, if set, asks for the change log below this revision to be
 	// deleted (Compact); such a request has no ops.
 	compactTo int64
+	// buffered: the request may be acknowledged once its batch is written,
+	// before it is fsynced (ApplyBuffered).
+	buffered bool
 }
 
 // submit queues req for the committer and waits until it is durable.
@@ -79,9 +85,12 @@ var ErrWriteFailed = errors.New("store: a write to disk failed; the store refuse
 
 // openBatch is the batch the committer is filling.
 type openBatch struct {
-	seq     uint64
-	reqs    []*request
-	b       ds.Batch
+	seq  uint64
+	reqs []*request
+	b    *batch
+	// sync: the batch must be fsynced before it is acknowledged (it holds a
+	// request that is not buffered).
+	sync    bool
 	records map[string]int // index in changes of this batch's entry, by key; purgedRecord if purged
 	changes []Change
 	purges  []purge
@@ -119,6 +128,9 @@ type pipeline struct {
 	seq         uint64
 	purged      crdt.Timestamp // the newest tombstone purged
 	inFlight    *sealed        // handed to the writer, maybe not durable yet
+	// reserved is the revision reservation carried by the last fsynced batch
+	// handed over: a batch that ends at or below it may skip the fsync.
+	reserved int64
 }
 
 // commitLoop is the committer. It owns the writer goroutine and stops it
@@ -134,7 +146,7 @@ func (s *Store) commitLoop() {
 		<-writerDone
 	}()
 
-	p := &pipeline{rev: s.rev.Load(), oldest: s.oldest.Load(), purged: crdt.Timestamp(s.purged.Load())}
+	p := &pipeline{rev: s.rev.Load(), oldest: s.oldest.Load(), purged: crdt.Timestamp(s.purged.Load()), reserved: s.rev.Load()}
 	var open *openBatch
 	var carry *request // over the open batch's caps: the next batch's first
 	idle <- struct{}{} // the writer starts idle
@@ -183,12 +195,7 @@ func (s *Store) commitLoop() {
 
 func (s *Store) newOpenBatch(p *pipeline) *openBatch {
 	p.seq++
-	ob := &openBatch{seq: p.seq, records: map[string]int{}, idx: map[*request][]opChange{}}
-	ob.b, ob.err = s.ds.Batch(context.Background())
-	if ob.err != nil {
-		ob.err = fmt.Errorf("store: new batch: %w", ob.err)
-	}
-	return ob
+	return &openBatch{seq: p.seq, b: &batch{}, records: map[string]int{}, idx: map[*request][]opChange{}}
 }
 
 // current returns the newest state of key: from the open batch, the batch
@@ -218,6 +225,7 @@ func (s *Store) current(p *pipeline, ob *openBatch, key []byte) (*Record, error)
 func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 	ctx := context.Background()
 	ob.reqs = append(ob.reqs, req)
+	ob.sync = ob.sync || !req.buffered
 	ob.ops += len(req.ops)
 	ob.size += req.size
 	ob.compactTo = max(ob.compactTo, req.compactTo)
@@ -296,31 +304,80 @@ func (s *Store) handOver(p *pipeline, ob *openBatch, toWriter chan<- *sealed) {
 		if err == nil {
 			err = ob.b.Put(ctx, ds.RawKey(metaHLC), encodeUint64(uint64(s.cfg.Clock.Last())))
 		}
+		// A buffered batch may skip the fsync only while its revisions are
+		// covered by a durable reservation (see doc.go); otherwise it is
+		// fsynced, and every fsynced batch renews the reservation.
+		if !ob.sync && rev > p.reserved {
+			ob.sync = true
+		}
+		reserved := p.reserved
+		if err == nil && ob.sync {
+			reserved = rev + s.cfg.ReserveRevisions
+			err = ob.b.Put(ctx, ds.RawKey(metaReserved), encodeUint64(uint64(reserved)))
+		}
 		if err != nil {
 			ob.err = fmt.Errorf("store: batch: %w", err)
 		} else {
 			sb.rev, sb.oldest, sb.dirty = rev, oldest, true
-			p.rev, p.oldest, p.purged = rev, oldest, purged
+			p.rev, p.oldest, p.purged, p.reserved = rev, oldest, purged, reserved
 			p.inFlight = sb
 		}
 	}
 	toWriter <- sb
 }
 
-// writeLoop is the writer: it makes each sealed batch durable, publishes
-// its changes and acknowledges its requests, in order, then signals idle.
+// writeLoop is the writer: it writes each sealed batch (fsynced unless it
+// may be buffered), publishes its changes and acknowledges its requests, in
+// order, then signals idle. Buffered batches are fsynced by the next fsynced
+// batch, or by the writer itself Config.SyncDelay after the first of them,
+// whichever comes first, and at Close.
 func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done chan<- struct{}) {
 	defer close(done)
-	for sb := range batches {
+	syncTimer := time.NewTimer(time.Hour)
+	syncTimer.Stop()
+	defer syncTimer.Stop()
+	unsynced := false // buffered batches are written but not fsynced
+	for {
+		var sb *sealed
+		select {
+		case b, ok := <-batches:
+			if !ok {
+				// Close: make everything durable and mark the shutdown clean.
+				if s.failure() == nil {
+					if err := s.markClean(); err != nil {
+						s.fail(fmt.Errorf("%w: at close: %w", ErrWriteFailed, err))
+					}
+				}
+				return
+			}
+			sb = b
+		case <-syncTimer.C:
+			if unsynced && s.failure() == nil {
+				if err := s.syncBuffered(); err != nil {
+					s.fail(fmt.Errorf("%w: fsync buffered batches: %w", ErrWriteFailed, err))
+				}
+			}
+			unsynced = false
+			continue
+		}
 		err := sb.err
 		if err == nil {
 			err = s.failure()
 		}
 		if err == nil && sb.dirty {
-			if cerr := sb.b.Commit(context.Background()); cerr != nil {
+			if cerr := s.ds.DB.Write(&sb.b.b, &opt.WriteOptions{Sync: sb.sync}); cerr != nil {
 				err = fmt.Errorf("%w: commit batch of %d changes and %d purges: %w", ErrWriteFailed, len(sb.changes), len(sb.purges), cerr)
-				if s.failed.CompareAndSwap(nil, &err) {
-					close(s.failedCh)
+				s.fail(err)
+			} else {
+				s.stats.batches.Add(1)
+				s.stats.changes.Add(int64(len(sb.changes)))
+				if sb.sync {
+					s.stats.syncs.Add(1)
+					unsynced = false
+					syncTimer.Stop()
+				} else if !unsynced {
+					unsynced = true
+					syncTimer.Reset(s.cfg.SyncDelay)
 				}
 			}
 		}
@@ -353,6 +410,62 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 		}
 		idle <- struct{}{}
 	}
+}
+
+// fail stops the store's writes with err (the first failure wins).
+func (s *Store) fail(err error) {
+	if s.failed.CompareAndSwap(nil, &err) {
+		close(s.failedCh)
+	}
+}
+
+// syncBuffered fsyncs the batches written without one: LevelDB's journal is
+// one file written in order, so an fsynced write makes every earlier one
+// durable. It rewrites the revision counter. REQUIRES: the writer.
+func (s *Store) syncBuffered() error {
+	var b batch
+	b.b.Put([]byte(metaRev), encodeUint64(uint64(s.rev.Load())))
+	if err := s.ds.DB.Write(&b.b, &opt.WriteOptions{Sync: true}); err != nil {
+		return err
+	}
+	s.stats.syncs.Add(1)
+	return nil
+}
+
+// markClean fsyncs everything and lowers the revision reservation to the
+// revision: the next Open then knows no published revision can be missing.
+// REQUIRES: the writer, after the last batch.
+func (s *Store) markClean() error {
+	var b batch
+	rev := encodeUint64(uint64(s.rev.Load()))
+	b.b.Put([]byte(metaRev), rev)
+	b.b.Put([]byte(metaReserved), rev)
+	if err := s.ds.DB.Write(&b.b, &opt.WriteOptions{Sync: true}); err != nil {
+		return err
+	}
+	s.stats.syncs.Add(1)
+	return nil
+}
+
+// batch is a LevelDB batch behind go-datastore's Batch interface, so that
+// the writer chooses per batch whether its write is fsynced (go-ds-leveldb's
+// own batches always are). Commit is not used: the writer writes b.
+type batch struct{ b goleveldb.Batch }
+
+var _ ds.Batch = (*batch)(nil)
+
+func (b *batch) Put(_ context.Context, k ds.Key, v []byte) error {
+	b.b.Put(k.Bytes(), v)
+	return nil
+}
+
+func (b *batch) Delete(_ context.Context, k ds.Key) error {
+	b.b.Delete(k.Bytes())
+	return nil
+}
+
+func (b *batch) Commit(context.Context) error {
+	return errors.New("store: internal batches are written by the writer goroutine")
 }
 
 // failure returns the write error that stopped the store, if any.

@@ -10,13 +10,15 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultMaxBatchOps     = 4096
-	DefaultMaxBatchBytes   = 8 << 20 // 8 MiB
-	DefaultQueueDepth      = 8192
-	DefaultRetainRevisions = 100_000
-	DefaultPageLimit       = 1000
-	MaxPageLimit           = 10_000
-	DefaultMaxPageBytes    = 4 << 20 // 4 MiB
+	DefaultMaxBatchOps      = 4096
+	DefaultMaxBatchBytes    = 8 << 20 // 8 MiB
+	DefaultQueueDepth       = 8192
+	DefaultRetainRevisions  = 100_000
+	DefaultPageLimit        = 1000
+	MaxPageLimit            = 10_000
+	DefaultMaxPageBytes     = 4 << 20 // 4 MiB
+	DefaultSyncDelay        = 50 * time.Millisecond
+	DefaultReserveRevisions = 4096
 )
 
 // Config configures a Store. The zero value of every field but NodeID means
@@ -54,8 +56,17 @@ type Config struct {
 	// exceed the longest time a node may be out of contact and still sync.
 	// Default 24 h.
 	TombstoneGrace time.Duration
+	// SyncDelay bounds how long a batch written by ApplyBuffered may stay
+	// without an fsync when no other batch brings one. Default 50 ms.
+	SyncDelay time.Duration
+	// ReserveRevisions is how far past its revision every fsynced batch
+	// reserves revisions for buffered batches (see doc.go): at most one
+	// extra fsync per this many buffered changes, and at most this many
+	// revisions skipped when the machine crashed. Default 4096.
+	ReserveRevisions int64
 	// OnCommit, if set, is called by the writer goroutine with every batch's changes,
-	// in revision order, after the batch is durable and before its writers are
+	// in revision order, after the batch is written (and fsynced, unless it
+	// holds only ApplyBuffered requests) and before its writers are
 	// acknowledged. It must not block: it runs on the write path.
 	OnCommit func([]Change)
 }
@@ -83,6 +94,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.TombstoneGrace == 0 {
 		c.TombstoneGrace = DefaultTombstoneGrace
+	}
+	if c.SyncDelay == 0 {
+		c.SyncDelay = DefaultSyncDelay
+	}
+	if c.ReserveRevisions == 0 {
+		c.ReserveRevisions = DefaultReserveRevisions
 	}
 	return c
 }
@@ -113,6 +130,12 @@ func (c Config) Validate() error {
 	}
 	if c.TombstoneGrace < 0 {
 		errs = append(errs, fmt.Errorf("store: TombstoneGrace is %v; it must not be negative (0 means the default %v)", c.TombstoneGrace, DefaultTombstoneGrace))
+	}
+	if c.SyncDelay < 0 {
+		errs = append(errs, fmt.Errorf("store: SyncDelay is %v; it must not be negative (0 means the default %v)", c.SyncDelay, DefaultSyncDelay))
+	}
+	if c.ReserveRevisions < 0 {
+		errs = append(errs, fmt.Errorf("store: ReserveRevisions is %d; it must not be negative (0 means the default %d)", c.ReserveRevisions, DefaultReserveRevisions))
 	}
 	return errors.Join(errs...)
 }

@@ -12,16 +12,35 @@
 // write waits for no one, and every write that arrives during one fsync
 // shares the next (group commit): throughput grows with concurrency.
 //
+// Apply waits for its batch's fsync, like Put. ApplyBuffered, for entries
+// that another node holds durably and anti-entropy can bring again (gossip),
+// does not: a batch of only such requests is written to LevelDB's journal
+// without an fsync, published and acknowledged, and made durable by the next
+// fsynced batch (the journal is one file written in order), by the writer
+// Config.SyncDelay later, or at Close. So a replicated write costs one fsync,
+// on its origin, and its watchers on other nodes do not wait for a second.
+//
 // A failed batch write stops the store: every later write fails with
 // ErrWriteFailed until it is reopened, because the batch after it was
 // merged assuming its changes.
 //
 // Invariants:
 //
-//   - A call returns success only after its batch is on disk (go-ds-leveldb
-//     fsyncs every batch): an acknowledged write survives a crash.
-//   - Revisions increase by one per change, with no gaps, in commit order.
-//     A duplicate or stale entry changes nothing and gets no revision.
+//   - Put, Delete, WriteBatch, Apply and Compact return success only after
+//     their batch is fsynced: an acknowledged write survives a crash. A
+//     buffered batch survives a crash of the process (the OS holds the
+//     journal) but not always one of the machine.
+//   - Revisions increase by one per change, in commit order. A duplicate or
+//     stale entry changes nothing and gets no revision.
+//   - No revision is ever given to two changes, even after a machine crash
+//     lost buffered batches whose revisions were published: every fsynced
+//     batch reserves Config.ReserveRevisions revisions past its own
+//     (/m/reserved), a buffered batch past the reservation is fsynced, and
+//     Close lowers the reservation to the revision. Open after an unclean
+//     shutdown on another boot of the machine (/m/boot; or where the boot is
+//     unknown) skips to the reservation and records the gap (/g/), the only
+//     place revisions are not consecutive (Stats.SkippedRevisions). After a
+//     crash of the process alone nothing is lost and nothing is skipped.
 //   - The entry, the log record and the revision counter of a change are in
 //     the same atomic batch, so after a crash they agree.
 //   - The hybrid logical clock is persisted with every batch, so a restarted
@@ -39,8 +58,8 @@
 //     still the key's entry; it gets no revision and no event (its delete
 //     had them). Apply drops tombstones already past the grace period.
 //   - Config.OnCommit sees every change exactly once, in revision order, after
-//     it is durable and before the writer is acknowledged. It runs on the
-//     writer goroutine.
+//     it is written (fsynced, unless buffered) and before the writer is
+//     acknowledged. It runs on the writer goroutine.
 //
 // What a caller does, in order:
 //
@@ -60,6 +79,9 @@
 //	/m/purged, /m/contact  the newest purged tombstone's HLC and the last
 //	                    completed sync's, for the stale-node check
 //	/m/indexed          set once the indexes exist (older stores get them at Open)
+//	/m/reserved, /m/boot  the revision reservation for buffered batches, and
+//	                    the boot id of the machine that last opened the store
+//	/g/<%016x first>    the last revision of a gap Open skipped
 //
 // User keys are hex-encoded so that arbitrary bytes survive go-datastore's key
 // rules and byte order is kept; ranges are read with LevelDB iterators.

@@ -22,6 +22,12 @@ const (
 	metaIndexed = "/m/indexed"
 	metaContact = "/m/contact"
 	metaPurged  = "/m/purged"
+	// metaReserved is the revision reservation for buffered batches;
+	// metaBoot the boot id of the machine that last opened the store.
+	metaReserved = "/m/reserved"
+	metaBoot     = "/m/boot"
+	gapPrefix    = "/g/" // /g/<%016x first revision>: revisions skipped at Open
+
 )
 
 // digestValue is the value of a key-hash index key: the entry's HLC and
@@ -65,6 +71,10 @@ func logKey(rev int64) []byte { return fmt.Appendf(nil, "%s%016x", logPrefix, ui
 
 // logKeyEnd is the first LevelDB key after every log key.
 func logKeyEnd() []byte { return []byte("/l0") }
+
+// gapKey is the key of the skipped revisions that start at from; its value
+// is the last skipped revision.
+func gapKey(from int64) []byte { return fmt.Appendf(nil, "%s%016x", gapPrefix, uint64(from)) }
 
 func encodeUint64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 

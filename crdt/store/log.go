@@ -64,8 +64,16 @@ func (s *Store) ReadLog(from int64, prev bool, fn func(*Change) error) (int64, e
 		if err != nil {
 			return last, fmt.Errorf("store: log at %q: %w", it.Key(), err)
 		}
+		// Revisions are consecutive, except where Open skipped some after a
+		// machine crash (Stats.SkippedRevisions) and recorded the gap.
 		if c.Record.ModRevision != last+1 {
-			return last, fmt.Errorf("%w: log record %q holds revision %d; want %d", ErrCorrupt, it.Key(), c.Record.ModRevision, last+1)
+			to, err := skippedTo(snap, last+1)
+			if err != nil {
+				return last, err
+			}
+			if c.Record.ModRevision != to+1 {
+				return last, fmt.Errorf("%w: log record %q holds revision %d; want %d", ErrCorrupt, it.Key(), c.Record.ModRevision, last+1)
+			}
 		}
 		if prev && c.PrevModRevision >= oldest {
 			b, err := snap.Get(logKey(c.PrevModRevision), nil)
@@ -90,4 +98,22 @@ func (s *Store) ReadLog(from int64, prev bool, fn func(*Change) error) (int64, e
 		return last, fmt.Errorf("store: read log: %w", err)
 	}
 	return last, nil
+}
+
+// skippedTo returns the last revision of the recorded gap that holds rev, or
+// 0 if no gap holds it.
+func skippedTo(snap *goleveldb.Snapshot, rev int64) (int64, error) {
+	it := snap.NewIterator(&util.Range{Start: []byte(gapPrefix), Limit: gapKey(rev + 1)}, nil)
+	defer it.Release()
+	if !it.Last() {
+		return 0, it.Error()
+	}
+	to, err := decodeUint64(it.Value())
+	if err != nil {
+		return 0, fmt.Errorf("%w: %q: %v", ErrCorrupt, it.Key(), err)
+	}
+	if int64(to) < rev {
+		return 0, nil
+	}
+	return int64(to), nil
 }

@@ -46,14 +46,32 @@ func (s *Store) writeLocal(ctx context.Context, e crdt.Entry) (*Change, error) {
 }
 
 // Apply merges entries made elsewhere (gossip, anti-entropy) through the same
-// path as local writes, and returns the changes they made, in revision order;
-// duplicates and stale entries change nothing. Every entry is checked first
-// (limits, origin, and the clock's max offset); if one fails, none is applied.
+// path as local writes, and returns the changes they made, in revision order,
+// once they are durable; duplicates and stale entries change nothing. Every
+// entry is checked first (limits, origin, and the clock's max offset); if one
+// fails, none is applied.
 func (s *Store) Apply(ctx context.Context, entries []crdt.Entry) ([]Change, error) {
+	return s.apply(ctx, entries, false)
+}
+
+// ApplyBuffered is Apply without waiting for an fsync: it returns, and the
+// changes are published (Config.OnCommit), once their batch is written to
+// LevelDB's journal, which the operating system holds even if this process
+// dies. The batch is fsynced with the next batch that needs one, or within
+// Config.SyncDelay. A machine crash before then can lose these changes, but
+// never a revision that was published (see doc.go). It is for entries that
+// another node already holds durably and anti-entropy can bring again
+// (gossip), so that a replicated write costs one fsync, on its origin, and
+// its watchers elsewhere do not wait for a second one.
+func (s *Store) ApplyBuffered(ctx context.Context, entries []crdt.Entry) ([]Change, error) {
+	return s.apply(ctx, entries, true)
+}
+
+func (s *Store) apply(ctx context.Context, entries []crdt.Entry, buffered bool) ([]Change, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
-	req := &request{ops: make([]op, 0, len(entries))}
+	req := &request{ops: make([]op, 0, len(entries)), buffered: buffered}
 	horizon := s.TombstoneHorizon()
 	for i := range entries {
 		e := &entries[i]

@@ -1,0 +1,228 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chorus-kv/chorus/crdt"
+)
+
+// remoteEntries returns n entries from another node, keys prefix0..prefixN-1.
+func remoteEntries(prefix string, n int) []crdt.Entry {
+	out := make([]crdt.Entry, n)
+	for i := range out {
+		out[i] = entry(fmt.Sprintf("%s%d", prefix, i), "v", ts(time.Duration(i)*time.Millisecond, 0), "node-b")
+	}
+	return out
+}
+
+func mustApplyBuffered(tb testing.TB, s *Store, entries []crdt.Entry) []Change {
+	tb.Helper()
+	cs, err := s.ApplyBuffered(context.Background(), entries)
+	if err != nil {
+		tb.Fatalf("ApplyBuffered: %v", err)
+	}
+	if len(cs) != len(entries) {
+		tb.Fatalf("ApplyBuffered made %d changes; want %d", len(cs), len(entries))
+	}
+	return cs
+}
+
+func TestApplyBufferedSkipsTheFsync(t *testing.T) {
+	var published atomic.Int64
+	s := openStore(t, Config{
+		SyncDelay: time.Hour, // no timer fsync during the test
+		OnCommit:  func(cs []Change) { published.Add(int64(len(cs))) },
+	})
+	mustPut(t, s, "local", "v") // fsynced; reserves revisions ahead
+	before := s.Stats()
+	cs := mustApplyBuffered(t, s, remoteEntries("r", 3))
+	after := s.Stats()
+	if got := after.Syncs - before.Syncs; got != 0 {
+		t.Errorf("ApplyBuffered fsynced %d times; want 0", got)
+	}
+	if got := after.Batches - before.Batches; got != 1 {
+		t.Errorf("ApplyBuffered wrote %d batches; want 1", got)
+	}
+	if got := after.Changes - before.Changes; got != 3 {
+		t.Errorf("ApplyBuffered wrote %d changes; want 3", got)
+	}
+	if got := published.Load(); got != 4 {
+		t.Errorf("OnCommit saw %d changes; want 4 (buffered changes are published at once)", got)
+	}
+	if cs[2].Record.ModRevision != 4 {
+		t.Errorf("last buffered change has revision %d; want 4", cs[2].Record.ModRevision)
+	}
+	if r, err := s.Get([]byte("r1")); err != nil || r == nil {
+		t.Fatalf("Get(r1) after ApplyBuffered = %v, %v", r, err)
+	}
+	// Apply, Put and Delete still wait for an fsync.
+	if _, err := s.Apply(context.Background(), remoteEntries("d", 1)); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, s, "local2", "v")
+	if got := s.Stats().Syncs - after.Syncs; got != 2 {
+		t.Errorf("Apply and Put fsynced %d times; want 2", got)
+	}
+}
+
+func TestBufferedBatchesAreFsyncedWithinSyncDelay(t *testing.T) {
+	s := openStore(t, Config{SyncDelay: 20 * time.Millisecond})
+	mustPut(t, s, "local", "v")
+	before := s.Stats().Syncs
+	mustApplyBuffered(t, s, remoteEntries("r", 2))
+	deadline := time.Now().Add(hangTimeout)
+	for s.Stats().Syncs == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("no fsync %v after a buffered batch (SyncDelay 20ms)", hangTimeout)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+}
+
+func TestBufferedBatchPastTheReservationIsFsynced(t *testing.T) {
+	s := openStore(t, Config{SyncDelay: time.Hour, ReserveRevisions: 4})
+	syncs := func() int64 { return s.Stats().Syncs }
+	// A fresh store has no reservation: the first buffered batch is fsynced
+	// and reserves revisions up to 2+4.
+	mustApplyBuffered(t, s, remoteEntries("a", 2))
+	if got := syncs(); got != 1 {
+		t.Fatalf("first buffered batch: %d fsyncs; want 1", got)
+	}
+	mustApplyBuffered(t, s, remoteEntries("b", 4)) // revisions 3..6: reserved
+	if got := syncs(); got != 1 {
+		t.Fatalf("buffered batch within the reservation: %d fsyncs; want 1", got)
+	}
+	mustApplyBuffered(t, s, remoteEntries("c", 1)) // revision 7: past it
+	if got := syncs(); got != 2 {
+		t.Fatalf("buffered batch past the reservation: %d fsyncs; want 2", got)
+	}
+}
+
+// copyDir copies a LevelDB folder, as it is at that moment, to a new one:
+// what a crash would leave if the OS kept every write (a process crash).
+func copyDir(tb testing.TB, from string) string {
+	tb.Helper()
+	to := tb.TempDir()
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() || e.Name() == "LOCK" {
+			continue
+		}
+		src, err := os.Open(filepath.Join(from, e.Name()))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		dst, err := os.Create(filepath.Join(to, e.Name()))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := io.Copy(dst, src); err != nil {
+			tb.Fatal(err)
+		}
+		_ = src.Close()
+		if err := dst.Close(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return to
+}
+
+// setBootID simulates a reboot (another boot id) for the rest of the test:
+// a machine crash is a fault a test cannot cause.
+func setBootID(t *testing.T, id string) {
+	old := bootID
+	bootID = func() string { return id }
+	t.Cleanup(func() { bootID = old })
+}
+
+// TestRevisionsAfterACrashWithBufferedBatches checks that no revision
+// published from a buffered batch is given to another change after a crash:
+// after a process crash (same boot) nothing is lost and nothing skipped;
+// after a machine crash (another boot) the reserved revisions are skipped,
+// and the change log reads across the recorded gap.
+func TestRevisionsAfterACrashWithBufferedBatches(t *testing.T) {
+	setBootID(t, "boot-1")
+	live := t.TempDir()
+	s := openStore(t, Config{Path: live, SyncDelay: time.Hour, ReserveRevisions: 100})
+	mustPut(t, s, "local", "v")                    // revision 1, reserves up to 101
+	mustApplyBuffered(t, s, remoteEntries("r", 3)) // revisions 2..4, not fsynced
+
+	for _, tc := range []struct {
+		name     string
+		boot     string
+		wantRev  int64 // the revision after Open
+		wantSkip int64
+	}{
+		{name: "process crash", boot: "boot-1", wantRev: 4},
+		{name: "machine crash", boot: "boot-2", wantRev: 101, wantSkip: 97},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			setBootID(t, tc.boot)
+			dir := copyDir(t, live)
+			c := openStore(t, Config{Path: dir})
+			if got := c.Stats().SkippedRevisions; got != tc.wantSkip {
+				t.Errorf("SkippedRevisions = %d; want %d", got, tc.wantSkip)
+			}
+			if got := c.Revision(); got != tc.wantRev {
+				t.Errorf("Revision after Open = %d; want %d", got, tc.wantRev)
+			}
+			for _, k := range []string{"local", "r0", "r1", "r2"} {
+				if r, err := c.Get([]byte(k)); err != nil || r == nil {
+					t.Errorf("Get(%q) = %v, %v; want the entry (the OS kept the journal)", k, r, err)
+				}
+			}
+			next := mustPut(t, c, "after", "v").Record.ModRevision
+			if next != tc.wantRev+1 {
+				t.Errorf("next Put got revision %d; want %d", next, tc.wantRev+1)
+			}
+			var revs []int64
+			if _, err := c.ReadLog(1, false, func(ch *Change) error {
+				revs = append(revs, ch.Record.ModRevision)
+				return nil
+			}); err != nil {
+				t.Fatalf("ReadLog(1): %v", err)
+			}
+			if want := []int64{1, 2, 3, 4, next}; fmt.Sprint(revs) != fmt.Sprint(want) {
+				t.Errorf("ReadLog(1) revisions %v; want %v", revs, want)
+			}
+			if tc.wantSkip > 0 {
+				// From inside the gap: the next change after it.
+				revs = nil
+				if _, err := c.ReadLog(50, false, func(ch *Change) error {
+					revs = append(revs, ch.Record.ModRevision)
+					return nil
+				}); err != nil || fmt.Sprint(revs) != fmt.Sprint([]int64{next}) {
+					t.Errorf("ReadLog(50) = %v, %v; want [%d]", revs, err, next)
+				}
+			}
+		})
+	}
+
+	t.Run("clean close", func(t *testing.T) {
+		dir := t.TempDir()
+		c, err := Open(Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock(), SyncDelay: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustPut(t, c, "local", "v")
+		mustApplyBuffered(t, c, remoteEntries("r", 3))
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		setBootID(t, "boot-3") // even after a reboot: Close fsynced everything
+		c = openStore(t, Config{Path: dir})
+		if got := c.Stats().SkippedRevisions; got != 0 || c.Revision() != 4 {
+			t.Errorf("after a clean close: skipped %d, revision %d; want 0, 4", got, c.Revision())
+		}
+	})
+}
