@@ -2,8 +2,9 @@
 // clients watching them, by exact key or key prefix, live or resumed from a
 // revision.
 //
-// The store calls Hub.Publish with every durable batch of changes, in
-// revision order, from its committer. Publish never blocks: each watcher has
+// The store calls Hub.Publish with every written batch of changes (fsynced,
+// or buffered gossip: see store.ApplyBuffered), in revision order, from its
+// writer. Publish never blocks: each watcher has
 // a bounded buffer, and a watcher whose buffer is full is cancelled with
 // ErrWatcherTooSlow, so one slow client never stalls writers.
 //

@@ -81,7 +81,7 @@ func (c Config) Validate() error {
 type Source interface {
 	// ReadLog calls fn with each change from revision from on; see store.ReadLog.
 	ReadLog(from int64, prev bool, fn func(*store.Change) error) (int64, error)
-	// Revision is the latest durable revision.
+	// Revision is the latest written revision.
 	Revision() int64
 	// OldestRevision is the oldest revision ReadLog can start from.
 	OldestRevision() int64
@@ -115,7 +115,7 @@ func NewHub(src Source, cfg Config) (*Hub, error) {
 	return h, nil
 }
 
-// Publish hands the hub a durable batch of changes, in revision order. It
+// Publish hands the hub a written batch of changes, in revision order. It
 // never blocks on a watcher.
 func (h *Hub) Publish(changes []store.Change) {
 	if len(changes) == 0 {

@@ -45,9 +45,9 @@
 //     the same atomic batch, so after a crash they agree.
 //   - The hybrid logical clock is persisted with every batch, so a restarted
 //     node never stamps a write lower than one it stamped or accepted before.
-//   - The Merkle tree (package crdt/merkle) holds exactly the durable
+//   - The Merkle tree (package crdt/merkle) holds exactly the written
 //     entries: the committer computes each change's tree update, the writer
-//     applies it after the batch is on disk, and Open rebuilds the tree from
+//     applies it after the batch is written, and Open rebuilds the tree from
 //     the entries (about 1.3 s for a million keys here).
 //   - Every entry has a key-hash index key, and every tombstone a tombstone
 //     index key, written in the entry's batch: anti-entropy lists a Merkle

@@ -221,8 +221,9 @@ func Start(cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
-// onCommit is the store's commit hook: every durable batch goes to the
-// watch hub and this node's own writes to gossip. It never blocks.
+// onCommit is the store's commit hook: every written batch (fsynced, or
+// buffered gossip: see store.ApplyBuffered) goes to the watch hub and this
+// node's own writes to gossip. It never blocks.
 func (n *Node) onCommit(changes []store.Change) {
 	n.hub.Publish(changes)
 	if a := n.admission; a != nil {
