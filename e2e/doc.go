@@ -23,7 +23,10 @@
 //   - durability: every write acknowledged before a SIGKILL (taken under
 //     load from 16 concurrent writers) is there after a restart on the same
 //     data folder, with the same node id and no revision going back; and the
-//     same after a graceful SIGTERM, which must exit 0;
+//     same after a graceful SIGTERM, which must exit 0; and a node of three
+//     killed under load keeps every write it acknowledged, and every change
+//     gossip brought it that its watcher saw, at the revision seen (gossip
+//     is applied without an fsync of its own), with no revision skipped;
 //   - the agent's flags: -h, bad flags, flag values taking effect, the
 //     default data folder, and a clear failure when the client port or the
 //     data folder is already in use;

@@ -105,7 +105,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	n.store = st
 	cleanup = append(cleanup, func() { _ = st.Close() })
 	if skipped := st.Stats().SkippedRevisions; skipped > 0 {
-		cfg.Logger.Warn("the store was not closed cleanly and the machine has restarted since: skipped the revisions that gossip applied without an fsync may have used (anti-entropy brings back what was lost)",
+		cfg.Logger.Warn("the store was not closed cleanly and the machine may have restarted since: skipped the revisions that gossip applied without an fsync may have used (anti-entropy brings back what was lost)",
 			"skipped", skipped, "revision", st.Revision())
 	}
 	if n.hub, err = watch.NewHub(st, watch.Config{BufferSize: cfg.WatchBuffer}); err != nil {
