@@ -41,7 +41,8 @@ type request struct {
 	buffered bool
 }
 
-// submit queues req for the committer and waits until it is durable.
+// submit queues req for the committer and waits until its batch is written:
+// fsynced, unless every request in it is buffered.
 func (s *Store) submit(ctx context.Context, req *request) error {
 	req.done = make(chan struct{})
 	s.mu.RLock()
@@ -344,7 +345,7 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 			if !ok {
 				// Close: make everything durable and mark the shutdown clean.
 				if s.failure() == nil {
-					if err := s.markClean(); err != nil {
+					if err := s.syncBuffered(true); err != nil {
 						s.fail(fmt.Errorf("%w: at close: %w", ErrWriteFailed, err))
 					}
 				}
@@ -353,7 +354,7 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 			sb = b
 		case <-syncTimer.C:
 			if unsynced && s.failure() == nil {
-				if err := s.syncBuffered(); err != nil {
+				if err := s.syncBuffered(false); err != nil {
 					s.fail(fmt.Errorf("%w: fsync buffered batches: %w", ErrWriteFailed, err))
 				}
 			}
@@ -421,25 +422,16 @@ func (s *Store) fail(err error) {
 
 // syncBuffered fsyncs the batches written without one: LevelDB's journal is
 // one file written in order, so an fsynced write makes every earlier one
-// durable. It rewrites the revision counter. REQUIRES: the writer.
-func (s *Store) syncBuffered() error {
-	var b batch
-	b.b.Put([]byte(metaRev), encodeUint64(uint64(s.rev.Load())))
-	if err := s.ds.DB.Write(&b.b, &opt.WriteOptions{Sync: true}); err != nil {
-		return err
-	}
-	s.stats.syncs.Add(1)
-	return nil
-}
-
-// markClean fsyncs everything and lowers the revision reservation to the
-// revision: the next Open then knows no published revision can be missing.
-// REQUIRES: the writer, after the last batch.
-func (s *Store) markClean() error {
+// durable. It rewrites the revision counter and, at Close (clean), lowers
+// the revision reservation to the revision, so that the next Open knows no
+// published revision can be missing. REQUIRES: the writer.
+func (s *Store) syncBuffered(clean bool) error {
 	var b batch
 	rev := encodeUint64(uint64(s.rev.Load()))
 	b.b.Put([]byte(metaRev), rev)
-	b.b.Put([]byte(metaReserved), rev)
+	if clean {
+		b.b.Put([]byte(metaReserved), rev)
+	}
 	if err := s.ds.DB.Write(&b.b, &opt.WriteOptions{Sync: true}); err != nil {
 		return err
 	}

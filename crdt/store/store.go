@@ -151,6 +151,10 @@ func (s *Store) loadMeta() error {
 		return err
 	}
 	boot := bootID()
+	storedBoot, err := s.ds.DB.Get([]byte(metaBoot), nil)
+	if err != nil && !errors.Is(err, goleveldb.ErrNotFound) {
+		return fmt.Errorf("store: read %s: %w", metaBoot, err)
+	}
 	if reserved > rev {
 		// Not closed cleanly: batches written without an fsync may have
 		// had revisions up to reserved published to watchers. If the
@@ -158,11 +162,7 @@ func (s *Store) loadMeta() error {
 		// tell), they may be lost: skip past them, so that no revision a
 		// watcher saw is given to another change. After a crash of the
 		// process alone, the OS still had them, and LevelDB replayed them.
-		stored, err := s.ds.DB.Get([]byte(metaBoot), nil)
-		if err != nil && !errors.Is(err, goleveldb.ErrNotFound) {
-			return fmt.Errorf("store: read %s: %w", metaBoot, err)
-		}
-		if boot == "" || string(stored) != boot {
+		if boot == "" || string(storedBoot) != boot {
 			// Record the gap (ReadLog checks revisions are consecutive but
 			// for recorded gaps) and the new revision, durably, before any
 			// write can take a revision after it.
@@ -176,15 +176,9 @@ func (s *Store) loadMeta() error {
 			rev = reserved
 		}
 	}
-	if boot != "" {
-		stored, err := s.ds.DB.Get([]byte(metaBoot), nil)
-		if err != nil && !errors.Is(err, goleveldb.ErrNotFound) {
-			return fmt.Errorf("store: read %s: %w", metaBoot, err)
-		}
-		if string(stored) != boot {
-			if err := s.ds.DB.Put([]byte(metaBoot), []byte(boot), &opt.WriteOptions{Sync: true}); err != nil {
-				return fmt.Errorf("store: write %s: %w", metaBoot, err)
-			}
+	if boot != "" && string(storedBoot) != boot {
+		if err := s.ds.DB.Put([]byte(metaBoot), []byte(boot), &opt.WriteOptions{Sync: true}); err != nil {
+			return fmt.Errorf("store: write %s: %w", metaBoot, err)
 		}
 	}
 	s.rev.Store(int64(rev))
