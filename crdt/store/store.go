@@ -206,7 +206,7 @@ type Stats struct {
 	Changes int64 // changes written (revisions given)
 	// SkippedRevisions is how many revisions Open skipped because the
 	// store was not closed cleanly and the machine may have crashed since
-	// (see doc.go, "buffered batches").
+	// (see the package doc, on ApplyBuffered and revision reservations).
 	SkippedRevisions int64
 }
 
