@@ -16,9 +16,12 @@
 // that another node holds durably and anti-entropy can bring again (gossip),
 // does not: a batch of only such requests is written to LevelDB's journal
 // without an fsync, published and acknowledged, and made durable by the next
-// fsynced batch (the journal is one file written in order), by the writer
-// Config.SyncDelay later, or at Close. So a replicated write costs one fsync,
-// on its origin, and its watchers on other nodes do not wait for a second.
+// fsynced batch, by the writer Config.SyncDelay later, or at Close. (When
+// LevelDB switches to a new journal, it closes the old one without an fsync:
+// buffered batches written just before the switch become durable when LevelDB
+// flushes the old memtable to a table, usually within a second.) So a
+// replicated write costs one fsync, on its origin, and its watchers on other
+// nodes do not wait for a second.
 //
 // A failed batch write stops the store: every later write fails with
 // ErrWriteFailed until it is reopened, because the batch after it was
@@ -38,9 +41,15 @@
 //     (/m/reserved), a buffered batch past the reservation is fsynced, and
 //     Close lowers the reservation to the revision. Open after an unclean
 //     shutdown on another boot of the machine (/m/boot; or where the boot is
-//     unknown) skips to the reservation and records the gap (/g/), the only
-//     place revisions are not consecutive (Stats.SkippedRevisions). After a
-//     crash of the process alone nothing is lost and nothing is skipped.
+//     unknown) skips to the reservation and records the gap (/g/). It also
+//     records as gaps the holes a power loss can leave in the change log: a
+//     lost buffered batch whose later batches survived (the journal's later
+//     pages written back before earlier ones, or an fsynced batch in a new
+//     journal after buffered ones in the old). It scans the retained log for
+//     them (about 25 ms more for 100,000 records here). Recorded gaps are the
+//     only places revisions are not consecutive (Stats.SkippedRevisions).
+//     After a crash of the process alone nothing is lost and nothing is
+//     skipped.
 //   - The entry, the log record and the revision counter of a change are in
 //     the same atomic batch, so after a crash they agree.
 //   - The hybrid logical clock is persisted with every batch, so a restarted

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -163,16 +165,14 @@ func (s *Store) loadMeta() error {
 		// watcher saw is given to another change. After a crash of the
 		// process alone, the OS still had them, and LevelDB replayed them.
 		if boot == "" || string(storedBoot) != boot {
-			// Record the gap (ReadLog checks revisions are consecutive but
+			// Record the gaps (ReadLog checks revisions are consecutive but
 			// for recorded gaps) and the new revision, durably, before any
 			// write can take a revision after it.
-			var b goleveldb.Batch
-			b.Put(gapKey(int64(rev)+1), encodeUint64(reserved))
-			b.Put([]byte(metaRev), encodeUint64(reserved))
-			if err := s.ds.DB.Write(&b, &opt.WriteOptions{Sync: true}); err != nil {
+			skipped, err := s.recordGaps(int64(oldest), int64(rev), int64(reserved))
+			if err != nil {
 				return fmt.Errorf("store: skip revisions %d to %d: %w", rev+1, reserved, err)
 			}
-			s.stats.skipped = int64(reserved - rev)
+			s.stats.skipped = skipped
 			rev = reserved
 		}
 	}
@@ -186,6 +186,104 @@ func (s *Store) loadMeta() error {
 	s.purged.Store(purged)
 	s.cfg.Clock.Observe(crdt.Timestamp(hlc))
 	return nil
+}
+
+// recordGaps is Open's part after a machine crash that may have lost
+// buffered batches: it makes reserved the store's revision and records as
+// gaps the revisions after rev up to reserved, and every hole in the change
+// log between oldest and rev. A hole is a lost buffered batch whose later
+// batches survived: a power loss may keep the journal's later pages and lose
+// earlier unsynced ones, and LevelDB closes a full journal without an fsync,
+// so an fsynced batch in the next journal may outlive buffered ones in the
+// previous. Adjacent gaps are merged into one record, as ReadLog expects. Log
+// records below oldest (a lost batch's compaction, redone by a later one) are
+// deleted. It returns how many revisions the new gaps cover.
+func (s *Store) recordGaps(oldest, rev, reserved int64) (int64, error) {
+	var b goleveldb.Batch
+	type gap struct{ first, last int64 }
+	var gaps []gap
+	missing := func(first, last int64) {
+		if n := len(gaps); n > 0 && gaps[n-1].last+1 == first {
+			gaps[n-1].last = last
+			return
+		}
+		gaps = append(gaps, gap{first, last})
+	}
+	// Existing gap records are rewritten, merged with the new ones.
+	var before int64
+	it := s.ds.DB.NewIterator(&util.Range{Start: []byte(gapPrefix), Limit: gapKey(math.MaxInt64)}, nil)
+	for it.Next() {
+		first, err := parseRevKey(it.Key(), gapPrefix)
+		if err != nil {
+			it.Release()
+			return 0, err
+		}
+		last, err := decodeUint64(it.Value())
+		if err != nil {
+			it.Release()
+			return 0, fmt.Errorf("%w: %q: %v", ErrCorrupt, it.Key(), err)
+		}
+		if int64(last) >= oldest {
+			before += int64(last) - max(first, oldest) + 1
+			b.Delete(bytes.Clone(it.Key()))
+		}
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return 0, err
+	}
+	next := oldest // the next revision expected in the log
+	it = s.ds.DB.NewIterator(&util.Range{Start: []byte(logPrefix), Limit: logKeyEnd()}, &opt.ReadOptions{DontFillCache: true})
+	for it.Next() {
+		r, err := parseRevKey(it.Key(), logPrefix)
+		if err != nil {
+			it.Release()
+			return 0, err
+		}
+		switch {
+		case r < oldest:
+			b.Delete(bytes.Clone(it.Key()))
+			continue
+		case r > rev:
+			// Cannot be (rev is written with its batch's records), but such
+			// a record would sit inside the skipped revisions.
+			b.Delete(bytes.Clone(it.Key()))
+			continue
+		case r > next:
+			missing(next, r-1)
+		}
+		next = r + 1
+	}
+	it.Release()
+	if err := it.Error(); err != nil {
+		return 0, err
+	}
+	if next <= reserved {
+		missing(next, reserved)
+	}
+	var after int64
+	for _, g := range gaps {
+		b.Put(gapKey(g.first), encodeUint64(uint64(g.last)))
+		after += g.last - g.first + 1
+	}
+	b.Put([]byte(metaRev), encodeUint64(uint64(reserved)))
+	if err := s.ds.DB.Write(&b, &opt.WriteOptions{Sync: true}); err != nil {
+		return 0, err
+	}
+	return after - before, nil
+}
+
+// parseRevKey parses the revision of a log or gap key.
+func parseRevKey(key []byte, prefix string) (int64, error) {
+	hex, ok := bytes.CutPrefix(key, []byte(prefix))
+	if !ok || len(hex) != 16 {
+		return 0, fmt.Errorf("%w: key %q", ErrCorrupt, key)
+	}
+	v, err := strconv.ParseUint(string(hex), 16, 64)
+	if err != nil || v > math.MaxInt64 {
+		return 0, fmt.Errorf("%w: key %q", ErrCorrupt, key)
+	}
+	return int64(v), nil
 }
 
 // bootID identifies the running kernel's boot (Linux); "" where unknown.
@@ -204,9 +302,11 @@ type Stats struct {
 	Batches int64 // LevelDB batches written
 	Syncs   int64 // fsyncs: of batches, of buffered batches, at Close
 	Changes int64 // changes written (revisions given)
-	// SkippedRevisions is how many revisions Open skipped because the
-	// store was not closed cleanly and the machine may have crashed since
-	// (see the package doc, on ApplyBuffered and revision reservations).
+	// SkippedRevisions is how many revisions Open recorded as gaps because
+	// the store was not closed cleanly and the machine may have crashed
+	// since: the reserved revisions skipped, and holes a lost buffered batch
+	// left in the change log (see the package doc, on ApplyBuffered and
+	// revision reservations).
 	SkippedRevisions int64
 }
 
