@@ -211,7 +211,7 @@ func (s *Store) recordGaps(oldest, rev, reserved int64) (int64, error) {
 	}
 	// Existing gap records are rewritten, merged with the new ones.
 	var before int64
-	it := s.ds.DB.NewIterator(&util.Range{Start: []byte(gapPrefix), Limit: gapKey(math.MaxInt64)}, nil)
+	it := s.ds.DB.NewIterator(util.BytesPrefix([]byte(gapPrefix)), nil)
 	for it.Next() {
 		first, err := parseRevKey(it.Key(), gapPrefix)
 		if err != nil {
