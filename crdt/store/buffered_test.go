@@ -230,24 +230,31 @@ func TestRevisionsAfterACrashWithBufferedBatches(t *testing.T) {
 	})
 }
 
-// loseKeys deletes keys from a closed store's folder with LevelDB itself: it
-// stands in for a power loss that kept later journal pages and lost earlier
-// unsynced ones (or a journal LevelDB closed without an fsync), which a test
-// cannot cause. The store's own metadata is left as the crash left it.
-func loseKeys(t *testing.T, dir string, keys ...[]byte) {
+// crashEdit writes batch b into a closed store's folder with LevelDB itself:
+// it stands in for a power loss that kept later journal pages and lost
+// earlier unsynced ones (or a journal LevelDB closed without an fsync), which
+// a test cannot cause. The store's own metadata is left as the crash left it.
+func crashEdit(t *testing.T, dir string, b *goleveldb.Batch) {
 	t.Helper()
 	db, err := goleveldb.OpenFile(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range keys {
-		if err := db.Delete(k, nil); err != nil {
-			t.Fatal(err)
-		}
+	if err := db.Write(b, nil); err != nil {
+		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// lost is a batch that deletes keys (those of lost batches).
+func lost(keys ...[]byte) *goleveldb.Batch {
+	var b goleveldb.Batch
+	for _, k := range keys {
+		b.Delete(k)
+	}
+	return &b
 }
 
 func logRevisions(t *testing.T, s *Store, from int64) []int64 {
@@ -302,19 +309,11 @@ func TestMachineCrashThatLostAnEarlierBufferedBatch(t *testing.T) {
 	mustApplyBuffered(t, s, remoteEntries("t", 2)) // 9..10: kept
 
 	dir := copyDir(t, live)
-	loseKeys(t, dir, logKey(7), logKey(8), entryKey([]byte("s0")), entryKey([]byte("s1")))
+	b := lost(logKey(7), logKey(8), entryKey([]byte("s0")), entryKey([]byte("s1")))
 	// A record below the oldest revision, as if the batch that compacted it
 	// was lost and a later one moved the oldest revision past it.
-	db, err := goleveldb.OpenFile(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Put(logKey(1), []byte("left over"), nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	b.Put(logKey(1), []byte("left over"))
+	crashEdit(t, dir, b)
 
 	setBootID(t, "boot-2")
 	c, err := Open(Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock(), SyncDelay: time.Hour, ReserveRevisions: 100})
@@ -351,7 +350,7 @@ func TestMachineCrashThatLostAnEarlierBufferedBatch(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	loseKeys(t, dir2, logKey(104), logKey(105), logKey(106))
+	crashEdit(t, dir2, lost(logKey(104), logKey(105), logKey(106)))
 	setBootID(t, "boot-3")
 	c2 := openStore(t, Config{Path: dir2})
 	if got, want := c2.Stats().SkippedRevisions, int64(3+97); got != want {

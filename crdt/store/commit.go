@@ -422,9 +422,10 @@ func (s *Store) fail(err error) {
 
 // syncBuffered fsyncs the batches written without one: an fsynced write to
 // LevelDB's journal makes every earlier write to the same journal durable
-// (see doc.go for one written before LevelDB switched journals). It rewrites the revision counter and, at Close (clean), lowers
-// the revision reservation to the revision, so that the next Open knows no
-// published revision can be missing. REQUIRES: the writer.
+// (see doc.go for one written before LevelDB switched journals). It rewrites
+// the revision counter and, at Close (clean), lowers the revision
+// reservation to the revision, so that the next Open knows no published
+// revision can be missing. REQUIRES: the writer.
 func (s *Store) syncBuffered(clean bool) error {
 	var b batch
 	rev := encodeUint64(uint64(s.rev.Load()))
