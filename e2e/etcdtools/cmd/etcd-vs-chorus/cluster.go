@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,10 +22,23 @@ import (
 	"go.uber.org/zap"
 )
 
-// cluster is three server processes and their etcd client endpoints.
+// cluster is the server processes of one system (one, or three) and their
+// etcd client endpoints.
 type cluster struct {
 	procs     []*proc
 	endpoints []string
+	stopping  atomic.Bool // set by stop: the servers' logs are dropped from then on
+}
+
+// logWriter passes a server's log on to stderr until the cluster is being
+// stopped (etcd logs errors about its closed listeners when it stops).
+type logWriter struct{ c *cluster }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	if w.c.stopping.Load() {
+		return len(p), nil
+	}
+	return os.Stderr.Write(p)
 }
 
 type proc struct {
@@ -79,6 +93,7 @@ func (c *cluster) exited() bool {
 }
 
 func (c *cluster) stop() {
+	c.stopping.Store(true)
 	for _, p := range c.procs {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
@@ -111,21 +126,21 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// startEtcd starts a 3-member etcd cluster on loopback with etcd's defaults
-// (fsync on every commit).
-func startEtcd(ctx context.Context, bin, dir string) (*cluster, error) {
-	ports, err := freePorts(6)
+// startEtcd starts an etcd cluster of n members on loopback with etcd's
+// defaults (fsync on every commit); n = 1 is a lone member.
+func startEtcd(ctx context.Context, bin, dir string, n int) (*cluster, error) {
+	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
 	}
 	var initial []string
-	for i := range 3 {
-		initial = append(initial, fmt.Sprintf("e%d=http://127.0.0.1:%d", i, ports[3+i]))
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("e%d=http://127.0.0.1:%d", i, ports[n+i]))
 	}
 	c := &cluster{}
-	for i := range 3 {
+	for i := range n {
 		client := fmt.Sprintf("http://127.0.0.1:%d", ports[i])
-		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[3+i])
+		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[n+i])
 		cmd := exec.Command(bin,
 			"--name", fmt.Sprintf("e%d", i),
 			"--data-dir", filepath.Join(dir, fmt.Sprint(i)),
@@ -134,7 +149,7 @@ func startEtcd(ctx context.Context, bin, dir string) (*cluster, error) {
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-state", "new", "--initial-cluster-token", "bench",
 			"--log-level", "error")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		cmd.Stdout, cmd.Stderr = logWriter{c}, logWriter{c}
 		if err := c.start(cmd); err != nil {
 			c.stop()
 			return nil, err
@@ -154,13 +169,20 @@ var (
 	clientAPIRE = regexp.MustCompile(`msg="chorus node started" .*client_api=(\S+)`)
 )
 
-// startChorus starts 3 Chorus agents with the etcd API, the 2nd and 3rd
-// bootstrapped from the 1st and admitted as an operator does (`chorus id`
-// on the new node's data folder, `chorus member add` on the 1st).
-func startChorus(ctx context.Context, bin, dir string) (*cluster, error) {
+// chorusOpts are what the command line adds to every Chorus agent.
+type chorusOpts struct {
+	args []string // extra agent flags, after the command's own
+	env  []string // extra environment variables (KEY=VALUE)
+}
+
+// startChorus starts n Chorus agents with their defaults and the etcd API,
+// the 2nd and later bootstrapped from the 1st and admitted as an operator
+// does (`chorus id` on the new node's data folder, `chorus member add` on
+// the 1st); n = 1 is a lone agent, with no bootstrap and no peers.
+func startChorus(ctx context.Context, bin, dir string, n int, opts chorusOpts) (*cluster, error) {
 	c := &cluster{}
 	var boot, firstClient string
-	for i := range 3 {
+	for i := range n {
 		dataDir := filepath.Join(dir, fmt.Sprint(i))
 		if i > 0 {
 			id, err := exec.CommandContext(ctx, bin, "id", "--data-dir", dataDir).Output()
@@ -181,9 +203,13 @@ func startChorus(ctx context.Context, bin, dir string) (*cluster, error) {
 		if boot != "" {
 			args = append(args, "--bootstrap", boot)
 		}
-		cmd := exec.Command(bin, args...)
+		cmd := exec.Command(bin, append(args, opts.args...)...)
+		if len(opts.env) > 0 {
+			cmd.Env = append(os.Environ(), opts.env...)
+		}
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
+			c.stop()
 			return nil, err
 		}
 		if err := c.start(cmd); err != nil {
@@ -191,8 +217,10 @@ func startChorus(ctx context.Context, bin, dir string) (*cluster, error) {
 			return nil, err
 		}
 		found := map[*regexp.Regexp]string{}
+		var seen []string // the log so far, shown if the agent fails to start
 		lines := bufio.NewScanner(stderr)
 		for len(found) < 3 && lines.Scan() {
+			seen = append(seen, lines.Text())
 			for _, re := range []*regexp.Regexp{bootstrapRE, etcdAPIRE, clientAPIRE} {
 				if m := re.FindStringSubmatch(lines.Text()); m != nil && found[re] == "" {
 					found[re] = m[1]
@@ -201,7 +229,7 @@ func startChorus(ctx context.Context, bin, dir string) (*cluster, error) {
 		}
 		if len(found) < 3 {
 			c.stop()
-			return nil, errors.New("a chorus agent did not log its addresses")
+			return nil, fmt.Errorf("chorus agent %d did not log its addresses; its log:\n%s", i, strings.Join(seen, "\n"))
 		}
 		go func() { _, _ = io.Copy(io.Discard, stderr) }() // keep draining the log
 		if boot == "" {
@@ -216,7 +244,7 @@ func startChorus(ctx context.Context, bin, dir string) (*cluster, error) {
 	return c, nil
 }
 
-// waitReady waits until every member lists 3 members and a put on each
+// waitReady waits until every member lists all the members and a put on each
 // member is seen on every other (Chorus's gossip is ready then).
 func (c *cluster) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)

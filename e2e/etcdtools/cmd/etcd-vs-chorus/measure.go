@@ -40,15 +40,6 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 	return sorted[i]
 }
 
-type result struct {
-	system                 string
-	put1, put100, range100 phase
-	watch                  []time.Duration // sorted
-	// cpuPerPut is the CPU time the three servers used per put in the
-	// 100-client put phase.
-	cpuPerPut time.Duration
-}
-
 // dial returns n clients, each over its own connection to all endpoints
 // (clientv3 balances their calls round-robin), as etcd's benchmark does.
 func dial(n int, endpoints []string) ([]*clientv3.Client, error) {
@@ -110,18 +101,43 @@ func runPhase(ctx context.Context, conns []*clientv3.Client, n int, d time.Durat
 	return p, nil
 }
 
-// bench drives one system's cluster.
+// Workloads, as the table names them after their group's label.
+const (
+	wPut1   = "put, 1 client"
+	wPut100 = "put, 100 clients"
+	wRange  = "range (serializable), 100 clients"
+	wWatch  = "watch latency (put on one member, event on the others)"
+)
+
+// Group labels, which prefix the workloads in the table.
+const (
+	labelLone    = "lone node"
+	labelCluster = "3 nodes"
+)
+
+func workload(label, w string) string { return label + ": " + w }
+
+// cpuMetric names the server-CPU row of a group of n servers per system.
+func cpuMetric(n int) string {
+	if n == 1 {
+		return "server CPU per put (1 server)"
+	}
+	return fmt.Sprintf("server CPU per put (%d servers)", n)
+}
+
+// bench drives one system's servers in one group of phases.
 type bench struct {
-	name      string
+	name      string // "etcd" or "chorus"
+	label     string // the group's label
 	c         *cluster
-	r         *result
+	s         *samples
 	one, many []*clientv3.Client // 1 connection; 10 connections
 	seq       atomic.Int64
 	value     string
 }
 
-func newBench(name string, c *cluster) (*bench, error) {
-	b := &bench{name: name, c: c, r: &result{system: name}}
+func newBench(name, label string, c *cluster, s *samples) (*bench, error) {
+	b := &bench{name: name, label: label, c: c, s: s}
 	value := make([]byte, valueBytes)
 	for i := range value {
 		value[i] = byte('a' + rand.IntN(26))
@@ -148,8 +164,13 @@ func (b *bench) put(ctx context.Context, cl *clientv3.Client) error {
 	return err
 }
 
-func (b *bench) log(what string, p phase) {
-	fmt.Fprintf(os.Stderr, "  %-7s %-20s %8.0f req/s  p50 %v  p99 %v\n", b.name, what, p.throughput(), p.pct(0.5), p.pct(0.99))
+// record adds a phase's figures to the samples and logs them.
+func (b *bench) record(w string, p phase) {
+	wl := workload(b.label, w)
+	b.s.add(b.name, wl, "throughput", "req/s", p.throughput())
+	b.s.add(b.name, wl, "p50", "ms", ms(p.pct(0.5)))
+	b.s.add(b.name, wl, "p99", "ms", ms(p.pct(0.99)))
+	fmt.Fprintf(os.Stderr, "  %-7s %-40s %8.0f req/s  p50 %v  p99 %v\n", b.name, wl, p.throughput(), p.pct(0.5), p.pct(0.99))
 }
 
 // A short warm-up, so that connections and caches are up.
@@ -158,21 +179,26 @@ func (b *bench) warmUp(ctx context.Context, _ config) error {
 	return err
 }
 
-func (b *bench) put1(ctx context.Context, cfg config) (err error) {
-	if b.r.put1, err = runPhase(ctx, b.one, 1, cfg.duration, b.put); err == nil {
-		b.log("put, 1 client", b.r.put1)
+func (b *bench) put1(ctx context.Context, cfg config) error {
+	p, err := runPhase(ctx, b.one, 1, cfg.duration, b.put)
+	if err == nil {
+		b.record(wPut1, p)
 	}
 	return err
 }
 
-func (b *bench) put100(ctx context.Context, cfg config) (err error) {
+// put100 also measures the CPU time the servers use per put, from /proc
+// before and after the phase.
+func (b *bench) put100(ctx context.Context, cfg config) error {
 	cpu0 := b.c.cpu()
-	if b.r.put100, err = runPhase(ctx, b.many, 100, cfg.duration, b.put); err != nil {
+	p, err := runPhase(ctx, b.many, 100, cfg.duration, b.put)
+	if err != nil {
 		return err
 	}
-	b.r.cpuPerPut = (b.c.cpu() - cpu0) / time.Duration(max(b.r.put100.ops, 1))
-	b.log("put, 100 clients", b.r.put100)
-	fmt.Fprintf(os.Stderr, "  %-7s %-20s %v of server CPU per put\n", b.name, "", b.r.cpuPerPut)
+	cpu := (b.c.cpu() - cpu0) / time.Duration(max(p.ops, 1))
+	b.record(wPut100, p)
+	b.s.add(b.name, workload(b.label, wPut100), cpuMetric(len(b.c.procs)), "µs", us(cpu))
+	fmt.Fprintf(os.Stderr, "  %-7s %-40s %v of server CPU per put\n", b.name, "", cpu)
 	return nil
 }
 
@@ -187,47 +213,138 @@ func (b *bench) fillRange(ctx context.Context, _ config) error {
 	return waitKeys(ctx, b.c.endpoints, key("/range/", rangeKeys-1))
 }
 
-func (b *bench) range100(ctx context.Context, cfg config) (err error) {
+func (b *bench) range100(ctx context.Context, cfg config) error {
 	get := func(ctx context.Context, cl *clientv3.Client) error {
 		_, err := cl.Get(ctx, key("/range/", rand.Int64N(rangeKeys)), clientv3.WithSerializable())
 		return err
 	}
-	if b.r.range100, err = runPhase(ctx, b.many, 100, cfg.duration, get); err == nil {
-		b.log("range, 100 clients", b.r.range100)
+	p, err := runPhase(ctx, b.many, 100, cfg.duration, get)
+	if err == nil {
+		b.record(wRange, p)
 	}
 	return err
 }
 
-func (b *bench) watch(ctx context.Context, cfg config) (err error) {
-	if b.r.watch, err = watchLatency(ctx, b.c.endpoints, cfg, b.value); err == nil {
-		fmt.Fprintf(os.Stderr, "  %-7s %-20s p50 %v  p99 %v (%d events)\n", b.name, "watch latency", percentile(b.r.watch, 0.5), percentile(b.r.watch, 0.99), len(b.r.watch))
+func (b *bench) watch(ctx context.Context, cfg config) error {
+	lats, err := watchLatency(ctx, b.c.endpoints, cfg, b.value)
+	if err != nil {
+		return err
 	}
-	return err
+	wl := workload(b.label, wWatch)
+	b.s.add(b.name, wl, "p50", "ms", ms(percentile(lats, 0.5)))
+	b.s.add(b.name, wl, "p99", "ms", ms(percentile(lats, 0.99)))
+	fmt.Fprintf(os.Stderr, "  %-7s %-40s p50 %v  p99 %v (%d events)\n", b.name, "watch latency", percentile(lats, 0.5), percentile(lats, 0.99), len(lats))
+	return nil
 }
 
-// measure runs every phase on every system, interleaved (a phase on each
-// system in turn, then the next phase), so that a change in the machine's
-// load during the run falls on both alike.
-func measure(ctx context.Context, benches []*bench, cfg config) error {
-	steps := []struct {
-		name string
-		fn   func(*bench, context.Context, config) error
-	}{
-		{"warm-up", (*bench).warmUp},
-		{"put, 1 client", (*bench).put1},
-		{"put, 100 clients", (*bench).put100},
-		{"filling the range keys", (*bench).fillRange},
-		{"range, 100 clients", (*bench).range100},
-		{"watch latency", (*bench).watch},
-	}
-	for _, st := range steps {
+// A step is one measurement, made on each system in turn.
+type step struct {
+	name string
+	fn   func(*bench, context.Context, config) error
+}
+
+// A group is a set of phases run on the same servers: etcd's and Chorus's,
+// n of each, started for the group and stopped after it.
+type group struct {
+	name  string // as -phases names it
+	label string // prefixes its workloads in the table
+	n     int    // servers per system
+	setup []step // once, before the runs
+	steps []step // in every run
+}
+
+var groups = []group{
+	{
+		name: "lone", label: labelLone, n: 1,
+		setup: []step{{"warm-up", (*bench).warmUp}},
+		steps: []step{{wPut1, (*bench).put1}, {wPut100, (*bench).put100}},
+	},
+	{
+		name: "cluster", label: labelCluster, n: 3,
+		setup: []step{{"warm-up", (*bench).warmUp}, {"filling the range keys", (*bench).fillRange}},
+		steps: []step{{wPut1, (*bench).put1}, {wPut100, (*bench).put100}, {wRange, (*bench).range100}, {wWatch, (*bench).watch}},
+	},
+}
+
+// measureGroup runs the group's setup on every system, then its phases
+// cfg.runs times, interleaved: in each run, each phase on each system in
+// turn (etcd, then Chorus), so that a change in the machine's load falls on
+// both alike and a run's two figures form a pair. With probe, each run
+// starts with the raw disk probe.
+func measureGroup(ctx context.Context, g group, benches []*bench, cfg config, probe bool) error {
+	for _, st := range g.setup {
 		for _, b := range benches {
 			if err := st.fn(b, ctx, cfg); err != nil {
-				return fmt.Errorf("%s: %s: %w", b.name, st.name, err)
+				return fmt.Errorf("%s, %s: %s: %w", b.name, g.label, st.name, err)
+			}
+		}
+	}
+	for run := range cfg.runs {
+		fmt.Fprintf(os.Stderr, "%s, run %d of %d:\n", g.label, run+1, cfg.runs)
+		if probe {
+			if err := probeDisk(cfg, benches[0].s); err != nil {
+				return err
+			}
+		}
+		for _, st := range g.steps {
+			for _, b := range benches {
+				if err := st.fn(b, ctx, cfg); err != nil {
+					return fmt.Errorf("%s, %s: %s: %w", b.name, g.label, st.name, err)
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// Rows of the raw disk probe.
+const (
+	systemDisk = "disk"
+	wDisk      = "raw append + fsync (400 B)"
+	probeBytes = 400
+)
+
+// probeDisk appends probeBytes to a new file in the folder that holds the
+// data folders and fsyncs it, cfg.fsyncs times, and records the p50 and p99
+// of one append + fsync: the floor under a durable write on this disk.
+func probeDisk(cfg config, s *samples) error {
+	lats, err := appendFsync(cfg.work, cfg.fsyncs)
+	if err != nil {
+		return fmt.Errorf("disk probe: %w", err)
+	}
+	s.add(systemDisk, wDisk, "p50", "ms", ms(percentile(lats, 0.5)))
+	s.add(systemDisk, wDisk, "p99", "ms", ms(percentile(lats, 0.99)))
+	fmt.Fprintf(os.Stderr, "  %-7s %-40s p50 %v  p99 %v (%d fsyncs)\n", systemDisk, wDisk, percentile(lats, 0.5), percentile(lats, 0.99), len(lats))
+	return nil
+}
+
+// appendFsync appends probeBytes to a new file in dir and fsyncs it, n
+// times, and returns the sorted durations of each append + fsync.
+func appendFsync(dir string, n int) ([]time.Duration, error) {
+	f, err := os.CreateTemp(dir, "fsync-probe-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	// The file's creation is made durable first, outside the timings.
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	buf := []byte(strings.Repeat("x", probeBytes))
+	lats := make([]time.Duration, 0, n)
+	for range n {
+		t0 := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return nil, err
+		}
+		if err := f.Sync(); err != nil {
+			return nil, err
+		}
+		lats = append(lats, time.Since(t0))
+	}
+	slices.Sort(lats)
+	return lats, f.Close()
 }
 
 // waitKeys waits until k is readable on every endpoint.

@@ -3,59 +3,19 @@ package main
 import (
 	"fmt"
 	"html"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// row is one line of the table: a metric measured on both systems.
-type row struct {
-	workload, metric string
-	etcd, chorus     float64
-	unit             string
-	higherBetter     bool
-	// adv, when set, is the advantage as printed in a table read back
-	// (computed from unrounded figures).
-	adv float64
-}
-
-// advantage is how many times better Chorus is (> 1: Chorus is better).
-func (r row) advantage() float64 {
-	if r.adv != 0 {
-		return r.adv
-	}
-	if r.higherBetter {
-		return r.chorus / r.etcd
-	}
-	return r.etcd / r.chorus
-}
-
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-
-func rows(e, c *result) []row {
-	var out []row
-	add := func(workload string, pe, pc phase, withThroughput bool) {
-		if withThroughput {
-			out = append(out, row{workload, "throughput", pe.throughput(), pc.throughput(), "req/s", true, 0})
-		}
-		out = append(out,
-			row{workload, "p50", ms(pe.pct(0.5)), ms(pc.pct(0.5)), "ms", false, 0},
-			row{workload, "p99", ms(pe.pct(0.99)), ms(pc.pct(0.99)), "ms", false, 0})
-	}
-	add("put, 1 client", e.put1, c.put1, true)
-	add("put, 100 clients", e.put100, c.put100, true)
-	out = append(out, row{"put, 100 clients", "server CPU per put (3 servers)", us(e.cpuPerPut), us(c.cpuPerPut), "µs", false, 0})
-	add("range (serializable), 100 clients", e.range100, c.range100, true)
-	out = append(out,
-		row{"watch latency (put on one member, event on the others)", "p50", ms(percentile(e.watch, 0.5)), ms(percentile(c.watch, 0.5)), "ms", false, 0},
-		row{"watch latency (put on one member, event on the others)", "p99", ms(percentile(e.watch, 0.99)), ms(percentile(c.watch, 0.99)), "ms", false, 0})
-	return out
-}
 
 func format(v float64, unit string) string {
 	switch unit {
@@ -67,72 +27,209 @@ func format(v float64, unit string) string {
 	return fmt.Sprintf("%.2f ms", v)
 }
 
-func report(cfg config, results []*result) error {
-	if len(results) != 2 {
-		for _, r := range results {
-			fmt.Printf("%s: put 1 client %.0f req/s p50 %v; put 100 clients %.0f req/s p50 %v p99 %v; range %.0f req/s; watch p50 %v p99 %v\n",
-				r.system, r.put1.throughput(), r.put1.pct(0.5), r.put100.throughput(), r.put100.pct(0.5), r.put100.pct(0.99),
-				r.range100.throughput(), percentile(r.watch, 0.5), percentile(r.watch, 0.99))
+func formatAdv(a float64) string {
+	if math.IsNaN(a) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", a)
+}
+
+func formatSpread(lo, hi float64) string {
+	if math.IsNaN(lo) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f – %.2f×", lo, hi)
+}
+
+// disk is the raw disk probe's figures: medians over the runs, in ms (zero:
+// not measured).
+type disk struct {
+	p50, p99       float64
+	p50lo, p50hi   float64
+	runs, perProbe int
+}
+
+func diskFigures(s *samples, perProbe int) disk {
+	var d disk
+	if sr := s.by[[2]string{wDisk, "p50"}]; sr != nil {
+		v := sr.vals[systemDisk]
+		d.p50, d.runs, d.perProbe = median(v), len(v), perProbe
+		d.p50lo, d.p50hi = minMax(v)
+	}
+	if sr := s.by[[2]string{wDisk, "p99"}]; sr != nil {
+		d.p99 = median(sr.vals[systemDisk])
+	}
+	return d
+}
+
+func minMax(v []float64) (lo, hi float64) {
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for _, x := range v {
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return lo, hi
+}
+
+// diskLineRE reads the disk line back from a table this program wrote.
+var diskLineRE = regexp.MustCompile(`(?m)^Raw disk.*: p50 ([0-9.]+) ms, p99 ([0-9.]+) ms`)
+
+func (d disk) line() string {
+	return fmt.Sprintf("Raw disk, the floor under a durable write (%d appends of %d B to a new file next to the data folders, each followed by fsync, per run): p50 %.2f ms, p99 %.2f ms (medians of %s; p50 from %.2f to %.2f ms).\n",
+		d.perProbe, probeBytes, d.p50, d.p99, plural(d.runs, "run"), d.p50lo, d.p50hi)
+}
+
+func report(cfg config, s *samples) error {
+	if cfg.only != "" {
+		// One system: its medians, no ratios, no files.
+		for _, sr := range s.order {
+			for _, sys := range []string{systemDisk, "etcd", "chorus"} {
+				v := sr.vals[sys]
+				if len(v) == 0 {
+					continue
+				}
+				lo, hi := minMax(v)
+				fmt.Printf("%s: %s, %s: %s (%s – %s)\n", sys, sr.workload, sr.metric, format(median(v), sr.unit), format(lo, sr.unit), format(hi, sr.unit))
+			}
 		}
 		return nil
 	}
-	rs := rows(results[0], results[1])
-	var b strings.Builder
-	fmt.Fprintf(&b, "Measured %s on one machine (%d CPUs, %s/%s), one run: 3 etcd members and 3 Chorus nodes on loopback, driven by the same go.etcd.io/etcd/client/v3 code; keys %d B, values %d B; %v per throughput phase; 100 clients share 10 connections; watch latency over %d puts at one every %v, 2 watchers; phases interleaved (each on etcd, then on Chorus); load average %s before the run, %s after.\n\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, keyBytes, valueBytes, cfg.duration, cfg.watchPuts, cfg.watchInterval, cfg.loadBefore, cfg.loadAfter)
-	b.WriteString("| workload | metric | etcd | Chorus | Chorus's advantage |\n| --- | --- | --- | --- | --- |\n")
-	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f× |\n", r.workload, r.metric, format(r.etcd, r.unit), format(r.chorus, r.unit), r.advantage())
+	md, rs, d := markdown(cfg, s, time.Now())
+	fmt.Print(md)
+	if len(rs) == 0 {
+		return nil // nothing to chart (only the disk probe ran)
 	}
-	b.WriteString("\nChorus's advantage: throughput Chorus ÷ etcd, latency etcd ÷ Chorus; above 1 means Chorus is better.\n\nTargets:\n\n")
-	target := func(what string, got, want float64) {
-		verdict := "met"
-		if got < want {
-			verdict = "missed"
-		}
-		fmt.Fprintf(&b, "- %s: %.2f× (target %g×): **%s**\n", what, got, want, verdict)
-	}
-	target("put throughput at 100 clients, Chorus ÷ etcd", rs[3].advantage(), 10)
-	target("put p50 at 1 client, etcd ÷ Chorus", rs[1].advantage(), 4)
-	target("watch p99, etcd ÷ Chorus", rs[len(rs)-1].advantage(), 1)
-	fmt.Print(b.String())
-
 	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(cfg.out, "etcd-vs-chorus.md"), []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(cfg.out, "etcd-vs-chorus.md"), []byte(md), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(cfg.out, "etcd-vs-chorus.svg"), []byte(svg(rs)), 0o644)
+	return os.WriteFile(filepath.Join(cfg.out, "etcd-vs-chorus.svg"), []byte(svg(rs, d.p50)), 0o644)
+}
+
+// markdown returns the report of the samples measured on the day of now,
+// and its rows and disk figures.
+func markdown(cfg config, s *samples, now time.Time) (string, []row, disk) {
+	rs := s.rows()
+	d := diskFigures(s, cfg.fsyncs)
+	var lone, cluster bool
+	for _, r := range rs {
+		lone = lone || strings.HasPrefix(r.workload, labelLone+":")
+		cluster = cluster || strings.HasPrefix(r.workload, labelCluster+":")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured %s on one machine (%d CPUs, %s/%s): %s of every phase, interleaved (in each run, each phase on etcd, then on Chorus).",
+		now.UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, plural(cfg.runs, "run"))
+	if lone {
+		b.WriteString(" Lone node: 1 etcd member vs 1 Chorus agent with no peers.")
+	}
+	if cluster {
+		b.WriteString(" 3 nodes: 3 etcd members vs 3 Chorus nodes on loopback.")
+	}
+	fmt.Fprintf(&b, " Each system with its defaults, driven by the same go.etcd.io/etcd/client/v3 code; keys %d B, values %d B; %v per throughput phase; 100 clients share 10 connections;", keyBytes, valueBytes, cfg.duration)
+	if cluster {
+		fmt.Fprintf(&b, " watch latency over %d puts at one every %v, 2 watchers;", cfg.watchPuts, cfg.watchInterval)
+	}
+	fmt.Fprintf(&b, " load average %s before the run, %s after.\n\n", cfg.loadBefore, cfg.loadAfter)
+	if d.runs > 0 {
+		b.WriteString(d.line() + "\n")
+	}
+	if len(rs) > 0 {
+		b.WriteString("| workload | metric | etcd | Chorus | Chorus's advantage | spread (min – max) |\n| --- | --- | --- | --- | --- | --- |\n")
+		for _, r := range rs {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.workload, r.metric, format(r.etcd, r.unit), format(r.chorus, r.unit), formatAdv(r.adv), formatSpread(r.advMin, r.advMax))
+		}
+		b.WriteString("\netcd and Chorus: the medians of the runs. Chorus's advantage: throughput Chorus ÷ etcd, latency and CPU etcd ÷ Chorus, computed per pair of runs (etcd's and Chorus's figures of the same run); the median of the pairs and their spread. Above 1 means Chorus is better.\n")
+	}
+	b.WriteString("\nTargets (issue 12; met or missed on the medians):\n\n")
+	b.WriteString(targets(rs, d))
+	return b.String(), rs, d
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func verdict(met bool) string {
+	if met {
+		return "**met**"
+	}
+	return "**missed**"
+}
+
+// targets lists issue 12's targets, each met or missed with its figures.
+func targets(rs []row, d disk) string {
+	var b strings.Builder
+	const notMeasured = ": not measured (its phases were not run)\n"
+
+	what := "lone node, 1 client: Chorus's put p50 ≤ the raw append + fsync p50 + 0.25 ms"
+	if r, ok := find(rs, workload(labelLone, wPut1), "p50"); ok && d.runs > 0 {
+		limit := d.p50 + 0.25
+		fmt.Fprintf(&b, "- %s: %.2f ms against %.2f + 0.25 = %.2f ms (etcd's: %.2f ms): %s\n", what, r.chorus, d.p50, limit, r.etcd, verdict(r.chorus <= limit))
+	} else {
+		b.WriteString("- " + what + notMeasured)
+	}
+
+	ratio := func(what, wl, metric string, want float64, how string) {
+		r, ok := find(rs, wl, metric)
+		if !ok {
+			b.WriteString("- " + what + notMeasured)
+			return
+		}
+		fmt.Fprintf(&b, "- %s: %s (spread %s; etcd %s, Chorus %s); target ≥ %g×%s: %s\n", what, formatAdv(r.adv), formatSpread(r.advMin, r.advMax),
+			format(r.etcd, r.unit), format(r.chorus, r.unit), want, how, verdict(r.adv >= want))
+	}
+	ratio("lone node, 100 clients: server CPU per put, etcd ÷ Chorus", workload(labelLone, wPut100), cpuMetric(1), 2.5, " (Chorus ≤ 0.4× etcd's)")
+	ratio("3 nodes, 100 clients: put throughput, Chorus ÷ etcd", workload(labelCluster, wPut100), "throughput", 3, "")
+	ratio("3 nodes, 1 client: put p50, etcd ÷ Chorus", workload(labelCluster, wPut1), "p50", 2, " (Chorus ≤ ½ etcd's)")
+	ratio("3 nodes, 100 clients: serializable range throughput, Chorus ÷ etcd", workload(labelCluster, wRange), "throughput", 1, "")
+	ratio("3 nodes: watch p99, etcd ÷ Chorus", workload(labelCluster, wWatch), "p99", 1, "")
+	return b.String()
 }
 
 // svg draws the table as horizontal bars: per metric, etcd's and Chorus's
-// values scaled to the larger of the two, labelled with the figures.
-func svg(rs []row) string {
+// medians scaled to the larger of the two, labelled with the figures. A
+// raw disk p50 (ms, zero: none) is marked on the lone node's 1-client put
+// p50.
+func svg(rs []row, diskP50 float64) string {
 	const (
 		width, left, barMax = 900, 330, 420
-		rowH, barH, top     = 46, 16, 60
+		rowH, barH, top     = 46, 16, 78
 	)
 	height := top + rowH*len(rs) + 20
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="13">`+"\n", width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="16" font-weight="bold">etcd vs Chorus, 3 members each, same machine, same etcd client</text>`+"\n", 10)
+	fmt.Fprintf(&b, `<text x="%d" y="24" font-size="16" font-weight="bold">etcd vs Chorus, same machine, same etcd client (medians of the runs)</text>`+"\n", 10)
 	fmt.Fprintf(&b, `<rect x="%d" y="34" width="12" height="12" fill="#9e9e9e"/><text x="%d" y="45">etcd</text>`+"\n", left, left+16)
 	fmt.Fprintf(&b, `<rect x="%d" y="34" width="12" height="12" fill="#1e6fd9"/><text x="%d" y="45">Chorus</text>`+"\n", left+70, left+86)
 	fmt.Fprintf(&b, `<text x="%d" y="45" fill="#555">bars scaled per row; advantage &gt; 1 = Chorus better</text>`+"\n", left+160)
+	if diskP50 > 0 {
+		fmt.Fprintf(&b, `<line x1="%d" y1="58" x2="%d" y2="70" stroke="#d9531e" stroke-width="2" stroke-dasharray="3,2"/><text x="%d" y="68" fill="#555">raw 400 B append + fsync p50, %.2f ms (on the lone node's 1-client put p50)</text>`+"\n", left+6, left+6, left+16, diskP50)
+	}
 	for i, r := range rs {
 		y := top + i*rowH
-		m := max(r.etcd, r.chorus)
+		mark := 0.0
+		if diskP50 > 0 && r.workload == workload(labelLone, wPut1) && r.metric == "p50" {
+			mark = diskP50
+		}
+		m := max(r.etcd, r.chorus, mark)
 		if m <= 0 {
 			m = 1
 		}
-		workload := r.workload
-		if len(workload) > 44 {
-			workload = workload[:41] + "…"
+		wl := r.workload
+		if len([]rune(wl)) > 44 {
+			wl = string([]rune(wl)[:41]) + "…"
 		}
-		fmt.Fprintf(&b, `<text x="10" y="%d">%s</text>`+"\n", y+barH-2, html.EscapeString(workload))
-		fmt.Fprintf(&b, `<text x="10" y="%d" fill="#555">%s · advantage %.2f×</text>`+"\n", y+barH+14, html.EscapeString(r.metric), r.advantage())
+		fmt.Fprintf(&b, `<text x="10" y="%d">%s</text>`+"\n", y+barH-2, html.EscapeString(wl))
+		adv := "advantage " + formatAdv(r.adv)
+		if !math.IsNaN(r.advMin) && r.runs > 1 {
+			adv += " (" + strings.TrimSuffix(formatSpread(r.advMin, r.advMax), "×") + ")"
+		}
+		fmt.Fprintf(&b, `<text x="10" y="%d" fill="#555">%s · %s</text>`+"\n", y+barH+14, html.EscapeString(r.metric), html.EscapeString(adv))
 		for j, v := range []float64{r.etcd, r.chorus} {
 			color := "#9e9e9e"
 			if j == 1 {
@@ -143,38 +240,72 @@ func svg(rs []row) string {
 			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", left, by, max(w, 1), barH, color)
 			fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", left+max(w, 1)+6, by+barH-3, format(v, r.unit))
 		}
+		if mark > 0 {
+			x := left + int(float64(barMax)*mark/m)
+			fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#d9531e" stroke-width="2" stroke-dasharray="3,2"/>`+"\n", x, y-2, x, y+2*barH+4)
+		}
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
 }
 
-// rowsFromTable reads the rows back from a Markdown table this program
-// wrote, so that the chart can be redrawn without measuring again.
-func rowsFromTable(md string) ([]row, error) {
+// rowsFromTable reads the rows and the raw disk p50 (ms; zero when absent)
+// back from a Markdown table this program wrote, so that the chart can be
+// redrawn without measuring again. It also reads the tables of one run that
+// earlier versions wrote (no spread column).
+func rowsFromTable(md string) ([]row, float64, error) {
 	var out []row
 	for _, line := range strings.Split(md, "\n") {
 		f := strings.Split(line, "|")
-		if len(f) != 7 || strings.TrimSpace(f[1]) == "workload" || strings.HasPrefix(strings.TrimSpace(f[1]), "---") {
+		if (len(f) != 7 && len(f) != 8) || strings.TrimSpace(f[1]) == "workload" || strings.HasPrefix(strings.TrimSpace(f[1]), "---") {
 			continue
 		}
-		r := row{workload: strings.TrimSpace(f[1]), metric: strings.TrimSpace(f[2])}
+		r := row{workload: strings.TrimSpace(f[1]), metric: strings.TrimSpace(f[2]), advMin: math.NaN(), advMax: math.NaN(), runs: 1}
 		var err error
 		if r.etcd, r.unit, err = parseValue(f[3]); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if r.chorus, _, err = parseValue(f[4]); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		r.higherBetter = r.unit == "req/s"
-		if r.adv, err = strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(f[5]), "×"), 64); err != nil {
-			return nil, fmt.Errorf("bad advantage %q: %w", f[5], err)
+		if r.adv, err = parseAdv(f[5]); err != nil {
+			return nil, 0, err
+		}
+		if len(f) == 8 {
+			if lo, hi, ok := strings.Cut(f[6], "–"); ok {
+				if r.advMin, err = parseAdv(lo); err != nil {
+					return nil, 0, err
+				}
+				if r.advMax, err = parseAdv(hi); err != nil {
+					return nil, 0, err
+				}
+				if r.advMin != r.advMax {
+					r.runs = 2 // a spread to draw (the count is not in the table)
+				}
+			}
 		}
 		out = append(out, r)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no table rows found")
+		return nil, 0, fmt.Errorf("no table rows found")
 	}
-	return out, nil
+	var diskP50 float64
+	if m := diskLineRE.FindStringSubmatch(md); m != nil {
+		diskP50, _ = strconv.ParseFloat(m[1], 64)
+	}
+	return out, diskP50, nil
+}
+
+func parseAdv(s string) (float64, error) {
+	s = strings.TrimSpace(s)
+	if s == "n/a" {
+		return math.NaN(), nil
+	}
+	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "×"), 64)
+	if err != nil {
+		return 0, fmt.Errorf("bad advantage %q: %w", s, err)
+	}
+	return v, nil
 }
 
 func parseValue(s string) (float64, string, error) {
