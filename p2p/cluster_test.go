@@ -477,3 +477,38 @@ func TestGossipBatchesUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d writes in %d gossip messages", entries, msgs)
 }
+
+// TestLoneNodeGossipsToNoOne checks that a node with no peer on the topic
+// publishes nothing (no signing, no message: nobody would receive it), and
+// that once a peer subscribes, writes are gossiped to it again.
+func TestLoneNodeGossipsToNoOne(t *testing.T) {
+	a := startTestNode(t, "alone")
+	ctx := context.Background()
+	for i := range 20 {
+		if _, err := a.store.Put(ctx, fmt.Appendf(nil, "alone/%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := a.repl.Stats(); st.Published != 0 || st.SkippedAlone != 20 {
+		t.Fatalf("a lone node's replicator: %d messages published, %d entries skipped; want 0 and 20", st.Published, st.SkippedAlone)
+	}
+
+	b := startTestNode(t, "alone")
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := b.host.Connect(cctx, peer.AddrInfo{ID: a.host.ID(), Addrs: a.host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "a sees b on the topic", func() bool { return len(a.repl.TopicPeers()) > 0 })
+	waitGossipReady(t, []*testNode{a, b})
+	if _, err := a.store.Put(ctx, []byte("together"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "b receives a's write by gossip", func() bool {
+		r, _ := b.store.Get([]byte("together"))
+		return r != nil
+	})
+	if st := a.repl.Stats(); st.Published == 0 || st.SkippedAlone != 20 {
+		t.Errorf("with a peer: %d messages published, %d entries skipped; want some and still 20", st.Published, st.SkippedAlone)
+	}
+}

@@ -43,6 +43,7 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", store.DefaultTombstoneGrace, "how long deletes are remembered before their tombstones are purged; a node out of contact for longer must be reset")
 	fs.StringVar(&cfg.ListenEtcd, "listen-etcd", "", "host:port of the etcd v3 API, e.g. 127.0.0.1:2379 (off when empty; port 0 picks a free one)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	listenDebug := fs.String("listen-debug", "", "host:port serving Go's profiles at /debug/pprof/ (off when empty; port 0 picks a free one); keep it on loopback or a trusted network: profiles reveal the process's internals")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -65,6 +66,13 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(agentProcs(runtime.GOMAXPROCS(0)))
+	}
+	if *listenDebug != "" {
+		d, err := startDebug(*listenDebug, cfg.Logger)
+		if err != nil {
+			return err
+		}
+		defer d.stop()
 	}
 	n, err := node.Start(cfg)
 	if err != nil {

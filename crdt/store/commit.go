@@ -274,7 +274,7 @@ func (s *Store) merge(p *pipeline, ob *openBatch, req *request) {
 		if cur != nil {
 			c.oldHash = merkle.EntryHash(&cur.Entry)
 		}
-		if err := putChange(ctx, ob.b, &c); err != nil {
+		if err := putChange(ob.b, &c); err != nil {
 			ob.err = err
 			return
 		}
@@ -469,33 +469,25 @@ func (s *Store) failure() error {
 	return nil
 }
 
-func putChange(ctx context.Context, b ds.Batch, c *Change) error {
+// putChange encodes a change into the batch: the key's entry, its change-log
+// record and the anti-entropy indexes. The entry is encoded once: the log
+// record embeds the same bytes (see appendLogRecord).
+func putChange(b *batch, c *Change) error {
 	entry, err := encodeRecord(&c.Record)
 	if err != nil {
 		return fmt.Errorf("store: encode entry %q: %w", c.Record.Key, err)
 	}
-	logRec, err := encodeLogRecord(c)
-	if err != nil {
-		return fmt.Errorf("store: encode log record %d: %w", c.Record.ModRevision, err)
-	}
-	if err := b.Put(ctx, ds.RawKey(string(entryKey(c.Record.Key))), entry); err != nil {
-		return fmt.Errorf("store: batch: %w", err)
-	}
-	if err := b.Put(ctx, ds.RawKey(string(logKey(c.Record.ModRevision))), logRec); err != nil {
-		return fmt.Errorf("store: batch: %w", err)
-	}
+	key := c.Record.Key
+	b.b.Put(entryKey(key), entry)
+	b.b.Put(logKey(c.Record.ModRevision), appendLogRecord(make([]byte, 0, len(entry)+24), entry, c))
 	// The anti-entropy indexes: the key-hash index holds the entry's digest,
 	// and the tombstone index follows the key's tombstone.
-	key := c.Record.Key
-	err = b.Put(ctx, ds.RawKey(string(hashKey(merkle.KeyHash(key), key))), digestValue(&c.Record.Entry))
-	if err == nil && c.Prev != nil && c.Prev.Tombstone {
-		err = b.Delete(ctx, ds.RawKey(string(tombKey(c.Prev.HLC, key))))
+	b.b.Put(hashKey(merkle.KeyHash(key), key), digestValue(&c.Record.Entry))
+	if c.Prev != nil && c.Prev.Tombstone {
+		b.b.Delete(tombKey(c.Prev.HLC, key))
 	}
-	if err == nil && c.Record.Tombstone {
-		err = b.Put(ctx, ds.RawKey(string(tombKey(c.Record.HLC, key))), []byte{})
-	}
-	if err != nil {
-		return fmt.Errorf("store: batch: %w", err)
+	if c.Record.Tombstone {
+		b.b.Put(tombKey(c.Record.HLC, key), nil)
 	}
 	return nil
 }

@@ -39,7 +39,18 @@ func digestValue(e *crdt.Entry) []byte {
 
 // hashKey is the LevelDB key of key's entry in the key-hash index.
 func hashKey(keyHash uint64, key []byte) []byte {
-	return hex.AppendEncode(fmt.Appendf(nil, "%s%016x", hashPrefix, keyHash), key)
+	b := make([]byte, 0, len(hashPrefix)+16+hex.EncodedLen(len(key)))
+	return hex.AppendEncode(appendHex16(append(b, hashPrefix...), keyHash), key)
+}
+
+// appendHex16 appends v as 16 lowercase hex digits (fmt's %016x, without
+// fmt's cost on the write path).
+func appendHex16(dst []byte, v uint64) []byte {
+	const digits = "0123456789abcdef"
+	for shift := 60; shift >= 0; shift -= 4 {
+		dst = append(dst, digits[(v>>uint(shift))&0xf])
+	}
+	return dst
 }
 
 // bucketPrefix is the prefix of the key-hash index keys of a Merkle bucket:
@@ -51,7 +62,8 @@ func keyHashPrefix(keyHash uint64) []byte { return fmt.Appendf(nil, "%s%016x", h
 
 // tombKey is the LevelDB key of a tombstone in the tombstone index.
 func tombKey(hlc crdt.Timestamp, key []byte) []byte {
-	return hex.AppendEncode(fmt.Appendf(nil, "%s%016x", tombPrefix, uint64(hlc)), key)
+	b := make([]byte, 0, len(tombPrefix)+16+hex.EncodedLen(len(key)))
+	return hex.AppendEncode(appendHex16(append(b, tombPrefix...), uint64(hlc)), key)
 }
 
 // entryKey is the LevelDB key of a user key's entry. Hex keeps byte order and
@@ -67,7 +79,9 @@ func entryKey(key []byte) []byte {
 func entryKeyEnd() []byte { return []byte("/k0") } // '0' follows '/'
 
 // logKey is the LevelDB key of the change-log record of rev.
-func logKey(rev int64) []byte { return fmt.Appendf(nil, "%s%016x", logPrefix, uint64(rev)) }
+func logKey(rev int64) []byte {
+	return appendHex16(append(make([]byte, 0, len(logPrefix)+16), logPrefix...), uint64(rev))
+}
 
 // logKeyEnd is the first LevelDB key after every log key.
 func logKeyEnd() []byte { return []byte("/l0") }

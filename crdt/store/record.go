@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/crdt"
@@ -99,7 +100,28 @@ func decodeRecord(b []byte) (Record, error) {
 }
 
 func encodeLogRecord(c *Change) ([]byte, error) {
-	return proto.Marshal(&replicationv1.LogRecord{Entry: toProto(&c.Record), PrevModRevision: c.PrevModRevision, PrevLive: c.PrevLive})
+	entry, err := encodeRecord(&c.Record)
+	if err != nil {
+		return nil, err
+	}
+	return appendLogRecord(nil, entry, c), nil
+}
+
+// appendLogRecord appends to dst the replicationv1.LogRecord of c, whose
+// record is already encoded as entry (encodeRecord): the same bytes as
+// proto.Marshal of the LogRecord, without encoding the entry twice.
+func appendLogRecord(dst, entry []byte, c *Change) []byte {
+	dst = protowire.AppendTag(dst, 1, protowire.BytesType)
+	dst = protowire.AppendBytes(dst, entry)
+	if c.PrevModRevision != 0 {
+		dst = protowire.AppendTag(dst, 2, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, uint64(c.PrevModRevision))
+	}
+	if c.PrevLive {
+		dst = protowire.AppendTag(dst, 3, protowire.VarintType)
+		dst = protowire.AppendVarint(dst, 1)
+	}
+	return dst
 }
 
 // decodeLogRecord decodes a change-log record (without its Prev, which the

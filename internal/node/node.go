@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,6 +187,10 @@ func Start(cfg Config) (_ *Node, err error) {
 		// this node's own error (with the limit) rather than gRPC's.
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxValueBytes+cfg.Limits.MaxKeyBytes+1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Handlers run on a pool of goroutines whose stacks have already
+		// grown, instead of a new goroutine per call: a profile of puts
+		// showed about 6 % of the CPU growing fresh handler stacks.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	)
 	kvv1.RegisterKVServiceServer(n.grpc, &kvServer{node: n})
 	clusterv1.RegisterClusterServiceServer(n.grpc, &clusterServer{node: n})
