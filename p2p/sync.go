@@ -25,7 +25,12 @@ import (
 )
 
 // SyncProtocol is the stream protocol of anti-entropy sessions.
-func SyncProtocol(cluster string) protocol.ID { return protocol.ID("/chorus/" + cluster + "/sync/1") }
+//
+// Version 2: digests cover the value (merkle.EntryHash). A version-1 peer
+// hashes the same entries differently, so every key would look like a
+// conflict and the whole state would be exchanged again at every session:
+// the two versions do not sync with each other (gossip still flows).
+func SyncProtocol(cluster string) protocol.ID { return protocol.ID("/chorus/" + cluster + "/sync/2") }
 
 // StatusProtocol is the stream protocol that answers a node's NodeStatus.
 func StatusProtocol(cluster string) protocol.ID {

@@ -24,9 +24,13 @@
 //
 // Invariants:
 //
-//   - An entry's hash covers what replicas agree on: key, HLC, origin and
-//     tombstone. The value is not hashed: one (HLC, origin) names one write,
-//     so it fixes the value. Local fields (revisions) are not hashed.
+//   - An entry's hash covers what replicas agree on: key, HLC, origin,
+//     tombstone and value. One (HLC, origin) should name one write, but two
+//     nodes that share an identity (a copied data folder) can give one
+//     (HLC, origin) two values; hashing the value makes that divergence show
+//     in the roots, and Reconcile's tie rule (exchange both ways) lets the
+//     merge settle it by crdt.Compare's total order. Local fields
+//     (revisions) are not hashed.
 //   - Hash(level, i) == sum of Hash(level+1, i*Fanout+j) for j in 0..Fanout-1,
 //     and the buckets' hashes are the sums of their entries' hashes.
 //   - The sum is not a cryptographic commitment: a peer allowed to sync can

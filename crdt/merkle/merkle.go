@@ -33,20 +33,25 @@ func KeyHash(key []byte) uint64 {
 func BucketOf(keyHash uint64) uint32 { return uint32(keyHash >> bucketShift) }
 
 // EntryHash is the hash an entry adds to the tree. It covers the key, the
-// HLC, the origin and the tombstone flag; never 0 for a real entry except by
-// a 2^-64 chance, which only makes the entry invisible to the tree.
+// HLC, the origin, the tombstone flag and the value, so that two replicas
+// holding different values under one (HLC, origin) (two nodes that share an
+// identity) have different trees and anti-entropy repairs them to
+// crdt.Compare's winner. Never 0 for a real entry except by a 2^-64 chance,
+// which only makes the entry invisible to the tree.
 func EntryHash(e *crdt.Entry) uint64 {
 	h := sha256.New()
-	var buf [8 + 1 + 4]byte
+	var buf [8 + 1 + 4 + 4]byte
 	binary.BigEndian.PutUint64(buf[:8], uint64(e.HLC))
 	if e.Tombstone {
 		buf[8] = 1
 	}
-	// Lengths keep (key, origin) pairs unambiguous.
+	// Lengths keep (key, origin, value) unambiguous.
 	binary.BigEndian.PutUint32(buf[9:], uint32(len(e.Key)))
+	binary.BigEndian.PutUint32(buf[13:], uint32(len(e.Origin)))
 	h.Write(buf[:])
 	h.Write(e.Key)
 	h.Write(e.Origin)
+	h.Write(e.Value)
 	var sum [sha256.Size]byte
 	return binary.BigEndian.Uint64(h.Sum(sum[:0])[:8])
 }

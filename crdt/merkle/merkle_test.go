@@ -1,6 +1,7 @@
 package merkle
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -144,15 +145,24 @@ func checkSums(t *testing.T, tr *Tree) {
 func TestEntryHashCoversReplicatedFields(t *testing.T) {
 	base := entry("k", 10, 1, false)
 	same := base
-	same.Value = []byte("the value is fixed by (hlc, origin); it is not hashed")
+	same.Value = bytes.Clone(base.Value)
 	if EntryHash(&base) != EntryHash(&same) {
-		t.Fatal("the value changed the hash")
+		t.Fatal("equal entries hash differently")
 	}
+	otherValue := base
+	otherValue.Value = []byte("another value under the same (hlc, origin): a twin's write")
+	// Lengths keep fields apart: moving bytes between key, origin and value
+	// changes the hash.
+	shifted := base
+	shifted.Origin = append(bytes.Clone(base.Origin), base.Value[0])
+	shifted.Value = base.Value[1:]
 	for name, e := range map[string]crdt.Entry{
-		"key":       entry("k2", 10, 1, false),
-		"hlc":       entry("k", 11, 1, false),
-		"origin":    entry("k", 10, 2, false),
-		"tombstone": entry("k", 10, 1, true),
+		"value":                 otherValue,
+		"origin/value boundary": shifted,
+		"key":                   entry("k2", 10, 1, false),
+		"hlc":                   entry("k", 11, 1, false),
+		"origin":                entry("k", 10, 2, false),
+		"tombstone":             entry("k", 10, 1, true),
 	} {
 		if EntryHash(&e) == EntryHash(&base) {
 			t.Errorf("changing the %s left the hash unchanged", name)

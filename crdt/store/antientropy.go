@@ -23,15 +23,33 @@ import (
 // collection purges it.
 const DefaultTombstoneGrace = 24 * time.Hour
 
+// ErrNewerFormat reports a data folder written by a newer version of Chorus,
+// in a format this binary does not know: run that version (or newer).
+var ErrNewerFormat = errors.New("store: the data folder was written by a newer version of chorus; run that version or a newer one")
+
+// indexVersion is the version of the anti-entropy indexes, stored in
+// /m/indexed: 1 when the key-hash index's digests did not cover the value,
+// 2 since they do (merkle.EntryHash). A store with an older version has its
+// indexes rewritten at Open.
+const indexVersion = 2
+
 // buildTree computes the Merkle tree from the stored entries at Open, and
-// writes the anti-entropy indexes first if this store predates them.
+// writes the anti-entropy indexes first if this store predates them (or
+// rewrites the key-hash index's digests if they predate the value's hash).
 func (s *Store) buildTree() error {
-	indexed := true
-	if _, err := s.ds.DB.Get([]byte(metaIndexed), nil); errors.Is(err, goleveldb.ErrNotFound) {
-		indexed = false
-	} else if err != nil {
+	version := 0 // no indexes
+	switch v, err := s.ds.DB.Get([]byte(metaIndexed), nil); {
+	case errors.Is(err, goleveldb.ErrNotFound):
+	case err != nil:
 		return fmt.Errorf("store: read %s: %w", metaIndexed, err)
+	case len(v) != 1:
+		return fmt.Errorf("%w: %s is %x; want one byte", ErrCorrupt, metaIndexed, v)
+	case v[0] > indexVersion:
+		return fmt.Errorf("%w: its anti-entropy indexes are version %d, this binary's %d", ErrNewerFormat, v[0], indexVersion)
+	default:
+		version = int(v[0])
 	}
+	indexed := version == indexVersion
 	tree := merkle.NewTree()
 	var keys int64
 	var batch goleveldb.Batch
@@ -47,7 +65,7 @@ func (s *Store) buildTree() error {
 		tree.Update(merkle.BucketOf(kh), 0, merkle.EntryHash(&r.Entry))
 		if !indexed {
 			batch.Put(hashKey(kh, r.Key), digestValue(&r.Entry))
-			if r.Tombstone {
+			if r.Tombstone && version == 0 {
 				batch.Put(tombKey(r.HLC, r.Key), nil)
 			}
 			if batch.Len() >= 4096 {
@@ -62,7 +80,7 @@ func (s *Store) buildTree() error {
 		return fmt.Errorf("store: build Merkle tree: %w", err)
 	}
 	if !indexed {
-		batch.Put([]byte(metaIndexed), []byte{1})
+		batch.Put([]byte(metaIndexed), []byte{indexVersion})
 		if err := s.ds.DB.Write(&batch, &opt.WriteOptions{Sync: true}); err != nil {
 			return fmt.Errorf("store: write anti-entropy index: %w", err)
 		}

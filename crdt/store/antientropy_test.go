@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -265,5 +267,89 @@ func TestLastContact(t *testing.T) {
 	s = openStore(t, cfg)
 	if s.LastContact() != later {
 		t.Fatalf("after reopen: %v; want %v", s.LastContact(), later)
+	}
+}
+
+// TestOpenRewritesDigestsWithoutValue checks the upgrade of a store whose
+// key-hash index predates the value's hash (index version 1): Open rewrites
+// every digest, keeps the tombstone index, and a newer version is refused.
+func TestOpenRewritesDigestsWithoutValue(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Path: dir}
+	s := openStore(t, cfg)
+	for i := range 50 {
+		mustPut(t, s, fmt.Sprintf("k/%02d", i), fmt.Sprintf("v%d", i))
+	}
+	mustDelete(t, s, "k/07")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Make it a version-1 store: digests hashed without the value.
+	db, err := goleveldb.OpenFile(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b goleveldb.Batch
+	it := db.NewIterator(util.BytesPrefix([]byte(entryPrefix)), nil)
+	for it.Next() {
+		r, err := decodeRecord(it.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := r.Entry
+		old.Value = nil
+		v := binary.BigEndian.AppendUint64(nil, uint64(r.HLC))
+		b.Put(hashKey(merkle.KeyHash(r.Key), r.Key), binary.BigEndian.AppendUint64(v, merkle.EntryHash(&old)))
+	}
+	it.Release()
+	b.Put([]byte(metaIndexed), []byte{1})
+	if err := db.Write(&b, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		k := []byte(fmt.Sprintf("k/%02d", i))
+		kh := merkle.KeyHash(k)
+		ds, err := s.BucketDigests([]uint32{merkle.BucketOf(kh)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur := mustGetEntry(t, s, k)
+		if want := (merkle.Digest{KeyHash: kh, HLC: cur.HLC, Hash: merkle.EntryHash(&cur.Entry)}); !slices.Contains(ds, want) {
+			t.Errorf("key %q after the upgrade: bucket digests %v lack %v", k, ds, want)
+		}
+	}
+	tomb := mustGetEntry(t, s, []byte("k/07"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err = goleveldb.OpenFile(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.Has(tombKey(tomb.HLC, tomb.Key), nil); err != nil || !ok {
+		t.Errorf("the tombstone index lost k/07's tombstone in the upgrade (%v)", err)
+	}
+	// A store from a newer version is refused with a message that says so.
+	if err := db.Put([]byte(metaIndexed), []byte{indexVersion + 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock()}); err == nil {
+		_ = s.Close()
+		t.Fatal("Open accepted a store whose indexes are newer than this binary's")
+	} else if !errors.Is(err, ErrNewerFormat) {
+		t.Errorf("Open of a newer store: %v; want ErrNewerFormat", err)
 	}
 }

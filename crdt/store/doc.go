@@ -87,7 +87,8 @@
 //	                    revision and the clock, as 8-byte big-endian integers
 //	/m/purged, /m/contact  the newest purged tombstone's HLC and the last
 //	                    completed sync's, for the stale-node check
-//	/m/indexed          set once the indexes exist (older stores get them at Open)
+//	/m/indexed          the indexes' version, set once they exist: 1, then 2 since
+//	                    digests cover the value (older stores get them at Open)
 //	/m/reserved, /m/boot  the revision reservation for buffered batches, and
 //	                    the boot id of the machine that last opened the store
 //	/g/<%016x first>    the last revision of a gap Open skipped

@@ -22,7 +22,7 @@ const (
 )
 
 // SyncMessage is one frame of an anti-entropy session on the sync protocol
-// (/chorus/<cluster>/sync/1). The initiator sends a hello; the responder
+// (/chorus/<cluster>/sync/2). The initiator sends a hello; the responder
 // answers with its hello and, when the roots differ, the hashes of the root's
 // children. From then on the peers take turns: each compares the hashes it
 // received with its own tree and sends the children of the nodes that differ,
