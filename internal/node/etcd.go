@@ -22,6 +22,7 @@ func (n *Node) startEtcd() error {
 		DataDir:         n.cfg.DataDir,
 		ShutdownTimeout: n.cfg.ShutdownTimeout,
 		Logger:          n.cfg.Logger,
+		ServerOptions:   serverTuning(),
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
