@@ -29,7 +29,10 @@ func LoadOrCreateIdentity(dir string) (Identity, error) {
 	case err == nil:
 		sk, err := crypto.UnmarshalPrivateKey(b)
 		if err != nil {
-			return Identity{}, fmt.Errorf("p2p: identity key %s does not decode (restore it, or remove it to make this a new node): %w", path, err)
+			return Identity{}, fmt.Errorf("%w: %s does not decode (restore it from a backup, or start with a new identity): %w", ErrDamagedIdentity, path, err)
+		}
+		if err := checkKeyPair(sk); err != nil {
+			return Identity{}, fmt.Errorf("%w: %s: %w (restore it from a backup, or start with a new identity)", ErrDamagedIdentity, path, err)
 		}
 		return newIdentity(sk)
 	case !errors.Is(err, fs.ErrNotExist):
@@ -50,6 +53,39 @@ func LoadOrCreateIdentity(dir string) (Identity, error) {
 		return Identity{}, fmt.Errorf("p2p: write identity key: %w", err)
 	}
 	return newIdentity(sk)
+}
+
+// ErrDamagedIdentity reports an identity key file that does not hold a
+// usable key pair. A damaged key must not be used: its peer id would differ
+// from the node's, or every signature it makes would fail to verify.
+var ErrDamagedIdentity = errors.New("p2p: damaged identity key")
+
+// checkKeyPair checks that sk's public half matches its private half, by
+// signing a message and verifying it: an Ed25519 key file holds both halves,
+// and a flipped bit in the public one still decodes.
+func checkKeyPair(sk crypto.PrivKey) error {
+	msg := []byte("chorus identity key check")
+	sig, err := sk.Sign(msg)
+	if err != nil {
+		return fmt.Errorf("it cannot sign: %w", err)
+	}
+	if ok, err := sk.GetPublic().Verify(msg, sig); err != nil || !ok {
+		return errors.New("its public half does not match its private half")
+	}
+	return nil
+}
+
+// IdentityExists reports whether dir holds an identity key file.
+func IdentityExists(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, IdentityFile))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	default:
+		return false, fmt.Errorf("p2p: identity key: %w", err)
+	}
 }
 
 func newIdentity(sk crypto.PrivKey) (Identity, error) {

@@ -18,6 +18,7 @@ func runID(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writ
 	fs := flag.NewFlagSet("id", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", node.DefaultDataDir, "the node's data folder")
+	newIdentity := fs.Bool("new-identity", false, "make a new identity key for a data folder that holds data but lost its key")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -28,7 +29,7 @@ func runID(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writ
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return err
 	}
-	id, err := p2p.LoadOrCreateIdentity(*dataDir)
+	id, err := node.LoadIdentity(*dataDir, *newIdentity)
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,10 @@ type Config struct {
 	// it cannot complete a handshake. The node then listens on TCP only
 	// (go-libp2p refuses a private network over QUIC).
 	SwarmKeyFile string
+	// NewIdentity lets the node start with a new identity key when its data
+	// folder holds a store but no key (see LoadIdentity). Without it, such a
+	// folder is refused: a lost key must not silently make a new member.
+	NewIdentity bool
 	// Gater, when set, also vets every libp2p connection, besides admission
 	// (tests cut partitions with it).
 	Gater connmgr.ConnectionGater

@@ -2,8 +2,11 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -55,13 +58,42 @@ type Node struct {
 	closeErr  error
 }
 
+// StoreDir is the folder of the node's LevelDB store inside its data folder.
+const StoreDir = "db"
+
+// ErrIdentityMissing reports a data folder that holds a store but no
+// identity key.
+var ErrIdentityMissing = errors.New("node: the data folder holds data but no identity key")
+
+// LoadIdentity reads the identity key of the data folder dir, or creates one
+// in a new folder. A folder that holds a store but no key is refused unless
+// newIdentity is set: the key was lost or left behind when the folder was
+// copied, and a new key would silently make the data a new member's.
+func LoadIdentity(dir string, newIdentity bool) (p2p.Identity, error) {
+	exists, err := p2p.IdentityExists(dir)
+	if err != nil {
+		return p2p.Identity{}, err
+	}
+	if !exists && !newIdentity {
+		entries, err := os.ReadDir(filepath.Join(dir, StoreDir))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return p2p.Identity{}, fmt.Errorf("node: read the store folder: %w", err)
+		}
+		if len(entries) > 0 {
+			return p2p.Identity{}, fmt.Errorf("%w: %s exists but %s does not; restore the key from a backup, or start with --new-identity to give this data a new peer id (the other members must then admit it: chorus member add)",
+				ErrIdentityMissing, filepath.Join(dir, StoreDir), filepath.Join(dir, p2p.IdentityFile))
+		}
+	}
+	return p2p.LoadOrCreateIdentity(dir)
+}
+
 // Start opens the node's state, joins the cluster and serves the client API.
 func Start(cfg Config) (_ *Node, err error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	id, err := p2p.LoadOrCreateIdentity(cfg.DataDir)
+	id, err := LoadIdentity(cfg.DataDir, cfg.NewIdentity)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +123,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	// The hub needs the store as its source and the store needs the hub as
 	// its commit callback: the callback is bound before any write can happen.
 	st, err := store.Open(store.Config{
-		Path:            filepath.Join(cfg.DataDir, "db"),
+		Path:            filepath.Join(cfg.DataDir, StoreDir),
 		NodeID:          []byte(id.ID),
 		Limits:          cfg.Limits,
 		Clock:           crdt.NewClock(cfg.WallClock, cfg.MaxClockOffset),
