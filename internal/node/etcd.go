@@ -22,6 +22,8 @@ func (n *Node) startEtcd() error {
 		DataDir:         n.cfg.DataDir,
 		ShutdownTimeout: n.cfg.ShutdownTimeout,
 		Logger:          n.cfg.Logger,
+
+		ProgressNotifyInterval: n.cfg.WatchProgressNotifyInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
