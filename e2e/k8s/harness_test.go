@@ -158,7 +158,8 @@ func (l *logBuf) waitFor(re *regexp.Regexp, timeout time.Duration, exited <-chan
 }
 
 // proc is a process of the test, stopped (SIGTERM, then SIGKILL) and
-// reaped when the test ends; its output is logged if the test failed.
+// reaped when the test ends; its output is logged if the test failed (or
+// with CHORUS_K8S_LOGS=1).
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
@@ -193,10 +194,10 @@ func (p *proc) stop(t *testing.T) {
 			<-p.exited
 		}
 	}
-	if t.Failed() {
+	if t.Failed() || os.Getenv("CHORUS_K8S_LOGS") == "1" {
 		out := p.out.String()
-		if len(out) > 20000 {
-			out = "…" + out[len(out)-20000:]
+		if len(out) > 200000 {
+			out = "…" + out[len(out)-200000:]
 		}
 		t.Logf("%s output:\n%s", p.name, out)
 	}
@@ -394,6 +395,9 @@ func startAPIServer(t *testing.T, name, etcdURL string, p *pki, advertise string
 		"--service-account-key-file=" + p.saPub, "--service-account-signing-key-file=" + p.saKey,
 		"--service-cluster-ip-range=10.96.0.0/24",
 		"--authorization-mode=RBAC",
+		// The lease reconciler refuses a loopback advertise address; the
+		// "kubernetes" Service's endpoints are not needed here.
+		"--endpoint-reconciler-type=none",
 	}, extra...)
 	start := time.Now()
 	a := &apiserver{proc: startProc(t, name, bin, args...)}
