@@ -326,9 +326,8 @@ func errTooLarge(what string, n int) error {
 // rev, in key order, and the revision of the current state they were
 // derived from: the current state, with every change made after rev undone
 // from the change log (each key takes the previous record of its first
-// change after rev). It fails
-// with an error wrapping *store.CompactedError when the log no longer holds
-// what that needs.
+// change after rev). It fails with an error wrapping *store.CompactedError
+// when the log no longer holds what that needs.
 func (s *Server) recordsAt(sp keySpan, rev int64) ([]*store.Record, int64, error) {
 	byKey := map[string]*store.Record{}
 	cur, err := s.forEach(sp, false, func(r *store.Record) (bool, error) {
