@@ -12,6 +12,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/etcdapi"
 	"github.com/chorus-kv/chorus/internal/node"
 	"github.com/chorus-kv/chorus/p2p"
 )
@@ -43,6 +44,7 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.DurationVar(&cfg.SyncTimeout, "sync-timeout", p2p.DefaultSyncTimeout, "deadline of one anti-entropy session")
 	fs.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", store.DefaultTombstoneGrace, "how long deletes are remembered before their tombstones are purged; a node out of contact for longer must be reset")
 	fs.StringVar(&cfg.ListenEtcd, "listen-etcd", "", "host:port of the etcd v3 API, e.g. 127.0.0.1:2379 (off when empty; port 0 picks a free one)")
+	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", etcdapi.DefaultProgressNotifyInterval, "etcd API: how often a watch created with progress_notify that had no events gets a progress notification (etcd's flag of the same name)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	listenDebug := fs.String("listen-debug", "", "host:port serving Go's profiles at /debug/pprof/ (off when empty; port 0 picks a free one); keep it on loopback or a trusted network: profiles reveal the process's internals")
 	rest, err := parseInterspersed(fs, args)

@@ -202,9 +202,9 @@ func (ms *maintenanceServer) Status(ctx context.Context, _ *pb.StatusRequest) (*
 		DbSize:  size,
 		// Every node takes writes: each answers as its own leader.
 		Leader:           s.memberID,
-		RaftIndex:        uint64(rev),
+		RaftIndex:        uint64(etcdRev(rev)),
 		RaftTerm:         1,
-		RaftAppliedIndex: uint64(rev),
+		RaftAppliedIndex: uint64(etcdRev(rev)),
 		DbSizeInUse:      size,
 		StorageVersion:   "3.6.0",
 	}, nil

@@ -5,16 +5,34 @@
 //
 // What maps to what:
 //
-//   - etcd's revision is the node's local revision (store.Revision): every
-//     change the node's merge makes, local or replicated, gets the next one.
-//     Response headers carry it; a key's create_revision, mod_revision and
-//     version are the store's. There is no cluster-wide revision: the same
+//   - Revisions. etcd's revision is the node's local revision
+//     (store.Revision) plus one, everywhere the API shows or takes one
+//     (headers, create_revision and mod_revision, Range and watch start
+//     revisions, compares, Compact, compact_revision, Status): every change
+//     the node's merge makes, local or replicated, gets the next one. The
+//     offset is etcd's own numbering: etcd's empty store is at revision 1
+//     and its first change gets 2, and kube-apiserver refuses a storage
+//     revision of 0, which an empty store has. It is applied here, at the
+//     API boundary, rather than by starting the store at 1, because the
+//     store's numbering is also the Chorus API's, its watch resume points,
+//     its change log and its on-disk records: those stay as they are, and a
+//     data folder of an earlier version opens unchanged (its etcd revisions
+//     are one higher than that version showed: an etcd client that carries
+//     a revision across the upgrade replays one more event from a watch, or
+//     fails a Txn guarded on an old mod_revision and reads again). A key's
+//     version is the store's. There is no cluster-wide revision: the same
 //     key has different revisions on different nodes.
 //   - Range reads the node's current state (etcd's serializable read). A
 //     Range at a past revision is rebuilt from the current state by undoing,
-//     from the change log, every change made since (recordsAt); it fails
-//     with ErrCompacted when the log no longer holds a change or a previous
-//     value it needs, and a future revision with ErrFutureRev.
+//     from the change log, every change made since (recordsAt). A revision
+//     below the compaction fails with ErrCompacted, as in etcd, even when
+//     the log could still rebuild it; a future one with ErrFutureRev.
+//   - RangeStream (etcd 3.7) sends a Range in chunks as etcd does: 10 keys
+//     first, then doubled or halved toward MaxRequestBytes; every chunk read
+//     at the revision current when the stream started (or the request's),
+//     rebuilt from the change log if writes landed meanwhile; the header,
+//     More and Count on the last chunk only. Sort orders other than key
+//     order and revision filters answer Unimplemented, as in etcd.
 //   - Put, DeleteRange and a Txn's writes go through store.WriteBatch: one
 //     LevelDB batch, fsynced before the answer, replicated by gossip like any
 //     write. A DeleteRange of one key writes a tombstone even when the key is
@@ -34,10 +52,18 @@
 //     response (created, then canceled with compact_revision). A watcher
 //     too slow for the hub's buffer is resumed from the change log, as etcd
 //     catches up an unsynced watcher. Progress (requests, and progress_notify
-//     every ProgressNotifyInterval) carries a revision up to which every
+//     every ProgressNotifyInterval: the agent's
+//     --watch-progress-notify-interval, 10 minutes by default as in etcd)
+//     carries a revision up to which every
 //     event has been sent (watch.Watcher.Progress).
-//   - Compact deletes this node's change log below the revision
-//     (store.Compact); it does not touch other nodes.
+//   - Compact(C) deletes this node's change log below C (store.Compact to
+//     store revision C-1, so the change at C stays and a watch can start at
+//     C, as in etcd); it does not touch other nodes. etcd's compact revision
+//     is derived from the store's oldest retained revision O (O+1, or 0
+//     while the log was never trimmed), so it survives restarts and also
+//     follows the node's own trimming (--retain-revisions). A Compact at or
+//     below it fails with ErrCompacted. On a store never trimmed, Compact(2)
+//     trims nothing, so revision 1 (the empty state) stays readable.
 //   - Leases live on the node that granted them. They are saved in the data
 //     folder (etcd-leases.json, rewritten at most once a second and at
 //     Close) and reloaded at start, each with its full TTL again, as etcd

@@ -3,7 +3,6 @@ package etcdapi
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -74,10 +73,22 @@ func (k *kvServer) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse
 }
 
 // Compact deletes this node's change log below the revision: watches can no
-// longer start before it. Other nodes' logs are not touched.
+// longer start before it, nor Ranges read before it. Other nodes' logs are
+// not touched. As in etcd, a revision at or below the last compaction is
+// refused with ErrCompacted and a future one with ErrFutureRev.
 func (k *kvServer) Compact(ctx context.Context, req *pb.CompactionRequest) (*pb.CompactionResponse, error) {
-	if err := k.s.store.Compact(ctx, req.Revision); err != nil {
-		return nil, toGRPC(err)
+	switch cur := etcdRev(k.s.store.Revision()); {
+	case req.Revision > cur:
+		return nil, rpctypes.ErrGRPCFutureRev
+	case req.Revision <= k.s.compactRevision():
+		return nil, rpctypes.ErrGRPCCompacted
+	}
+	// The store keeps the change at store revision C-1 (etcd's C), so a
+	// watch can start at the compaction revision, as in etcd.
+	if to := storeRev(req.Revision); to > 1 {
+		if err := k.s.store.Compact(ctx, to); err != nil {
+			return nil, toGRPC(err)
+		}
 	}
 	return &pb.CompactionResponse{Header: k.s.header(k.s.store.Revision())}, nil
 }
@@ -167,26 +178,24 @@ func (s *Server) forEach(sp keySpan, keysOnly bool, fn func(*store.Record) (bool
 // rangeKeys serves a Range with etcd's semantics: Count is every key of the
 // range, Kvs those that pass the filters, sorted, up to Limit.
 func (s *Server) rangeKeys(req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	if len(req.Key) == 0 {
-		return nil, rpctypes.ErrGRPCEmptyKey
-	}
-	if req.Limit < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "chorus: range limit is %d; it must be 0 (no limit) or positive", req.Limit)
-	}
-	if req.Revision < 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "chorus: range revision is %d; it must be 0 (current) or positive", req.Revision)
+	if err := checkRange(req); err != nil {
+		return nil, err
 	}
 	sp := spanOf(req.Key, req.RangeEnd)
 	each := func(keysOnly bool, fn func(*store.Record) (bool, error)) (int64, error) {
 		return s.forEach(sp, keysOnly, fn)
 	}
 	if req.Revision > 0 {
-		if cur := s.store.Revision(); req.Revision > cur {
+		if cur := etcdRev(s.store.Revision()); req.Revision > cur {
 			return nil, rpctypes.ErrGRPCFutureRev
+		} else if req.Revision < s.compactRevision() {
+			// etcd refuses every revision below the compaction, even one
+			// the change log could still rebuild.
+			return nil, rpctypes.ErrGRPCCompacted
 		} else if req.Revision < cur {
 			// A past revision: the current state with the changes since
 			// undone, from the change log.
-			recs, rev, err := s.recordsAt(sp, req.Revision)
+			recs, rev, err := s.recordsAt(sp, storeRev(req.Revision))
 			if err != nil {
 				return nil, err
 			}
@@ -253,10 +262,11 @@ func (s *Server) rangeKeys(req *pb.RangeRequest) (*pb.RangeResponse, error) {
 }
 
 func passes(req *pb.RangeRequest, r *store.Record) bool {
-	return (req.MinModRevision == 0 || r.ModRevision >= req.MinModRevision) &&
-		(req.MaxModRevision == 0 || r.ModRevision <= req.MaxModRevision) &&
-		(req.MinCreateRevision == 0 || r.CreateRevision >= req.MinCreateRevision) &&
-		(req.MaxCreateRevision == 0 || r.CreateRevision <= req.MaxCreateRevision)
+	mod, create := etcdRev(r.ModRevision), etcdRev(r.CreateRevision)
+	return (req.MinModRevision == 0 || mod >= req.MinModRevision) &&
+		(req.MaxModRevision == 0 || mod <= req.MaxModRevision) &&
+		(req.MinCreateRevision == 0 || create >= req.MinCreateRevision) &&
+		(req.MaxCreateRevision == 0 || create <= req.MaxCreateRevision)
 }
 
 func sortKVs(kvs []*mvccpb.KeyValue, target pb.RangeRequest_SortTarget, order pb.RangeRequest_SortOrder) {
@@ -296,8 +306,8 @@ func (s *Server) keyValue(r *store.Record) *mvccpb.KeyValue {
 	return &mvccpb.KeyValue{
 		Key:            r.Key,
 		Value:          r.Value,
-		CreateRevision: r.CreateRevision,
-		ModRevision:    r.ModRevision,
+		CreateRevision: etcdRev(r.CreateRevision),
+		ModRevision:    etcdRev(r.ModRevision),
 		Version:        r.Version,
 		Lease:          s.leases.leaseOf(r),
 	}
@@ -305,22 +315,19 @@ func (s *Server) keyValue(r *store.Record) *mvccpb.KeyValue {
 
 // tombstoneKV is the kv of a delete event: the key and the revision.
 func tombstoneKV(r *store.Record) *mvccpb.KeyValue {
-	return &mvccpb.KeyValue{Key: r.Key, ModRevision: r.ModRevision}
+	return &mvccpb.KeyValue{Key: r.Key, ModRevision: etcdRev(r.ModRevision)}
 }
 
 func errTooLarge(what string, n int) error {
 	return status.Error(codes.InvalidArgument, fmt.Sprintf("%s: %s is %d bytes; the limit is %d", rpctypes.ErrorDesc(rpctypes.ErrGRPCRequestTooLarge), what, n, MaxRequestBytes))
 }
 
-// errLogEnd stops a change-log read at the snapshot's revision.
-var errLogEnd = errors.New("etcdapi: end of the log read")
-
-// recordsAt returns the live records of sp as they were at revision rev, in
-// key order, and the current revision they were derived from: the current
-// state, with every change made after rev undone from the change log (each
-// key takes the previous record of its first change after rev). It fails
-// with an error wrapping *store.CompactedError when the log no longer holds
-// what that needs.
+// recordsAt returns the live records of sp as they were at store revision
+// rev, in key order, and the revision of the current state they were
+// derived from: the current state, with every change made after rev undone
+// from the change log (each key takes the previous record of its first
+// change after rev). It fails with an error wrapping *store.CompactedError
+// when the log no longer holds what that needs.
 func (s *Server) recordsAt(sp keySpan, rev int64) ([]*store.Record, int64, error) {
 	byKey := map[string]*store.Record{}
 	cur, err := s.forEach(sp, false, func(r *store.Record) (bool, error) {
@@ -330,11 +337,12 @@ func (s *Server) recordsAt(sp keySpan, rev int64) ([]*store.Record, int64, error
 	if err != nil {
 		return nil, 0, err
 	}
+	// Every change after rev is undone, up to the end of the log as read
+	// now, after the state: the state's pages were read at different
+	// revisions, and a change the state read missed is undone all the same
+	// (the key takes the record it had at rev either way).
 	undone := map[string]bool{}
 	_, err = s.store.ReadLog(rev+1, true, func(c *store.Change) error {
-		if c.Record.ModRevision > cur {
-			return errLogEnd // after the state read above: not in it
-		}
 		k := string(c.Record.Key)
 		if undone[k] || !sp.contains(c.Record.Key) {
 			return nil
@@ -351,7 +359,7 @@ func (s *Server) recordsAt(sp keySpan, rev int64) ([]*store.Record, int64, error
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, errLogEnd) {
+	if err != nil {
 		return nil, 0, err
 	}
 	out := make([]*store.Record, 0, len(byKey))

@@ -66,8 +66,8 @@ type Config struct {
 	// DataDir is the node's data folder: Status reports the size of its db/.
 	DataDir string
 	// ProgressNotifyInterval is how often a watch created with
-	// progress_notify gets a progress notification when it had no events.
-	// Default 10 minutes (etcd's).
+	// progress_notify gets a progress notification when it had no events
+	// (etcd's --watch-progress-notify-interval). Default 10 minutes (etcd's).
 	ProgressNotifyInterval time.Duration
 	// LeaseCheckInterval is how often expired leases are looked for; a lease
 	// ends at most this long after its TTL. Default 250 ms.
@@ -240,9 +240,30 @@ func (s *Server) Close() {
 	})
 }
 
-// header is a response header at revision rev.
+// header is a response header at store revision rev (etcd's rev+1).
 func (s *Server) header(rev int64) *pb.ResponseHeader {
-	return &pb.ResponseHeader{ClusterId: s.clusterID, MemberId: s.memberID, Revision: rev, RaftTerm: 1}
+	return &pb.ResponseHeader{ClusterId: s.clusterID, MemberId: s.memberID, Revision: etcdRev(rev), RaftTerm: 1}
+}
+
+// etcdRev is the etcd revision of store revision r: one more, so that an
+// empty store is at etcd's first revision, 1, and its first change at 2, as
+// in etcd (see the package doc, "Revisions").
+func etcdRev(r int64) int64 { return r + 1 }
+
+// storeRev is the store revision of etcd revision r (r ≥ 1).
+func storeRev(r int64) int64 { return r - 1 }
+
+// compactRevision is etcd's compact revision: the oldest revision a Range
+// may read and a watch may start from, 0 when the change log was never
+// trimmed. The store keeps the log from OldestRevision O on, so a watch can
+// start at store revision O (etcd O+1), and a Range at store revision O-1
+// could still be rebuilt; the boundary is the watch's, for both, as in etcd.
+func (s *Server) compactRevision() int64 {
+	o := s.store.OldestRevision()
+	if o <= 1 {
+		return 0
+	}
+	return etcdRev(o)
 }
 
 // hashID derives a non-zero etcd id (member, cluster) from b.

@@ -148,7 +148,12 @@ func (st *watchStream) create(cr *pb.WatchCreateRequest) error {
 			ctl.noDel = true
 		}
 	}
-	ctl.opts = watch.Options{Key: cr.Key, StartRevision: cr.StartRevision, PrevKV: cr.PrevKv}
+	ctl.opts = watch.Options{Key: cr.Key, PrevKV: cr.PrevKv}
+	if cr.StartRevision > 0 {
+		// etcd revision R is store revision R-1; the empty store's revision
+		// 0 holds no change, so a watch from etcd's 1 starts at the store's 1.
+		ctl.opts.StartRevision = max(storeRev(cr.StartRevision), 1)
+	}
 	if !ctl.span.single {
 		ctl.opts.Key, ctl.opts.Prefix = commonPrefix(ctl.span.start, ctl.span.end), true
 	}
@@ -181,7 +186,7 @@ func (st *watchStream) create(cr *pb.WatchCreateRequest) error {
 			return err
 		}
 		return st.send(&pb.WatchResponse{Header: s.header(s.hub.Revision()), WatchId: id, Canceled: true,
-			CompactRevision: compacted.Oldest, CancelReason: "etcdserver: mvcc: required revision has been compacted"})
+			CompactRevision: etcdRev(compacted.Oldest), CancelReason: "etcdserver: mvcc: required revision has been compacted"})
 	case err != nil:
 		st.mu.Unlock()
 		return st.send(&pb.WatchResponse{Header: s.header(s.hub.Revision()), WatchId: -1, Created: true, Canceled: true,
@@ -446,7 +451,7 @@ func (st *watchStream) end(ctl *watchCtl, err error) {
 	resp := &pb.WatchResponse{Header: st.s.header(st.s.hub.Revision()), WatchId: ctl.id, Canceled: true}
 	var compacted *store.CompactedError
 	if errors.As(err, &compacted) {
-		resp.CompactRevision = compacted.Oldest
+		resp.CompactRevision = etcdRev(compacted.Oldest)
 		resp.CancelReason = "etcdserver: mvcc: required revision has been compacted"
 	} else {
 		resp.CancelReason = toGRPC(err).Error()

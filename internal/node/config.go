@@ -12,6 +12,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/etcdapi"
 	"github.com/chorus-kv/chorus/p2p"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
@@ -105,6 +106,11 @@ type Config struct {
 	// (see README), so a node serves it only when asked, and etcd's own
 	// 2379 stays free for an etcd on the same host. Port 0 picks a port.
 	ListenEtcd string
+	// WatchProgressNotifyInterval is how often the etcd API sends a progress
+	// notification to a watch created with progress_notify that had no
+	// events (etcd's --watch-progress-notify-interval). Default 10 minutes,
+	// etcd's.
+	WatchProgressNotifyInterval time.Duration
 	// WallClock is the wall clock the node's HLC reads. Default the system
 	// clock; tests inject one.
 	WallClock crdt.WallClock
@@ -182,6 +188,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxClockOffset < 0 {
 		errs = append(errs, fmt.Errorf("node: max clock offset is %v; it must not be negative (0 means the default)", c.MaxClockOffset))
+	}
+	if c.WatchProgressNotifyInterval < 0 {
+		errs = append(errs, fmt.Errorf("node: watch progress-notify interval is %v; it must not be negative (0 means the default, %v)", c.WatchProgressNotifyInterval, etcdapi.DefaultProgressNotifyInterval))
 	}
 	if c.RetainRevisions < 0 {
 		errs = append(errs, fmt.Errorf("node: retained revisions is %d; it must not be negative (0 means the default)", c.RetainRevisions))

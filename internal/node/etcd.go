@@ -12,17 +12,18 @@ import (
 // startEtcd serves the etcd v3 API on Config.ListenEtcd.
 func (n *Node) startEtcd() error {
 	srv, err := etcdapi.Start(etcdapi.Config{
-		Listen:          n.cfg.ListenEtcd,
-		Store:           n.store,
-		Hub:             n.hub,
-		NodeID:          n.identity.ID,
-		Cluster:         n.cfg.Cluster,
-		Host:            n.host,
-		Peers:           func() []peer.ID { return n.Replicator().TopicPeers() },
-		DataDir:         n.cfg.DataDir,
-		ShutdownTimeout: n.cfg.ShutdownTimeout,
-		Logger:          n.cfg.Logger,
-		ServerOptions:   serverTuning(),
+		Listen:                 n.cfg.ListenEtcd,
+		Store:                  n.store,
+		Hub:                    n.hub,
+		NodeID:                 n.identity.ID,
+		Cluster:                n.cfg.Cluster,
+		Host:                   n.host,
+		Peers:                  func() []peer.ID { return n.Replicator().TopicPeers() },
+		DataDir:                n.cfg.DataDir,
+		ShutdownTimeout:        n.cfg.ShutdownTimeout,
+		Logger:                 n.cfg.Logger,
+		ServerOptions:          serverTuning(),
+		ProgressNotifyInterval: n.cfg.WatchProgressNotifyInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
