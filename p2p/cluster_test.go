@@ -478,9 +478,9 @@ func TestGossipBatchesUnderLoad(t *testing.T) {
 	t.Logf("%d writes in %d gossip messages", entries, msgs)
 }
 
-// TestLoneNodeGossipsToNoOne checks that a node with no peer on the topic
+// TestLoneNodeGossipsToNoOne checks that a node connected to no peer
 // publishes nothing (no signing, no message: nobody would receive it), and
-// that once a peer subscribes, writes are gossiped to it again.
+// that once a peer connects, writes are gossiped to it again.
 func TestLoneNodeGossipsToNoOne(t *testing.T) {
 	a := startTestNode(t, "alone")
 	ctx := context.Background()

@@ -11,6 +11,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/chorus-kv/chorus/crdt"
@@ -117,8 +118,8 @@ type Stats struct {
 	Received, ReceivedEntries   int64 // messages and entries accepted from peers
 	Applied                     int64 // entries that changed the store
 	DroppedLocal                int64 // local entries not gossiped: queue full or publish failed
-	// SkippedAlone counts local entries not gossiped because no peer was
-	// subscribed to the topic: nobody would have received them, and
+	// SkippedAlone counts local entries not gossiped because the node was
+	// connected to no peer: nobody would have received them, and
 	// anti-entropy brings them to a peer when it connects.
 	SkippedAlone int64
 	ApplyErrors  int64
@@ -135,10 +136,10 @@ type Replicator struct {
 	ps        *pubsub.PubSub
 	topic     *pubsub.Topic
 	sub       *pubsub.Subscription
-	events    *pubsub.TopicEventHandler
-	// topicPeers is how many peers are subscribed to the topic, kept by
-	// watchTopicPeers; Enqueue gossips nothing while it is 0.
-	topicPeers atomic.Int64
+	// connected is how many peers this node has connections to, kept by
+	// notify; Enqueue gossips nothing while it is 0.
+	connected atomic.Int64
+	notify    *network.NotifyBundle
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -214,13 +215,15 @@ func StartReplicator(cfg ReplicatorConfig) (*Replicator, error) {
 	if r.sub, err = r.topic.Subscribe(pubsub.WithBufferSize(cfg.SubscriptionBuffer)); err != nil {
 		return fail(fmt.Errorf("p2p: subscribe to %s: %w", topic, err))
 	}
-	if r.events, err = r.topic.EventHandler(); err != nil {
-		r.sub.Cancel()
-		return fail(fmt.Errorf("p2p: watch %s's peers: %w", topic, err))
-	}
+	// Recounted at every connection event (rare next to writes): the
+	// events arrive asynchronously, so the count after the last one is the
+	// network's.
+	recount := func(n network.Network, _ network.Conn) { r.connected.Store(int64(len(n.Peers()))) }
+	r.notify = &network.NotifyBundle{ConnectedF: recount, DisconnectedF: recount}
+	cfg.Host.Network().Notify(r.notify)
+	r.connected.Store(int64(len(cfg.Host.Network().Peers())))
 	cfg.Host.SetStreamHandler(PushProtocol(cfg.Cluster), r.handlePush)
-	r.wg.Add(2 + cfg.ApplyWorkers)
-	go r.watchTopicPeers(ctx)
+	r.wg.Add(1 + cfg.ApplyWorkers)
 	go r.publishLoop(ctx)
 	for range cfg.ApplyWorkers {
 		go r.applyLoop(ctx)
@@ -258,33 +261,14 @@ func (r *Replicator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 // the cluster (membership).
 func (r *Replicator) PubSub() *pubsub.PubSub { return r.ps }
 
-// watchTopicPeers keeps topicPeers: the number of peers subscribed to the
-// topic, from GossipSub's join and leave events.
-func (r *Replicator) watchTopicPeers(ctx context.Context) {
-	defer r.wg.Done()
-	for {
-		ev, err := r.events.NextPeerEvent(ctx)
-		if err != nil {
-			return // cancelled
-		}
-		switch ev.Type {
-		case pubsub.PeerJoin:
-			r.topicPeers.Add(1)
-		case pubsub.PeerLeave:
-			r.topicPeers.Add(-1)
-		}
-	}
-}
-
 // Enqueue takes a committed batch of changes (the store's OnCommit) and
-// queues this node's own writes for gossip. It never blocks. While no peer
-// is subscribed to the topic it queues nothing: a message would reach no
-// one (GossipSub sends only to subscribed peers), and signing and
-// validating it would cost a lone node about 60 µs of CPU per write. A peer
-// that subscribes later gets these writes from anti-entropy, which runs on
-// every new connection.
+// queues this node's own writes for gossip. It never blocks. While the node
+// is connected to no peer it queues nothing: a message would reach no one,
+// and signing and validating it would cost a lone node about 60 µs of CPU
+// per write. A peer that connects later gets these writes from
+// anti-entropy, which runs on every new connection.
 func (r *Replicator) Enqueue(changes []store.Change) {
-	if r.topicPeers.Load() <= 0 {
+	if r.connected.Load() <= 0 {
 		n := 0
 		for i := range changes {
 			if peer.ID(changes[i].Record.Origin) == r.self {
@@ -421,9 +405,9 @@ func (r *Replicator) Close() {
 		r.mu.closed = true
 		r.mu.Unlock()
 		r.handlers.Wait()
+		r.cfg.Host.Network().StopNotify(r.notify)
 		r.cancel()
 		r.sub.Cancel()
-		r.events.Cancel()
 		r.wg.Wait()
 		_ = r.topic.Close()
 	})
