@@ -33,10 +33,12 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.StringVar(&cfg.Cluster, "cluster", p2p.DefaultCluster, "cluster name: scopes gossip topics and protocols so that clusters on one network stay apart")
 	var listenP2P, bootstrap listFlag
 	fs.Var(&listenP2P, "listen-p2p", "libp2p multiaddrs to listen on, comma-separated or repeated (default "+strings.Join(p2p.DefaultListenAddrs, ",")+")")
-	fs.Var(&bootstrap, "bootstrap", "peer multiaddrs ending in /p2p/<peer id>, comma-separated or repeated; dialled with backoff until connected")
+	fs.Var(&bootstrap, "bootstrap", "peer multiaddrs (/ip4/.../tcp/PORT or /dns4/HOST/tcp/PORT, with /p2p/<peer id> or without: the id is then learned at each dial), comma-separated or repeated; dialled with backoff until connected")
 	fs.BoolVar(&cfg.MDNS, "mdns", false, "find peers of the same cluster on the local network")
 	fs.StringVar(&cfg.Name, "name", "", "this node's name in the member list (default: host name and the end of the peer id)")
 	admission := fs.String("admission", "members", "members: only peers on the replicated member list may connect (chorus member add); open: any peer that reaches the node (labs and tests)")
+	fs.StringVar(&cfg.JoinSecretFile, "join-secret", "", "file holding the cluster's join secret (chorus join-secret makes one): only hosts holding it can connect, and each joins the member list by itself; TCP only")
+	fs.StringVar(&cfg.ListenHTTP, "listen-http", "", "host:port serving /healthz and /readyz, or off (default: --listen-client's host, its port + 2: "+node.DefaultListenHTTP+")")
 	fs.StringVar(&cfg.SwarmKeyFile, "swarm-key", "", "libp2p private-network key file (chorus swarm-key makes one): peers without it cannot connect; TCP only")
 	fs.DurationVar(&cfg.SyncInterval, "sync-interval", p2p.DefaultSyncInterval, "how often to run anti-entropy with a random connected peer (±20% jitter; negative: only on connect and on demand)")
 	fs.DurationVar(&cfg.SyncTimeout, "sync-timeout", p2p.DefaultSyncTimeout, "deadline of one anti-entropy session")
