@@ -22,13 +22,13 @@ const Version = "0.1.0-dev"
 
 // Defaults for Config.
 const (
-	DefaultDataDir         = "chorus.data"
-	DefaultListenClient    = "127.0.0.1:7379"
+	DefaultDataDir      = "chorus.data"
+	DefaultListenClient = "127.0.0.1:7379"
 	// DefaultListenHTTP is where /healthz and /readyz are served by default
 	// (with the default client address; see Config.ListenHTTP).
 	DefaultListenHTTP = "127.0.0.1:7381"
 	// ListenHTTPOff turns the HTTP listener off.
-	ListenHTTPOff = "off"
+	ListenHTTPOff          = "off"
 	DefaultShutdownTimeout = 5 * time.Second
 )
 
