@@ -215,19 +215,32 @@ func (n *node) put(key, value string) error {
 
 // dump returns every key under prefix with its value.
 func (n *node) dump(prefix string) (map[string]string, error) {
+	kvs, err := n.list(prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		out[kv.Key] = string(kv.Value)
+	}
+	return out, nil
+}
+
+// list returns every key under prefix, with its revisions on this node.
+func (n *node) list(prefix string) ([]*client.KeyValue, error) {
 	c, err := n.sdk()
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out := map[string]string{}
+	var out []*client.KeyValue
 	for kv, err := range c.List(ctx, prefix) {
 		if err != nil {
 			n.closeClient()
 			return nil, err
 		}
-		out[kv.Key] = string(kv.Value)
+		out = append(out, kv)
 	}
 	return out, nil
 }

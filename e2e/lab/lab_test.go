@@ -168,6 +168,12 @@ func TestLab(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The revisions are the node's own: a node that lost its data and
+		// caught up again would hold the same keys at other revisions.
+		held, err := target.list("/lab/")
+		if err != nil {
+			t.Fatal(err)
+		}
 		mustDocker(t, "kill", target.name)
 		target.closeClient()
 		for j := range 20 {
@@ -198,11 +204,24 @@ func TestLab(t *testing.T) {
 		if after.id != before.NodeID || after.rev < before.Revision {
 			t.Fatalf("after the restart: node %s at revision %d; before the kill: node %s at revision %d (identity or data lost)", after.id, after.rev, before.NodeID, before.Revision)
 		}
+		again, err := target.list("/lab/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs := map[string]int64{}
+		for _, kv := range again {
+			revs[kv.Key] = kv.ModRevision
+		}
+		for _, kv := range held {
+			if revs[kv.Key] != kv.ModRevision {
+				t.Fatalf("%s is at revision %d after the restart, %d before the kill: the node's data was not kept", kv.Key, revs[kv.Key], kv.ModRevision)
+			}
+		}
 		waitFor(t, time.Minute, "the restarted node caught up", func() (bool, string) { return allHave(nodes, "/lab/", acked) })
 		caughtUp := time.Since(restarted)
 		d2 := waitFor(t, time.Minute, "all five alive and converged again", func() (bool, string) { return allAliveConverged(nodes) })
-		t.Logf("FIGURE kill: n2 came back with its identity and revision %d (had %d before the kill); every acknowledged write on every node %v after docker start, all alive and converged %v after that",
-			after.rev, before.Revision, caughtUp.Round(time.Millisecond), d2.Round(time.Millisecond))
+		t.Logf("FIGURE kill: n2 came back with its identity and its %d keys at their revisions (revision %d, %d before the kill); every acknowledged write on every node %v after docker start, all alive and converged %v after that",
+			len(held), after.rev, before.Revision, caughtUp.Round(time.Millisecond), d2.Round(time.Millisecond))
 	})
 
 	t.Run("rolling restart under continuous writes", func(t *testing.T) {
