@@ -134,3 +134,32 @@ func TestLoadJoinSecret(t *testing.T) {
 		t.Fatalf("a generated secret: %v", err)
 	}
 }
+
+// TestBootstrapperLearnsIDsAndSkipsSelf: given addresses alone, its own
+// among them, a bootstrapper connects to the other host, reports the id it
+// learned, and never treats its own address as a peer.
+func TestBootstrapperLearnsIDsAndSkipsSelf(t *testing.T) {
+	a := startTestHost(t, nil, "/ip4/127.0.0.1/tcp/0")
+	b := startTestHost(t, nil, "/ip4/127.0.0.1/tcp/0")
+	peers, err := ParseBootstrap([]string{addrOf(t, b, ma.P_TCP).String(), addrOf(t, a, ma.P_TCP).String()}, a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	learned := make(chan peer.ID, 16)
+	boot := StartBootstrapperWith(BootstrapConfig{Host: a, Peers: peers, Logger: quiet,
+		OnLearn: func(p peer.ID) { learned <- p }})
+	defer boot.Close()
+	waitFor(t, 10*time.Second, "a connects to b by its address alone", func() bool {
+		return a.Network().Connectedness(b.ID()) == network.Connected
+	})
+	boot.Close()
+	close(learned)
+	for p := range learned {
+		if p != b.ID() {
+			t.Fatalf("learned %s; want only b (%s)", p, b.ID())
+		}
+	}
+	if got := a.Network().Connectedness(a.ID()); got == network.Connected {
+		t.Fatal("connected to itself")
+	}
+}
