@@ -41,8 +41,10 @@ func ParseBootstrap(addrs []string, self peer.ID) ([]peer.AddrInfo, error) {
 			continue
 		}
 		if _, err := m.ValueForProtocol(ma.P_P2P); err != nil {
-			if len(m) == 0 {
-				errs = append(errs, fmt.Errorf("p2p: bootstrap address %q is empty", s))
+			_, tcpErr := m.ValueForProtocol(ma.P_TCP)
+			_, quicErr := m.ValueForProtocol(ma.P_QUIC_V1)
+			if tcpErr != nil && quicErr != nil {
+				errs = append(errs, fmt.Errorf("p2p: bootstrap address %q names no transport: want /tcp/PORT or /udp/PORT/quic-v1, optionally followed by /p2p/<peer id>", s))
 				continue
 			}
 			out = append(out, peer.AddrInfo{Addrs: []ma.Multiaddr{m}})
