@@ -22,13 +22,22 @@ import (
 // MembersPrefix is the reserved key prefix of the member list: the key
 // MembersPrefix + <peer id> holds a MemberRecord. Clients cannot write under
 // ReservedPrefix.
+// RemovedPrefix + <peer id> marks a removed member (the value is a
+// MemberRecord of the removal): a removed peer is refused whatever else the
+// list says, and cannot admit itself again with the join secret, until an
+// operator's `member add` deletes the mark. A mark is a live key, so it is
+// not purged with tombstones.
 const (
 	ReservedPrefix = "/chorus/"
 	MembersPrefix  = "/chorus/members/"
+	RemovedPrefix  = "/chorus/removed/"
 )
 
 // MemberKey is the store key of a member's record.
 func MemberKey(id peer.ID) []byte { return []byte(MembersPrefix + id.String()) }
+
+// RemovedKey is the store key of a removed member's mark.
+func RemovedKey(id peer.ID) []byte { return []byte(RemovedPrefix + id.String()) }
 
 // ErrReserved is returned for a client write under ReservedPrefix.
 var ErrReserved = errors.New("p2p: key is reserved")
@@ -45,25 +54,62 @@ func CheckWritable(key []byte) error {
 // ErrNotMember is returned for a peer that is not on the member list.
 var ErrNotMember = errors.New("p2p: peer is not a member of the cluster")
 
+// ErrRemoved is returned for a peer that was removed from the member list.
+var ErrRemoved = errors.New("p2p: peer was removed from the cluster")
+
 // Admission decides which peers may connect, gossip and sync: the members
 // on the list replicated under MembersPrefix. Until this node finds itself
 // on the list and has completed a sync (a new node that has not fetched the
 // whole list yet), it also lets in the bootstrap peers it was given, so it
 // can fetch the list. With Open set it
-// lets everyone in (labs and tests). It implements connmgr.ConnectionGater
-// and is safe for concurrent use.
+// lets everyone in (labs and tests). With a join secret (UseJoinSecret) it
+// lets in every peer that was not removed: the host's private-network key
+// is derived from the secret, so a peer that completed a handshake holds
+// it. It implements connmgr.ConnectionGater and is safe for concurrent use.
 type Admission struct {
-	self      peer.ID
-	bootstrap map[peer.ID]bool
-	open      bool
-	logger    *slog.Logger
+	self   peer.ID
+	open   bool
+	logger *slog.Logger
+	secret atomic.Bool
 
 	// synced is set once a sync session completed: the member list is then
 	// as complete as the peer's, and bootstrap peers need to be members.
 	synced atomic.Bool
 
-	mu      sync.RWMutex
-	members map[peer.ID]*replicationv1.MemberRecord
+	mu        sync.RWMutex
+	members   map[peer.ID]*replicationv1.MemberRecord
+	removed   map[peer.ID]bool
+	bootstrap map[peer.ID]bool // given, learned from an address, or a probe under way
+}
+
+// UseJoinSecret makes every peer that is not removed admissible: call it
+// before the host starts, and only when the host's private-network key is
+// the join secret's (JoinSecretKey).
+func (a *Admission) UseJoinSecret() { a.secret.Store(true) }
+
+// JoinSecret reports whether UseJoinSecret was called.
+func (a *Admission) JoinSecret() bool { return a.secret.Load() }
+
+// AllowBootstrap lets p in as a bootstrap peer (one whose id was learned
+// from its address, or the throwaway id of the dial that learns it).
+func (a *Admission) AllowBootstrap(p peer.ID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.bootstrap[p] = true
+}
+
+// ForgetBootstrap undoes AllowBootstrap.
+func (a *Admission) ForgetBootstrap(p peer.ID) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.bootstrap, p)
+}
+
+// IsRemoved reports whether id carries a removal mark.
+func (a *Admission) IsRemoved(id peer.ID) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.removed[id]
 }
 
 // Synced records that a sync session completed (SyncConfig.OnComplete).
@@ -72,11 +118,14 @@ func (a *Admission) Synced() { a.synced.Store(true) }
 // NewAdmission returns the admission of self, with the member list read
 // from st.
 func NewAdmission(self peer.ID, bootstrap []peer.AddrInfo, open bool, st *store.Store, logger *slog.Logger) (*Admission, error) {
-	a := &Admission{self: self, bootstrap: map[peer.ID]bool{}, open: open, logger: logger, members: map[peer.ID]*replicationv1.MemberRecord{}}
+	a := &Admission{self: self, bootstrap: map[peer.ID]bool{}, open: open, logger: logger,
+		members: map[peer.ID]*replicationv1.MemberRecord{}, removed: map[peer.ID]bool{}}
 	for _, b := range bootstrap {
-		a.bootstrap[b.ID] = true
+		if b.ID != "" {
+			a.bootstrap[b.ID] = true
+		}
 	}
-	opts := store.RangeOptions{Start: []byte(MembersPrefix), End: store.PrefixEnd([]byte(MembersPrefix)), Limit: store.MaxPageLimit}
+	opts := store.RangeOptions{Start: []byte(ReservedPrefix), End: store.PrefixEnd([]byte(ReservedPrefix)), Limit: store.MaxPageLimit}
 	for {
 		page, err := st.Range(opts)
 		if err != nil {
@@ -98,7 +147,7 @@ func NewAdmission(self peer.ID, bootstrap []peer.AddrInfo, open bool, st *store.
 func (a *Admission) Observe(changes []store.Change) (removed []peer.ID) {
 	for i := range changes {
 		r := &changes[i].Record
-		if !strings.HasPrefix(string(r.Key), MembersPrefix) {
+		if !strings.HasPrefix(string(r.Key), ReservedPrefix) {
 			continue
 		}
 		if id, ok := a.apply(r.Key, r.Value, r.Tombstone); !ok && id != "" {
@@ -108,10 +157,31 @@ func (a *Admission) Observe(changes []store.Change) (removed []peer.ID) {
 	return removed
 }
 
-// apply sets or deletes one member; it returns the peer and whether it is
-// a member now.
+// apply sets or deletes one member or removal mark; it returns the peer
+// and whether it is admissible now (a member and not removed). Other keys
+// under ReservedPrefix are ignored.
 func (a *Admission) apply(key, value []byte, deleted bool) (peer.ID, bool) {
-	id, err := peer.Decode(strings.TrimPrefix(string(key), MembersPrefix))
+	k := string(key)
+	if rest, ok := strings.CutPrefix(k, RemovedPrefix); ok {
+		id, err := peer.Decode(rest)
+		if err != nil {
+			a.logger.Warn("ignoring a removal mark whose key is not a peer id", "key", k)
+			return "", false
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if deleted {
+			delete(a.removed, id)
+		} else {
+			a.removed[id] = true
+		}
+		_, member := a.members[id]
+		return id, member && deleted
+	}
+	if !strings.HasPrefix(k, MembersPrefix) {
+		return "", false
+	}
+	id, err := peer.Decode(strings.TrimPrefix(k, MembersPrefix))
 	if err != nil {
 		a.logger.Warn("ignoring a member record whose key is not a peer id", "key", string(key))
 		return "", false
@@ -127,7 +197,7 @@ func (a *Admission) apply(key, value []byte, deleted bool) (peer.ID, bool) {
 		a.logger.Warn("member record does not decode; admitting the peer without a name", "peer", id, "err", err)
 	}
 	a.members[id] = rec
-	return id, true
+	return id, !a.removed[id]
 }
 
 // Joined reports whether this node is on its own member list.
@@ -165,8 +235,14 @@ func (a *Admission) Check(p peer.ID) error {
 	a.mu.RLock()
 	_, member := a.members[p]
 	_, joined := a.members[a.self]
+	removed, boot := a.removed[p], a.bootstrap[p]
 	a.mu.RUnlock()
-	if member || ((!joined || !a.synced.Load()) && a.bootstrap[p]) {
+	switch {
+	case removed:
+		return fmt.Errorf("%w: %s (an operator re-admits it with `chorus member add %s`)", ErrRemoved, p, p)
+	case member, a.secret.Load():
+		return nil
+	case (!joined || !a.synced.Load()) && boot:
 		return nil
 	}
 	return fmt.Errorf("%w: %s (an operator admits it with `chorus member add %s`)", ErrNotMember, p, p)

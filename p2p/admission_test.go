@@ -96,6 +96,61 @@ func TestAdmissionCheck(t *testing.T) {
 	}
 }
 
+// TestAdmissionJoinSecretAndRemovalMarks: with a join secret any peer is let
+// in but one marked removed, whatever the list says and in whatever order
+// the mark and the record arrive; lifting the mark lets it in again.
+func TestAdmissionJoinSecretAndRemovalMarks(t *testing.T) {
+	ids := testPeerIDs(t, 3)
+	self, member, stranger := ids[0], ids[1], ids[2]
+	st, err := store.Open(store.Config{NodeID: []byte(self)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	a, err := NewAdmission(self, nil, false, st, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.UseJoinSecret()
+	apply := func(c *store.Change, err error) []peer.ID {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Observe([]store.Change{*c})
+	}
+	if a.Check(stranger) != nil || a.Check(member) != nil {
+		t.Fatal("join secret: a peer that is not removed was refused")
+	}
+	apply(st.Put(ctx, MemberKey(member), memberRecord(t, "m")))
+	if removed := apply(st.Put(ctx, RemovedKey(member), memberRecord(t, "m"))); len(removed) != 1 || removed[0] != member {
+		t.Fatalf("a removal mark: removed %v; want the member", removed)
+	}
+	if err := a.Check(member); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("a marked member: %v; want ErrRemoved", err)
+	}
+	// The member's record written again (by itself, say) does not let it in.
+	apply(st.Put(ctx, MemberKey(member), memberRecord(t, "m")))
+	if err := a.Check(member); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("a marked member whose record came back: %v; want ErrRemoved", err)
+	}
+	// The mark is read back at start, and other reserved keys are ignored.
+	apply(st.Put(ctx, []byte(ReservedPrefix+"other/x"), []byte("v")))
+	b, err := NewAdmission(self, nil, false, st, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.UseJoinSecret()
+	if !b.IsRemoved(member) || !errors.Is(b.Check(member), ErrRemoved) || b.Check(stranger) != nil {
+		t.Fatal("reloaded: want the mark kept and strangers let in")
+	}
+	apply(st.Delete(ctx, RemovedKey(member)))
+	if a.Check(member) != nil || a.IsRemoved(member) {
+		t.Fatal("the mark lifted: the member is still refused")
+	}
+}
+
 // TestGossipFromNonMemberRejected: a peer that is connected (here, hosts
 // without a gater) but not a member cannot get its gossip applied.
 func TestGossipFromNonMemberRejected(t *testing.T) {

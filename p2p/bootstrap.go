@@ -25,16 +25,29 @@ const (
 )
 
 // ParseBootstrap parses bootstrap multiaddrs (/ip4/..., /ip6/..., /dns4/...,
-// /dns/..., each ending in /p2p/<peer id>), merging addresses of one peer and
-// leaving self out. It reports every bad address at once.
+// /dns/..., ending in /p2p/<peer id> or not), merging addresses of one peer
+// and leaving self out. An address without /p2p/ becomes an AddrInfo of its
+// own with an empty ID: the Bootstrapper learns the id when it dials (see
+// LearnPeerID). It reports every bad address at once.
 func ParseBootstrap(addrs []string, self peer.ID) ([]peer.AddrInfo, error) {
 	var errs []error
 	byPeer := map[peer.ID]*peer.AddrInfo{}
 	var order []peer.ID
+	var out []peer.AddrInfo // the id-less addresses, then the peers by id
 	for _, s := range addrs {
 		m, err := ma.NewMultiaddr(s)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("p2p: bootstrap address %q: %w", s, err))
+			continue
+		}
+		if _, err := m.ValueForProtocol(ma.P_P2P); err != nil {
+			_, tcpErr := m.ValueForProtocol(ma.P_TCP)
+			_, quicErr := m.ValueForProtocol(ma.P_QUIC_V1)
+			if tcpErr != nil && quicErr != nil {
+				errs = append(errs, fmt.Errorf("p2p: bootstrap address %q names no transport: want /tcp/PORT or /udp/PORT/quic-v1, optionally followed by /p2p/<peer id>", s))
+				continue
+			}
+			out = append(out, peer.AddrInfo{Addrs: []ma.Multiaddr{m}})
 			continue
 		}
 		info, err := peer.AddrInfoFromP2pAddr(m)
@@ -55,9 +68,8 @@ func ParseBootstrap(addrs []string, self peer.ID) ([]peer.AddrInfo, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	out := make([]peer.AddrInfo, len(order))
-	for i, id := range order {
-		out[i] = *byPeer[id]
+	for _, id := range order {
+		out = append(out, *byPeer[id])
 	}
 	return out, nil
 }
@@ -71,23 +83,45 @@ func nextBackoff(cur time.Duration, jitter float64) time.Duration {
 
 // Bootstrapper keeps the host connected to its bootstrap peers: it dials
 // each one until connected, with exponential backoff, and dials again when
-// a link drops. Its one goroutine stops on Close.
+// a link drops. A peer given by address alone (no /p2p/) has its id learned
+// (LearnPeerID) before each dial, so a restarted host with a new identity
+// or a new address behind the same DNS name is found again. Its one
+// goroutine stops on Close.
 type Bootstrapper struct {
-	h      host.Host
-	peers  []peer.AddrInfo
-	log    *slog.Logger
+	cfg    BootstrapConfig
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
+// BootstrapConfig configures StartBootstrapperWith.
+type BootstrapConfig struct {
+	Host   host.Host
+	Peers  []peer.AddrInfo // from ParseBootstrap; an empty ID means "learn it"
+	Logger *slog.Logger
+	// AllowProbe and DoneProbe bracket the throwaway dial that learns a
+	// peer's id, so that a connection gater lets it out (Admission's
+	// AllowBootstrap and ForgetBootstrap). Optional.
+	AllowProbe, DoneProbe func(peer.ID)
+	// OnLearn is called with every peer id learned from an address alone,
+	// before it is dialled (Admission.AllowBootstrap lets it in). Optional.
+	OnLearn func(peer.ID)
+}
+
 // StartBootstrapper starts keeping h connected to peers.
 func StartBootstrapper(h host.Host, peers []peer.AddrInfo, log *slog.Logger) *Bootstrapper {
+	return StartBootstrapperWith(BootstrapConfig{Host: h, Peers: peers, Logger: log})
+}
+
+// StartBootstrapperWith starts keeping cfg.Host connected to cfg.Peers.
+func StartBootstrapperWith(cfg BootstrapConfig) *Bootstrapper {
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Bootstrapper{h: h, peers: peers, log: log, cancel: cancel}
-	for _, p := range peers {
-		h.Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour)
+	b := &Bootstrapper{cfg: cfg, cancel: cancel}
+	for _, p := range cfg.Peers {
+		if p.ID != "" {
+			cfg.Host.Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour)
+		}
 	}
-	if len(peers) > 0 {
+	if len(cfg.Peers) > 0 {
 		b.wg.Add(1)
 		go b.loop(ctx)
 	}
@@ -99,8 +133,10 @@ func (b *Bootstrapper) loop(ctx context.Context) {
 	type state struct {
 		next    time.Time
 		backoff time.Duration
+		learned peer.ID // for a peer given by address alone
 	}
-	states := make([]state, len(b.peers))
+	h, log := b.cfg.Host, b.cfg.Logger
+	states := make([]state, len(b.cfg.Peers))
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -110,9 +146,13 @@ func (b *Bootstrapper) loop(ctx context.Context) {
 		case <-timer.C:
 		}
 		now := time.Now()
-		for i, p := range b.peers {
+		for i, p := range b.cfg.Peers {
 			st := &states[i]
-			if b.h.Network().Connectedness(p.ID) == network.Connected {
+			id := p.ID
+			if id == "" {
+				id = st.learned
+			}
+			if id != "" && h.Network().Connectedness(id) == network.Connected {
 				st.backoff = 0
 				continue
 			}
@@ -120,22 +160,55 @@ func (b *Bootstrapper) loop(ctx context.Context) {
 				continue
 			}
 			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			err := b.h.Connect(dctx, p)
+			err := b.dial(dctx, p, &st.learned)
 			cancel()
 			if ctx.Err() != nil {
 				return
 			}
+			if errors.Is(err, errSelf) {
+				// The address is this node's own (every pod of a StatefulSet
+				// is given the same list): look again now and then only.
+				st.backoff, st.next = MaxBackoff, time.Now().Add(MaxBackoff)
+				continue
+			}
 			if err != nil {
 				st.backoff = nextBackoff(st.backoff, rand.Float64())
 				st.next = time.Now().Add(st.backoff)
-				b.log.Debug("bootstrap peer unreachable", "peer", p.ID, "retry_in", st.backoff, "err", err)
+				log.Debug("bootstrap peer unreachable", "peer", p, "retry_in", st.backoff, "err", err)
 				continue
 			}
 			st.backoff = 0
-			b.log.Info("connected to bootstrap peer", "peer", p.ID)
+			log.Info("connected to bootstrap peer", "peer", id, "addrs", p.Addrs)
 		}
 		timer.Reset(checkEvery)
 	}
+}
+
+var errSelf = errors.New("p2p: the bootstrap address is this node's own")
+
+// dial connects to p; for a peer given by address alone it first learns
+// the id behind each address, into *learned.
+func (b *Bootstrapper) dial(ctx context.Context, p peer.AddrInfo, learned *peer.ID) error {
+	h := b.cfg.Host
+	if p.ID != "" {
+		return h.Connect(ctx, p)
+	}
+	id, err := LearnPeerID(ctx, h, p.Addrs[0], b.cfg.AllowProbe, b.cfg.DoneProbe)
+	if err != nil {
+		return err
+	}
+	if id == h.ID() {
+		*learned = ""
+		return errSelf
+	}
+	if *learned != id {
+		b.cfg.Logger.Info("learned a bootstrap peer's id from its address", "addr", p.Addrs[0], "peer", id)
+	}
+	*learned = id
+	if b.cfg.OnLearn != nil {
+		b.cfg.OnLearn(id)
+	}
+	return h.Connect(ctx, peer.AddrInfo{ID: id, Addrs: p.Addrs})
 }
 
 // Close stops the bootstrapper and waits for its goroutine.

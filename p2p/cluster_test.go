@@ -398,8 +398,10 @@ func TestParseBootstrap(t *testing.T) {
 		{"none", nil, 0, false},
 		{"ip4", []string{"/ip4/127.0.0.1/tcp/7380/p2p/" + id1.ID.String()}, 1, false},
 		{"dns4 and quic of one peer merge", []string{"/dns4/localhost/tcp/7380/p2p/" + id1.ID.String(), "/ip4/127.0.0.1/udp/7380/quic-v1/p2p/" + id1.ID.String()}, 1, false},
-		{"no peer id", []string{"/ip4/127.0.0.1/tcp/7380"}, 0, true},
+		{"no peer id: learned at dial", []string{"/ip4/127.0.0.1/tcp/7380", "/dns4/chorus-0.chorus/tcp/7380"}, 2, false},
+		{"with and without id", []string{"/ip4/127.0.0.1/tcp/7380", "/ip4/127.0.0.1/tcp/7380/p2p/" + id1.ID.String()}, 2, false},
 		{"garbage", []string{"not-a-multiaddr"}, 0, true},
+		{"no transport and no id", []string{"/dns4/chorus-0.chorus"}, 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -37,6 +37,35 @@
 //     ask for status or probe; a joining node trusts its bootstrap peers
 //     until it has synced the list and found itself on it. A swarm key
 //     (HostConfig.SwarmKey) keeps outsiders from completing a handshake.
+//     A removed member carries a mark (RemovedPrefix) that outranks the
+//     list and any secret until an operator adds it again.
+//   - Join secret (trust model): the cluster's private-network key is
+//     derived from a shared secret file and the cluster name
+//     (LoadJoinSecret). Completing a libp2p handshake therefore proves the
+//     secret, so a host without it cannot connect (it cannot even learn a
+//     member's peer id), publish, sync or be admitted. Every host holding
+//     it and not marked removed is admitted (Admission.UseJoinSecret) and
+//     writes its own record to the member list, so the list still records
+//     every node that joined; `member remove` marks a node removed, which
+//     cuts it off everywhere, and the secret does not let that identity
+//     back in. What the secret does not give: a removed node's operator
+//     can start it again under a NEW identity, since it still holds the
+//     secret; rotate the secret (restart every node with a new one) to
+//     shut out a host, not only an identity. The secret is as strong as
+//     its file's protection (mode 0600, a Kubernetes Secret). As with a
+//     swarm key, QUIC is off (go-libp2p refuses a private network over it).
+//   - Bootstrap by address alone: go-libp2p cannot dial a peer whose id it
+//     does not know (the upgrader refuses an outbound connection with no
+//     expected id; Noise and TLS check the remote key against it). For an
+//     address without /p2p/, the Bootstrapper dials a throwaway id first
+//     and reads the id the remote presented from the handshake's
+//     sec.ErrPeerIDMismatch (LearnPeerID), then dials that id, which the
+//     second handshake authenticates. The learned id is trusted as a
+//     bootstrap peer only as an explicit /p2p/ one would be; without a join
+//     secret, whoever answers at the address is the one asked for the
+//     member list, as whoever holds the /p2p/ id was before. It is learned
+//     again at every redial, so a host restarted with a new identity or
+//     address behind the same DNS name is found.
 //   - Membership drives package swim's failure detector: one probe per
 //     interval, indirect probes through others, updates on MembersTopic
 //     accepted only from members (each passes on, once, an update that

@@ -21,18 +21,20 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"agent":     {"run a node", runAgent},
-	"put":       {"put KEY [VALUE]: write a key (the value from stdin if omitted)", runPut},
-	"get":       {"get KEY: read a key (--prefix for every key under it)", runGet},
-	"del":       {"del KEY: delete a key", runDel},
-	"ls":        {"ls [PREFIX]: list keys in key order", runLs},
-	"watch":     {"watch PREFIX: print every change under PREFIX, one line each", runWatch},
-	"status":    {"status: describe the node", runStatus},
-	"members":   {"members: this node and its connected peers, with their Merkle roots", runMembers},
-	"sync":      {"sync --peer ID: run an anti-entropy session with a connected peer now", runSync},
-	"member":    {"member add PEER_ID [--name N] | member remove PEER_ID: change the cluster's member list", runMember},
-	"id":        {"id [--data-dir DIR]: print a data folder's peer id (created if missing), to admit the node before it starts", runID},
-	"swarm-key": {"swarm-key: print a new swarm key for --swarm-key", runSwarmKey},
+	"agent":       {"run a node", runAgent},
+	"put":         {"put KEY [VALUE]: write a key (the value from stdin if omitted)", runPut},
+	"get":         {"get KEY: read a key (--prefix for every key under it)", runGet},
+	"del":         {"del KEY: delete a key", runDel},
+	"ls":          {"ls [PREFIX]: list keys in key order", runLs},
+	"watch":       {"watch PREFIX: print every change under PREFIX, one line each", runWatch},
+	"status":      {"status: describe the node", runStatus},
+	"members":     {"members: this node and its connected peers, with their Merkle roots", runMembers},
+	"sync":        {"sync --peer ID: run an anti-entropy session with a connected peer now", runSync},
+	"member":      {"member add PEER_ID [--name N] | member remove PEER_ID: change the cluster's member list", runMember},
+	"id":          {"id [--data-dir DIR]: print a data folder's peer id (created if missing), to admit the node before it starts", runID},
+	"swarm-key":   {"swarm-key: print a new swarm key for --swarm-key", runSwarmKey},
+	"join-secret": {"join-secret: print a new random join secret for --join-secret", runJoinSecret},
+	"health":      {"health [--endpoint URL]: exit 0 if the node's /readyz (or URL) answers 200, else 1", runHealth},
 }
 
 // errUsage marks a usage error: the command prints its flags and exits 2.

@@ -50,6 +50,11 @@ func (n *Node) logAdmission(bootstrap int) {
 	switch {
 	case n.cfg.OpenAdmission:
 		n.cfg.Logger.Warn("admission is open: any peer that reaches this node may join the cluster")
+	case n.admission.JoinSecret() && n.admission.IsRemoved(n.identity.ID):
+		// selfAdmit says so.
+	case n.admission.JoinSecret():
+		n.cfg.Logger.Info("join secret: peers holding it connect and join; this node adds itself to the member list after its first sync (at once without bootstrap peers)",
+			"node_id", n.ID(), "member", n.admission.Joined())
 	case n.admission.Joined():
 	case len(n.admission.Members()) > 0:
 		n.cfg.Logger.Warn("this node is not on the cluster's member list (it was removed, or not yet admitted): peers will refuse it",
@@ -75,10 +80,15 @@ func (n *Node) writeMember(ctx context.Context, id peer.ID, name string) (int64,
 // enforceAdmission closes connections to peers that are no longer
 // admitted: at once for those removed (from the commit hook), and every
 // second for any other (a connection let in while joining, say).
+//
+// With a join secret it also adds this node to the member list once it may
+// (selfAdmit): at once when it has no bootstrap peers, else after its first
+// completed sync.
 func (n *Node) enforceAdmission() {
 	defer close(n.admitDone)
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
+	n.selfAdmit()
 	cut := func(p peer.ID) {
 		if err := n.admission.Check(p); err != nil && n.host.Network().Connectedness(p) == network.Connected {
 			n.cfg.Logger.Info("closing the connections to a peer that is not a member", "peer", p)
@@ -91,12 +101,44 @@ func (n *Node) enforceAdmission() {
 			return
 		case p := <-n.removed:
 			cut(p)
+		case <-n.syncedCh:
+			n.selfAdmit()
 		case <-ticker.C:
 			for _, p := range n.host.Network().Peers() {
 				cut(p)
 			}
 		}
 	}
+}
+
+// selfAdmit writes this node's own member record when it holds the join
+// secret, is not on the list, was not removed, and either has no bootstrap
+// peers (it founds the cluster) or has completed a sync (so its list, with
+// the removal marks, is as complete as a peer's). It runs on
+// enforceAdmission's goroutine.
+func (n *Node) selfAdmit() {
+	a := n.admission
+	if !a.JoinSecret() || a.Joined() {
+		return
+	}
+	if a.IsRemoved(n.identity.ID) {
+		if !n.removedLogged {
+			n.removedLogged = true
+			n.cfg.Logger.Error("this node was removed from the cluster: the join secret does not admit it again under this identity",
+				"node_id", n.ID(), "readmit_with", "chorus member add "+n.ID())
+		}
+		return
+	}
+	if len(n.cfg.Bootstrap) > 0 && !n.firstSync.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.writeMember(ctx, n.identity.ID, n.cfg.Name); err != nil {
+		n.cfg.Logger.Warn("could not add this node to the member list", "err", err)
+		return
+	}
+	n.cfg.Logger.Info("joined the cluster with the join secret: this node is on the member list", "node_id", n.ID(), "name", n.cfg.Name)
 }
 
 // bothGaters lets a connection through only if both gaters do (tests add a
@@ -140,6 +182,12 @@ func (s *clusterServer) AddMember(ctx context.Context, req *clusterv1.AddMemberR
 		name = p.String()
 	}
 	n := s.node
+	if n.admission.IsRemoved(p) {
+		// An operator re-admits a removed member: lift its removal mark.
+		if _, err := n.store.Delete(ctx, p2p.RemovedKey(p)); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	if !n.admission.Joined() {
 		if len(n.admission.Members()) > 0 || len(n.cfg.Bootstrap) > 0 {
 			return nil, apierr.New(codes.FailedPrecondition, apierr.ReasonBadRequest,
@@ -169,6 +217,15 @@ func (s *clusterServer) RemoveMember(ctx context.Context, req *clusterv1.RemoveM
 	}
 	if !s.node.admission.IsMember(p) {
 		return nil, apierr.New(codes.NotFound, apierr.ReasonBadRequest, "peer "+p.String()+" is not on the member list", nil)
+	}
+	// The removal mark first: a node that sees it refuses the peer whatever
+	// the member key says, and the join secret cannot re-admit it.
+	mark, err := proto.Marshal(&replicationv1.MemberRecord{Name: s.node.admission.Members()[p].GetName(), AddedBy: s.node.ID(), AddedUnixMs: time.Now().UnixMilli()})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.node.store.Put(ctx, p2p.RemovedKey(p), mark); err != nil {
+		return nil, toStatus(err)
 	}
 	c, err := s.node.store.Delete(ctx, p2p.MemberKey(p))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -22,8 +23,13 @@ const Version = "0.1.0-dev"
 
 // Defaults for Config.
 const (
-	DefaultDataDir         = "chorus.data"
-	DefaultListenClient    = "127.0.0.1:7379"
+	DefaultDataDir      = "chorus.data"
+	DefaultListenClient = "127.0.0.1:7379"
+	// DefaultListenHTTP is where /healthz and /readyz are served by default
+	// (with the default client address; see Config.ListenHTTP).
+	DefaultListenHTTP = "127.0.0.1:7381"
+	// ListenHTTPOff turns the HTTP listener off.
+	ListenHTTPOff          = "off"
 	DefaultShutdownTimeout = 5 * time.Second
 )
 
@@ -58,8 +64,9 @@ type Config struct {
 	// Default /ip4/127.0.0.1/tcp/7380 and /ip4/127.0.0.1/udp/7380/quic-v1,
 	// or port 0 on both when ListenClient's port is 0.
 	ListenP2P []string
-	// Bootstrap are peer multiaddrs ending in /p2p/<peer id>; the node keeps
-	// dialling them, with backoff, and redials when a link drops.
+	// Bootstrap are peer multiaddrs, ending in /p2p/<peer id> or not (the id
+	// is then learned at each dial: p2p.LearnPeerID); the node keeps dialling
+	// them, with backoff, and redials when a link drops.
 	Bootstrap []string
 	// MDNS finds peers of the same cluster on the local network. Default off.
 	MDNS bool
@@ -88,6 +95,19 @@ type Config struct {
 	// folder holds a store but no key (see LoadIdentity). Without it, such a
 	// folder is refused: a lost key must not silently make a new member.
 	NewIdentity bool
+	// JoinSecretFile, when set, is a file holding the cluster's join secret
+	// (at least 16 bytes): the libp2p private-network key is derived from it
+	// and the cluster name, so a host without it cannot complete a
+	// handshake, and every node holding it that was not removed is admitted
+	// and adds itself to the member list (after its first sync with a peer,
+	// or at once when it has no bootstrap peers). TCP only, as with
+	// SwarmKeyFile; the two exclude each other.
+	JoinSecretFile string
+	// ListenHTTP is the host:port of the HTTP listener serving /healthz and
+	// /readyz (see Node.HTTPMux). Default: ListenClient's host with its port
+	// + 2 (127.0.0.1:7381 with the default client address), port 0 when
+	// ListenClient's port is 0; "off" turns it off.
+	ListenHTTP string
 	// Gater, when set, also vets every libp2p connection, besides admission
 	// (tests cut partitions with it).
 	Gater connmgr.ConnectionGater
@@ -145,6 +165,9 @@ func (c Config) WithDefaults() Config {
 			c.ListenP2P = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 		}
 	}
+	if c.ListenHTTP == "" {
+		c.ListenHTTP = defaultListenHTTP(c.ListenClient)
+	}
 	if c.WallClock == nil {
 		c.WallClock = crdt.SystemWallClock
 	}
@@ -157,13 +180,32 @@ func (c Config) WithDefaults() Config {
 	if c.TombstoneGrace == 0 {
 		c.TombstoneGrace = store.DefaultTombstoneGrace
 	}
-	if c.SwarmKeyFile != "" && len(c.ListenP2P) == 2 && c.ListenP2P[1] == p2p.DefaultListenAddrs[1] {
-		c.ListenP2P = c.ListenP2P[:1] // TCP only with a swarm key
+	psk := c.SwarmKeyFile != "" || c.JoinSecretFile != ""
+	if psk && len(c.ListenP2P) == 2 && c.ListenP2P[1] == p2p.DefaultListenAddrs[1] {
+		c.ListenP2P = c.ListenP2P[:1] // TCP only with a private-network key
 	}
-	if c.SwarmKeyFile != "" && len(c.ListenP2P) == 2 && c.ListenP2P[1] == "/ip4/127.0.0.1/udp/0/quic-v1" {
+	if psk && len(c.ListenP2P) == 2 && c.ListenP2P[1] == "/ip4/127.0.0.1/udp/0/quic-v1" {
 		c.ListenP2P = c.ListenP2P[:1]
 	}
 	return c
+}
+
+// defaultListenHTTP is the HTTP address that goes with a client address:
+// the same host, the port + 2 (0 stays 0), so that several nodes on one
+// host given distinct client ports get distinct HTTP ports too.
+func defaultListenHTTP(client string) string {
+	host, port, err := net.SplitHostPort(client)
+	if err != nil {
+		return DefaultListenHTTP
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p+2 > 65535 {
+		return DefaultListenHTTP
+	}
+	if p == 0 {
+		return net.JoinHostPort(host, "0")
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+2))
 }
 
 // Validate reports every problem with c at once.
@@ -176,6 +218,17 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.ListenEtcd); err != nil {
 			errs = append(errs, fmt.Errorf("node: listen-etcd %q is not host:port: %w", c.ListenEtcd, err))
 		}
+	}
+	if c.ListenHTTP != ListenHTTPOff {
+		if _, _, err := net.SplitHostPort(c.ListenHTTP); err != nil {
+			errs = append(errs, fmt.Errorf("node: listen-http %q is not host:port (or %q): %w", c.ListenHTTP, ListenHTTPOff, err))
+		}
+	}
+	if c.JoinSecretFile != "" && c.SwarmKeyFile != "" {
+		errs = append(errs, errors.New("node: a join secret and a swarm key exclude each other: the join secret already makes the cluster a private network"))
+	}
+	if c.JoinSecretFile != "" && c.OpenAdmission {
+		errs = append(errs, errors.New("node: a join secret and open admission exclude each other: the join secret decides who joins"))
 	}
 	if err := p2p.ValidateCluster(c.Cluster); err != nil {
 		errs = append(errs, err)

@@ -7,12 +7,19 @@
 //
 //  1. Start(cfg): loads or creates the identity, opens the store, starts the
 //     hub and serves the client API on cfg.ListenClient.
-//  2. ClientAddr tells where it listens (useful with port 0).
+//  2. ClientAddr tells where it listens (useful with port 0); HTTPAddr where
+//     /healthz and /readyz are served (Config.ListenHTTP), and HTTPMux lets
+//     a caller add handlers there.
 //  3. Close, once: ends watches, drains in-flight calls (for at most
 //     Config.ShutdownTimeout), stops the gRPC server, and closes the store
 //     after its queued writes are durable.
 //
-// Invariants: the node owns every goroutine it starts (the gRPC server's),
-// and Close waits for them; an error from the store reaches the client as a
+// Invariants: the node owns every goroutine it starts (the gRPC and HTTP
+// servers'), and Close waits for them; /readyz answers 200 only once the
+// store takes writes and a sync with a peer has completed, or at once for a
+// node with no bootstrap peers and no mDNS; with a join secret the node adds
+// itself to the member list only when it is not marked removed, and only
+// after its first sync when it has bootstrap peers (so it has seen the
+// marks); an error from the store reaches the client as a
 // gRPC status that says what was wrong and, for a limit, what the limit is.
 package node

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -46,6 +47,15 @@ type Node struct {
 	grpc      *grpc.Server
 	listener  net.Listener
 	etcd      *etcdapi.Server // nil unless Config.ListenEtcd is set
+	httpLis   net.Listener    // nil when Config.ListenHTTP is off
+	httpMux   *http.ServeMux
+	httpSrv   *http.Server
+	httpDone  chan struct{}
+	firstSync atomic.Bool   // an anti-entropy session with a peer completed (readiness)
+	syncedCh  chan struct{} // a sync completed: enforceAdmission checks self-admission
+	// removedLogged: selfAdmit said once that this node was removed (owned
+	// by enforceAdmission's goroutine).
+	removedLogged bool
 
 	closing   chan struct{} // closed when Close begins: ends member watches
 	stopAdmit chan struct{}
@@ -110,7 +120,13 @@ func Start(cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: %w", err)
 		}
 	}
-	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{}), removed: make(chan peer.ID, 256), closing: make(chan struct{})}
+	if cfg.JoinSecretFile != "" {
+		if swarmKey, err = p2p.LoadJoinSecret(cfg.JoinSecretFile, cfg.Cluster); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
+	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{}), removed: make(chan peer.ID, 256), closing: make(chan struct{}),
+		syncedCh: make(chan struct{}, 1)}
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -148,6 +164,9 @@ func Start(cfg Config) (_ *Node, err error) {
 	if n.admission, err = p2p.NewAdmission(id.ID, bootstrap, cfg.OpenAdmission, st, cfg.Logger); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	if cfg.JoinSecretFile != "" {
+		n.admission.UseJoinSecret()
+	}
 	n.logAdmission(len(bootstrap))
 	var gater connmgr.ConnectionGater = n.admission
 	if cfg.Gater != nil {
@@ -180,6 +199,11 @@ func Start(cfg Config) (_ *Node, err error) {
 		Admit:    n.admission.Check,
 		OnComplete: func(peer.ID) {
 			n.admission.Synced()
+			n.firstSync.Store(true)
+			select {
+			case n.syncedCh <- struct{}{}:
+			default:
+			}
 		},
 	}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -233,8 +257,19 @@ func Start(cfg Config) (_ *Node, err error) {
 		}
 		cleanup = append(cleanup, n.etcd.Close)
 	}
+	if err := n.startHTTP(); err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, func() { n.stopHTTP(time.Second) })
 
-	n.boot = p2p.StartBootstrapper(n.host, bootstrap, cfg.Logger)
+	n.boot = p2p.StartBootstrapperWith(p2p.BootstrapConfig{
+		Host:       n.host,
+		Peers:      bootstrap,
+		Logger:     cfg.Logger,
+		AllowProbe: n.admission.AllowBootstrap,
+		DoneProbe:  n.admission.ForgetBootstrap,
+		OnLearn:    n.admission.AllowBootstrap,
+	})
 	cleanup = append(cleanup, n.boot.Close)
 	if cfg.MDNS {
 		if n.mdns, err = p2p.StartMDNS(n.host, cfg.Cluster, cfg.Logger); err != nil {
@@ -246,6 +281,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		"client_api", lis.Addr().String(),
 		"cluster", cfg.Cluster,
 		"data_dir", cfg.DataDir,
+		"http", httpAddr(n.HTTPAddr()),
 		"revision", st.Revision())
 	for _, a := range p2p.FullAddrs(n.host) {
 		cfg.Logger.Info("bootstrap from", "addr", a)
@@ -265,6 +301,13 @@ const handlerWorkers = 128
 // clients, growing fresh handler stacks took about 6 % of the CPU.
 func serverTuning() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.NumStreamWorkers(handlerWorkers)}
+}
+
+func httpAddr(a net.Addr) string {
+	if a == nil {
+		return ListenHTTPOff
+	}
+	return a.String()
 }
 
 // onCommit is the store's commit hook: every written batch (fsynced, or
@@ -355,6 +398,7 @@ func (n *Node) Close() error {
 		if n.etcd != nil {
 			n.etcd.Close()
 		}
+		n.stopHTTP(time.Second)
 		n.hub.Close() // ends watch streams, which GracefulStop would wait for
 		close(n.closing)
 		stopped := make(chan struct{})
