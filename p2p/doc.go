@@ -20,6 +20,9 @@
 //     one revision and one watch event.
 //   - Enqueue, called from the store's commit hook, never blocks a writer:
 //     past MaxQueueBytes local writes are dropped from gossip and counted.
+//     While the node is connected to no peer it gossips nothing
+//     (Stats.SkippedAlone): anti-entropy, run on every new connection,
+//     brings those writes to the first peer.
 //   - Topics and protocols are scoped by the cluster name.
 //   - A sync session compares the two stores' Merkle trees (package
 //     crdt/merkle) level by level, so its cost follows the difference, not
