@@ -75,8 +75,10 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 	if !strings.Contains(string(out.stdout), "synced with "+agents[0].nodeID) || !strings.Contains(string(out.stdout), "sent 0 entries") {
 		t.Fatalf("sync output: %s", out)
 	}
-	// Agents 1 and 2 both dialled agent 0 only.
-	if r := agents[2].cli(t, nil, "sync", "--peer", agents[1].nodeID); r.code != 1 || !strings.Contains(string(r.stderr), "is not connected to this node") {
+	// A valid peer id that never started: surely not connected (two of the
+	// agents may have connected to each other through the failure detector).
+	stranger := strings.TrimSpace(string(runCLI(t, nil, nil, "id", "--data-dir", t.TempDir()).stdout))
+	if r := agents[2].cli(t, nil, "sync", "--peer", stranger); r.code != 1 || !strings.Contains(string(r.stderr), "is not connected to this node") {
 		t.Fatalf("sync with a peer that is not connected: %s", r)
 	}
 	if r := agents[2].cli(t, nil, "sync"); r.code != 2 {
