@@ -77,7 +77,7 @@ func (n *Node) startHTTP() error {
 	}
 	lis, err := net.Listen("tcp", n.cfg.ListenHTTP)
 	if err != nil {
-		return fmt.Errorf("node: listen for HTTP on %s: %w", n.cfg.ListenHTTP, err)
+		return fmt.Errorf("node: listen for HTTP (/healthz, /readyz) on %s: %w (by default the client port + 2: set --listen-http to a free host:port, or off)", n.cfg.ListenHTTP, err)
 	}
 	n.httpLis = lis
 	n.httpMux = http.NewServeMux()
