@@ -273,25 +273,19 @@ func TestLastContact(t *testing.T) {
 // TestOpenRewritesDigestsWithoutValue checks the upgrade of a store whose
 // key-hash index predates the value's hash (index version 1): Open rewrites
 // every digest, keeps the tombstone index, and a newer version is refused.
+// The older and newer stores are made by editing the folder with LevelDB
+// itself (crashEdit), as no such version can be run here.
 func TestOpenRewritesDigestsWithoutValue(t *testing.T) {
 	dir := t.TempDir()
-	cfg := Config{Path: dir}
+	cfg := Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock()}
 	s := openStore(t, cfg)
 	for i := range 50 {
 		mustPut(t, s, fmt.Sprintf("k/%02d", i), fmt.Sprintf("v%d", i))
 	}
 	mustDelete(t, s, "k/07")
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	// Make it a version-1 store: digests hashed without the value.
-	db, err := goleveldb.OpenFile(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b goleveldb.Batch
-	it := db.NewIterator(util.BytesPrefix([]byte(entryPrefix)), nil)
+	// A version-1 index: digests hashed without the value.
+	var v1 goleveldb.Batch
+	it := s.ds.DB.NewIterator(util.BytesPrefix([]byte(entryPrefix)), nil)
 	for it.Next() {
 		r, err := decodeRecord(it.Value())
 		if err != nil {
@@ -300,18 +294,16 @@ func TestOpenRewritesDigestsWithoutValue(t *testing.T) {
 		old := r.Entry
 		old.Value = nil
 		v := binary.BigEndian.AppendUint64(nil, uint64(r.HLC))
-		b.Put(hashKey(merkle.KeyHash(r.Key), r.Key), binary.BigEndian.AppendUint64(v, merkle.EntryHash(&old)))
+		v1.Put(hashKey(merkle.KeyHash(r.Key), r.Key), binary.BigEndian.AppendUint64(v, merkle.EntryHash(&old)))
 	}
 	it.Release()
-	b.Put([]byte(metaIndexed), []byte{1})
-	if err := db.Write(&b, nil); err != nil {
+	v1.Put([]byte(metaIndexed), []byte{1})
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
+	crashEdit(t, dir, &v1)
 
-	s, err = Open(Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock()})
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,25 +320,18 @@ func TestOpenRewritesDigestsWithoutValue(t *testing.T) {
 		}
 	}
 	tomb := mustGetEntry(t, s, []byte("k/07"))
+	if ok, err := s.ds.DB.Has(tombKey(tomb.HLC, tomb.Key), nil); err != nil || !ok {
+		t.Errorf("the tombstone index lost k/07's tombstone in the upgrade (%v)", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 
-	db, err = goleveldb.OpenFile(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := db.Has(tombKey(tomb.HLC, tomb.Key), nil); err != nil || !ok {
-		t.Errorf("the tombstone index lost k/07's tombstone in the upgrade (%v)", err)
-	}
 	// A store from a newer version is refused with a message that says so.
-	if err := db.Put([]byte(metaIndexed), []byte{indexVersion + 1}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s, err := Open(Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock()}); err == nil {
+	var newer goleveldb.Batch
+	newer.Put([]byte(metaIndexed), []byte{indexVersion + 1})
+	crashEdit(t, dir, &newer)
+	if s, err := Open(cfg); err == nil {
 		_ = s.Close()
 		t.Fatal("Open accepted a store whose indexes are newer than this binary's")
 	} else if !errors.Is(err, ErrNewerFormat) {

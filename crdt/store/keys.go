@@ -46,11 +46,9 @@ func hashKey(keyHash uint64, key []byte) []byte {
 // appendHex16 appends v as 16 lowercase hex digits (fmt's %016x, without
 // fmt's cost on the write path).
 func appendHex16(dst []byte, v uint64) []byte {
-	const digits = "0123456789abcdef"
-	for shift := 60; shift >= 0; shift -= 4 {
-		dst = append(dst, digits[(v>>uint(shift))&0xf])
-	}
-	return dst
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return hex.AppendEncode(dst, b[:])
 }
 
 // bucketPrefix is the prefix of the key-hash index keys of a Merkle bucket:

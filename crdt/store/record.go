@@ -99,14 +99,6 @@ func decodeRecord(b []byte) (Record, error) {
 	return fromProto(&e), nil
 }
 
-func encodeLogRecord(c *Change) ([]byte, error) {
-	entry, err := encodeRecord(&c.Record)
-	if err != nil {
-		return nil, err
-	}
-	return appendLogRecord(nil, entry, c), nil
-}
-
 // appendLogRecord appends to dst the replicationv1.LogRecord of c, whose
 // record is already encoded as entry (encodeRecord): the same bytes as
 // proto.Marshal of the LogRecord, without encoding the entry twice.

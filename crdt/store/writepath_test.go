@@ -78,6 +78,15 @@ func TestAtMostOneFsyncPerBatch(t *testing.T) {
 	}
 }
 
+// encodeLogRecord encodes c's change-log record as putChange writes it.
+func encodeLogRecord(c *Change) ([]byte, error) {
+	entry, err := encodeRecord(&c.Record)
+	if err != nil {
+		return nil, err
+	}
+	return appendLogRecord(nil, entry, c), nil
+}
+
 // TestLogRecordEncoding checks that the log record written without a second
 // encoding of its entry is byte for byte what proto.Marshal of the
 // LogRecord gives, so that stores written before and after read the same.
