@@ -216,6 +216,17 @@ type process struct {
 // startProcess runs chorus with args, in folder dir ("" for the test's own).
 func startProcess(t testing.TB, dir string, args ...string) *process {
 	t.Helper()
+	return startProcessWith(t, dir, nil, args...)
+}
+
+// startProcessStdin is startProcess with stdin (in the test's folder).
+func startProcessStdin(t testing.TB, stdin *os.File, args ...string) *process {
+	t.Helper()
+	return startProcessWith(t, "", stdin, args...)
+}
+
+func startProcessWith(t testing.TB, dir string, stdin *os.File, args ...string) *process {
+	t.Helper()
 	bin := chorusBin
 	if len(args) > 0 && args[0] == "agent" {
 		bin = agentBin
@@ -225,6 +236,9 @@ func startProcess(t testing.TB, dir string, args ...string) *process {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
 	p := &process{
 		name:   "chorus " + strings.Join(args, " "),
 		cmd:    cmd,

@@ -14,7 +14,8 @@ import (
 // usage error (exit code 2), as errUsage's comment in cmd/chorus/main.go
 // says usage errors are, and as Go's flag package and etcdctl do.
 //
-// The bug (fixed): parseInterspersed (cmd/chorus/main.go) returns fs.Parse's error
+// The bug (fixed, and since moved to cobra, whose flag errors run() maps to
+// exit 2): parseInterspersed (cmd/chorus/main.go) returned fs.Parse's error
 // as it is, so run() sees neither flag.ErrHelp nor errUsage and exits 1.
 // Fix: in parseInterspersed, wrap it:
 //

@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"runtime"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
@@ -19,9 +20,14 @@ import (
 
 const version = node.Version
 
-func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writer) error {
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newAgentCmd(cio *cmdIO) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "run a node; stops cleanly on SIGINT/SIGTERM",
+		Args:  noArgs,
+	}
+	fs := cmd.Flags()
+	fs.SortFlags = false
 	var cfg node.Config
 	fs.StringVar(&cfg.DataDir, "data-dir", node.DefaultDataDir, "folder for the node's identity key and LevelDB store")
 	fs.StringVar(&cfg.ListenClient, "listen-client", node.DefaultListenClient, "host:port of the gRPC client API (port 0 picks a free one)")
@@ -49,31 +55,36 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", etcdapi.DefaultProgressNotifyInterval, "etcd API: how often a watch created with progress_notify that had no events gets a progress notification (etcd's flag of the same name)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	listenDebug := fs.String("listen-debug", "", "host:port serving Go's profiles at /debug/pprof/ (off when empty; port 0 picks a free one); keep it on loopback or a trusted network: profiles reveal the process's internals")
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
+	_ = cmd.MarkFlagDirname("data-dir")
+	_ = cmd.MarkFlagFilename("join-secret")
+	_ = cmd.MarkFlagFilename("swarm-key")
+	_ = cmd.RegisterFlagCompletionFunc("admission", cobra.FixedCompletions([]string{"members", "open"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg.ListenP2P, cfg.Bootstrap = listenP2P, bootstrap
+		return runAgent(cmd.Context(), cfg, *admission, *logLevel, *listenDebug, cio.stderr)
 	}
-	if len(rest) > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, rest)
-	}
-	cfg.ListenP2P, cfg.Bootstrap = listenP2P, bootstrap
-	switch *admission {
+	return cmd
+}
+
+func runAgent(ctx context.Context, cfg node.Config, admission, logLevel, listenDebug string, stderr io.Writer) error {
+	switch admission {
 	case "members":
 	case "open":
 		cfg.OpenAdmission = true
 	default:
-		return fmt.Errorf("%w: --admission is %q; want members or open", errUsage, *admission)
+		return fmt.Errorf("%w: --admission is %q; want members or open", errUsage, admission)
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("%w: --log-level %q: %v", errUsage, *logLevel, err)
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("%w: --log-level %q: %v", errUsage, logLevel, err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(agentProcs(runtime.GOMAXPROCS(0)))
 	}
-	if *listenDebug != "" {
-		d, err := startDebug(*listenDebug, cfg.Logger)
+	if listenDebug != "" {
+		d, err := startDebug(listenDebug, cfg.Logger)
 		if err != nil {
 			return err
 		}
@@ -98,6 +109,9 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 type listFlag []string
 
 func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+// Type names the flag's value in help.
+func (l *listFlag) Type() string { return "addrs" }
 
 func (l *listFlag) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {

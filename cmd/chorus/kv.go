@@ -6,15 +6,15 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unicode/utf8"
+
+	"github.com/spf13/cobra"
 
 	"github.com/chorus-kv/chorus/client"
 )
@@ -26,22 +26,23 @@ type clientFlags struct {
 	output   string
 }
 
-func newClientFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *clientFlags) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// addClientFlags declares --endpoint, --timeout and -o/--output on cmd.
+func addClientFlags(cmd *cobra.Command) *clientFlags {
 	cf := &clientFlags{}
 	endpoint := os.Getenv("CHORUS_ENDPOINT")
 	if endpoint == "" {
-		endpoint = "127.0.0.1:7379"
+		endpoint = defaultEndpoint
 	}
-	fs.StringVar(&cf.endpoint, "endpoint", endpoint, "host:port of a node's client API (default from $CHORUS_ENDPOINT)")
+	fs := cmd.Flags()
+	fs.StringVar(&cf.endpoint, "endpoint", endpoint, "host:port of a node's client API ($CHORUS_ENDPOINT sets the default)")
 	fs.DurationVar(&cf.timeout, "timeout", 10*time.Second, "how long one request may take")
-	fs.StringVar(&cf.output, "o", "text", "output format: text or json")
-	return fs, cf
+	fs.StringVarP(&cf.output, "output", "o", "text", "output format: text or json")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cf
 }
 
 // call dials the endpoint and runs fn with a client and a context bounded
-// by --timeout.
+// by --timeout. Errors come back described for a person (describeErr).
 func (cf *clientFlags) call(ctx context.Context, fn func(context.Context, *client.Client) error) error {
 	c, err := cf.dial()
 	if err != nil {
@@ -50,100 +51,141 @@ func (cf *clientFlags) call(ctx context.Context, fn func(context.Context, *clien
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
-	return fn(ctx, c)
+	return describeErr(fn(ctx, c), cf.endpoint)
 }
 
 func (cf *clientFlags) dial() (*client.Client, error) {
 	if cf.output != "text" && cf.output != "json" {
 		return nil, fmt.Errorf("%w: -o %q: want text or json", errUsage, cf.output)
 	}
-	return client.Dial(cf.endpoint)
+	if err := checkEndpoint(cf.endpoint); err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(cf.endpoint)
+	if err != nil {
+		return nil, describeErr(err, cf.endpoint)
+	}
+	return c, nil
 }
 
-func runPut(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs, cf := newClientFlagSet("put", stderr)
-	prev := fs.Bool("prev-kv", false, "print the previous value")
-	minReplicas := fs.Uint("min-replicas", 0, "also wait until this many connected peers have the write durably")
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
+func (cf *clientFlags) json() bool { return cf.output == "json" }
+
+func newPutCmd(cio *cmdIO) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "put KEY [VALUE]",
+		Short: "write a key (the value from stdin if omitted)",
+		Long: "Write a key. Without VALUE the value is read from standard input, so binary and large values work;\n" +
+			"standard input must then be a pipe or a file (not a terminal), and an empty value needs --allow-empty.",
+		Example: "  chorus put /config/region eu-west-1\n  chorus put /config/app < app.json",
+		Args:    argsBetween(1, 2, "put KEY [VALUE] (the value is read from stdin when omitted)"),
 	}
-	var value []byte
-	switch len(rest) {
-	case 1:
-		// Like etcdctl: the value comes from standard input, so binary and
-		// large values work.
-		if value, err = io.ReadAll(stdin); err != nil {
-			return fmt.Errorf("read value from stdin: %w", err)
+	cf := addClientFlags(cmd)
+	prev := cmd.Flags().Bool("prev-kv", false, "print the previous value")
+	minReplicas := cmd.Flags().Uint("min-replicas", 0, "also wait until this many connected peers have the write durably")
+	allowEmpty := cmd.Flags().Bool("allow-empty", false, "accept an empty value from stdin (otherwise refused, so that a forgotten value does not blank a key)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var value []byte
+		if len(args) == 2 {
+			value = []byte(args[1])
+		} else {
+			var err error
+			if value, err = readValue(cmd.Context(), cio.stdin, *allowEmpty); err != nil {
+				return err
+			}
 		}
-	case 2:
-		value = []byte(rest[1])
-	default:
-		return fmt.Errorf("%w: put KEY [VALUE] (the value is read from stdin when omitted)", errUsage)
+		return cf.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
+			opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
+			if *prev {
+				opts = append(opts, client.WithPrevKV())
+			}
+			res, err := c.Put(ctx, args[0], value, opts...)
+			if err != nil {
+				return err
+			}
+			if cf.json() {
+				return json.NewEncoder(cio.stdout).Encode(map[string]any{"revision": res.Revision, "kv": jsonKV(res.KV), "prev_kv": jsonKV(res.Prev)})
+			}
+			fmt.Fprintln(cio.stdout, "OK")
+			if res.Prev != nil {
+				fmt.Fprintf(cio.stdout, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
+			}
+			return nil
+		})
 	}
-	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-		opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
-		if *prev {
-			opts = append(opts, client.WithPrevKV())
-		}
-		res, err := c.Put(ctx, rest[0], value, opts...)
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return json.NewEncoder(stdout).Encode(map[string]any{"revision": res.Revision, "kv": jsonKV(res.KV), "prev_kv": jsonKV(res.Prev)})
-		}
-		fmt.Fprintln(stdout, "OK")
-		if res.Prev != nil {
-			fmt.Fprintf(stdout, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
-		}
-		return nil
-	})
+	return cmd
 }
 
-func runGet(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs, cf := newClientFlagSet("get", stderr)
-	prefix := fs.Bool("prefix", false, "get every key with KEY as prefix")
-	valueOnly := fs.Bool("print-value-only", false, "print only the value")
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
+func newGetCmd(cio *cmdIO) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "get KEY",
+		Short: "read a key (--prefix for every key under it)",
+		Long: "Read a key: its key line, then its value line. A key that does not exist is an error (exit code 1,\n" +
+			"unlike etcdctl, which prints nothing and exits 0), so that scripts can tell an absent key from an empty value.\n" +
+			"With --prefix, no key under the prefix is not an error. --print-value-only prints the value's bytes exactly,\n" +
+			"without a newline after it (with --prefix, each value is followed by one).",
+		Args: argsBetween(1, 1, "get KEY [--prefix]"),
 	}
-	if len(rest) != 1 {
-		return fmt.Errorf("%w: get KEY [--prefix]", errUsage)
+	cf := addClientFlags(cmd)
+	prefix := cmd.Flags().Bool("prefix", false, "get every key with KEY as prefix")
+	valueOnly := cmd.Flags().Bool("print-value-only", false, "print only the value, exactly as stored")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return cf.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
+			if *prefix {
+				return list(ctx, c, cf, args[0], true, *valueOnly, cio.stdout)
+			}
+			kv, err := c.Get(ctx, args[0])
+			if errors.Is(err, client.ErrNotFound) {
+				return fmt.Errorf("key %s not found", quote([]byte(args[0])))
+			}
+			if err != nil {
+				return err
+			}
+			if *valueOnly && !cf.json() {
+				_, err := cio.stdout.Write(kv.Value)
+				return err
+			}
+			return printKV(cio.stdout, cf.output, kv, true, *valueOnly)
+		})
 	}
-	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-		if *prefix {
-			return list(ctx, c, cf, rest[0], true, *valueOnly, stdout)
-		}
-		kv, err := c.Get(ctx, rest[0])
-		if errors.Is(err, client.ErrNotFound) {
-			return nil // like etcdctl: nothing printed, exit 0
-		}
-		if err != nil {
-			return err
-		}
-		return printKV(stdout, cf.output, kv, true, *valueOnly)
-	})
+	return cmd
 }
 
-func runLs(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs, cf := newClientFlagSet("ls", stderr)
-	values := fs.Bool("values", false, "print values too (key line, then value line)")
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
+// reservedPrefix holds the cluster's own keys (the member list); ls hides
+// them unless asked.
+const reservedPrefix = "/chorus/"
+
+func newLsCmd(cio *cmdIO) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ls [PREFIX]",
+		Short: "list keys in key order",
+		Long:  "List keys in key order. Keys under the reserved " + reservedPrefix + " prefix (the member list) are left out unless\n--all is given or PREFIX is under it.",
+		Args:  argsBetween(0, 1, "ls [PREFIX]"),
 	}
-	if len(rest) > 1 {
-		return fmt.Errorf("%w: ls [PREFIX]", errUsage)
+	cf := addClientFlags(cmd)
+	values := cmd.Flags().Bool("values", false, "print values too (key line, then value line)")
+	all := cmd.Flags().BoolP("all", "a", false, "include the reserved "+reservedPrefix+" keys")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		prefix := ""
+		if len(args) == 1 {
+			prefix = args[0]
+		}
+		hide := !*all && !strings.HasPrefix(prefix, reservedPrefix)
+		return cf.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
+			for kv, err := range c.List(ctx, prefix) {
+				if err != nil {
+					return err
+				}
+				if hide && strings.HasPrefix(kv.Key, reservedPrefix) {
+					continue
+				}
+				if err := printKV(cio.stdout, cf.output, kv, *values, false); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
-	prefix := ""
-	if len(rest) == 1 {
-		prefix = rest[0]
-	}
-	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-		return list(ctx, c, cf, prefix, *values, false, stdout)
-	})
+	return cmd
 }
 
 func list(ctx context.Context, c *client.Client, cf *clientFlags, prefix string, values, valueOnly bool, stdout io.Writer) error {
@@ -158,127 +200,144 @@ func list(ctx context.Context, c *client.Client, cf *clientFlags, prefix string,
 	return nil
 }
 
-func runDel(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs, cf := newClientFlagSet("del", stderr)
-	prev := fs.Bool("prev-kv", false, "print the deleted value")
-	minReplicas := fs.Uint("min-replicas", 0, "also wait until this many connected peers have the delete durably")
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
+func newDelCmd(cio *cmdIO) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "del KEY",
+		Short: "delete a key (--prefix: every key under it); prints how many were deleted",
+		Long: "Delete a key and print how many keys were deleted (1 or 0), as etcdctl does. With --prefix, every key\n" +
+			"under KEY is deleted, one delete per key (not atomically: a key written under the prefix meanwhile may stay).",
+		Args: argsBetween(1, 1, "del KEY [--prefix]"),
 	}
-	if len(rest) != 1 {
-		return fmt.Errorf("%w: del KEY", errUsage)
-	}
-	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-		opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
-		if *prev {
-			opts = append(opts, client.WithPrevKV())
-		}
-		res, err := c.Delete(ctx, rest[0], opts...)
-		if err != nil {
+	cf := addClientFlags(cmd)
+	prev := cmd.Flags().Bool("prev-kv", false, "print the deleted values")
+	prefix := cmd.Flags().Bool("prefix", false, "delete every key with KEY as prefix")
+	minReplicas := cmd.Flags().Uint("min-replicas", 0, "also wait until this many connected peers have the delete durably")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return cf.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
+			opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
+			if *prev {
+				opts = append(opts, client.WithPrevKV())
+			}
+			keys := []string{args[0]}
+			if *prefix {
+				if args[0] == "" {
+					return fmt.Errorf("%w: del --prefix needs a non-empty prefix", errUsage)
+				}
+				keys = keys[:0]
+				for kv, err := range c.List(ctx, args[0]) {
+					if err != nil {
+						return err
+					}
+					if !strings.HasPrefix(args[0], reservedPrefix) && strings.HasPrefix(kv.Key, reservedPrefix) {
+						continue
+					}
+					keys = append(keys, kv.Key)
+				}
+			}
+			var (
+				deleted  int
+				revision int64
+				prevs    []map[string]any
+				prevText bytes.Buffer
+			)
+			for _, key := range keys {
+				res, err := c.Delete(ctx, key, opts...)
+				if err != nil {
+					return err
+				}
+				revision = res.Revision
+				if res.Deleted {
+					deleted++
+				}
+				if res.Prev != nil {
+					prevs = append(prevs, jsonKV(res.Prev))
+					fmt.Fprintf(&prevText, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
+				}
+			}
+			if cf.json() {
+				out := map[string]any{"revision": revision, "deleted": deleted, "prev_kvs": prevs}
+				if !*prefix {
+					out["prev_kv"] = nil
+					if len(prevs) == 1 {
+						out["prev_kv"] = prevs[0]
+					}
+				}
+				return json.NewEncoder(cio.stdout).Encode(out)
+			}
+			fmt.Fprintln(cio.stdout, deleted) // like etcdctl: the number of keys deleted
+			_, err := cio.stdout.Write(prevText.Bytes())
 			return err
-		}
-		deleted := 0
-		if res.Deleted {
-			deleted = 1
-		}
-		if cf.output == "json" {
-			return json.NewEncoder(stdout).Encode(map[string]any{"revision": res.Revision, "deleted": deleted, "prev_kv": jsonKV(res.Prev)})
-		}
-		fmt.Fprintln(stdout, deleted) // like etcdctl: the number of keys deleted
-		if res.Prev != nil {
-			fmt.Fprintf(stdout, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
-		}
-		return nil
-	})
+		})
+	}
+	return cmd
 }
 
-func runWatch(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs, cf := newClientFlagSet("watch", stderr)
-	rev := fs.Int64("rev", 0, "replay changes from this revision on (0: from now)")
-	exact := fs.Bool("exact", false, "watch only the key PREFIX itself, not the keys under it")
-	prevKV := fs.Bool("prev-kv", false, "print each event's previous value")
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
+func newWatchCmd(cio *cmdIO) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "watch [PREFIX]",
+		Short: "print every change under PREFIX, one line each, until interrupted",
+		Long: "Print every change under PREFIX, one line each: REVISION PUT KEY VALUE or REVISION DELETE KEY (quoted when\n" +
+			"they hold spaces or unprintable bytes). The watch lives until interrupted: --timeout does not apply.",
+		Args: argsBetween(0, 1, "watch [PREFIX] [--rev N] [-o json]"),
 	}
-	if len(rest) > 1 {
-		return fmt.Errorf("%w: watch [PREFIX] [--rev N] [-o json]", errUsage)
-	}
-	key := ""
-	if len(rest) == 1 {
-		key = rest[0]
-	}
-	if *exact && key == "" {
-		return fmt.Errorf("%w: --exact needs a key", errUsage)
-	}
-	c, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	opts := []client.WatchOption{client.WithStartRevision(*rev)}
-	if !*exact {
-		opts = append(opts, client.WithPrefix())
-	}
-	if *prevKV {
-		opts = append(opts, client.WithWatchPrevKV())
-	}
-	// The watch lives until SIGINT: --timeout does not apply to it.
-	w, err := c.Watch(ctx, key, opts...)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	enc := json.NewEncoder(stdout)
-	for ev, err := range w.Events() {
+	cf := addClientFlags(cmd)
+	rev := cmd.Flags().Int64("rev", 0, "replay changes from this revision on (0: from now)")
+	exact := cmd.Flags().Bool("exact", false, "watch only the key PREFIX itself, not the keys under it")
+	prevKV := cmd.Flags().Bool("prev-kv", false, "print each event's previous value")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		ctx := cmd.Context()
+		key := ""
+		if len(args) == 1 {
+			key = args[0]
+		}
+		if *exact && key == "" {
+			return fmt.Errorf("%w: --exact needs a key", errUsage)
+		}
+		c, err := cf.dial()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil // interrupted: a clean end
-			}
 			return err
 		}
-		if cf.output == "json" {
-			if err := enc.Encode(map[string]any{"type": ev.Type.String(), "revision": ev.KV.ModRevision, "kv": jsonKV(ev.KV), "prev_kv": jsonKV(ev.Prev)}); err != nil {
+		defer c.Close()
+		opts := []client.WatchOption{client.WithStartRevision(*rev)}
+		if !*exact {
+			opts = append(opts, client.WithPrefix())
+		}
+		if *prevKV {
+			opts = append(opts, client.WithWatchPrevKV())
+		}
+		w, err := c.Watch(ctx, key, opts...)
+		if err != nil {
+			return describeErr(err, cf.endpoint)
+		}
+		defer w.Close()
+		enc := json.NewEncoder(cio.stdout)
+		for ev, err := range w.Events() {
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil // interrupted: a clean end
+				}
+				return describeErr(err, cf.endpoint)
+			}
+			if cf.json() {
+				if err := enc.Encode(map[string]any{"type": ev.Type.String(), "revision": ev.KV.ModRevision, "kv": jsonKV(ev.KV), "prev_kv": jsonKV(ev.Prev)}); err != nil {
+					return err
+				}
+				continue
+			}
+			line := fmt.Sprintf("%d %s %s", ev.KV.ModRevision, ev.Type, quote([]byte(ev.KV.Key)))
+			if ev.Type == client.EventPut {
+				line += " " + quote(ev.KV.Value)
+			}
+			if ev.Prev != nil {
+				line += " prev=" + quote(ev.Prev.Value)
+			}
+			if _, err := fmt.Fprintln(cio.stdout, line); err != nil {
 				return err
 			}
-			continue
 		}
-		line := fmt.Sprintf("%d %s %s", ev.KV.ModRevision, ev.Type, quote([]byte(ev.KV.Key)))
-		if ev.Type == client.EventPut {
-			line += " " + quote(ev.KV.Value)
-		}
-		if ev.Prev != nil {
-			line += " prev=" + quote(ev.Prev.Value)
-		}
-		if _, err := fmt.Fprintln(stdout, line); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs, cf := newClientFlagSet("status", stderr)
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) != 0 {
-		return fmt.Errorf("%w: status takes no arguments", errUsage)
-	}
-	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-		st, err := c.Status(ctx)
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return json.NewEncoder(stdout).Encode(st)
-		}
-		fmt.Fprintf(stdout, "node:            %s\nversion:         %s\nrevision:        %d\noldest revision: %d\nmax key bytes:   %d\nmax value bytes: %d\nkeys:            %d\nmerkle root:     %016x\n",
-			st.NodeID, st.Version, st.Revision, st.OldestRevision, st.MaxKeyBytes, st.MaxValueBytes, st.Keys, st.MerkleRoot)
 		return nil
-	})
+	}
+	return cmd
 }
 
 // printKV prints one key: text is the key line, then (with values) the value
@@ -330,114 +389,4 @@ func quote(b []byte) string {
 		return strconv.Quote(s)
 	}
 	return s
-}
-
-func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs, cf := newClientFlagSet("members", stderr)
-	watchFlag := fs.Bool("watch", false, "follow the member list: one line per change (PEER_ID STATE INCARNATION NAME), until interrupted")
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) != 0 {
-		return fmt.Errorf("%w: members takes no arguments", errUsage)
-	}
-	if *watchFlag {
-		c, err := cf.dial()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		w, err := c.WatchMembers(ctx)
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		for {
-			up, err := w.Next(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil // interrupted
-				}
-				return err
-			}
-			for _, m := range up.Members {
-				if cf.output == "json" {
-					if err := json.NewEncoder(stdout).Encode(m); err != nil {
-						return err
-					}
-					continue
-				}
-				fmt.Fprintf(stdout, "%s %s %d %s\n", m.PeerID, m.State, m.Incarnation, quote([]byte(m.Name)))
-			}
-			for _, id := range up.Removed {
-				fmt.Fprintf(stdout, "%s removed\n", id)
-			}
-		}
-	}
-	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-		cluster, members, err := c.Members(ctx)
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return json.NewEncoder(stdout).Encode(map[string]any{"cluster": cluster, "members": members})
-		}
-		fmt.Fprintf(stdout, "cluster %s\n", cluster)
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PEER ID\tNAME\tSTATE\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tADDRS")
-		for _, m := range members {
-			role := "peer"
-			switch {
-			case m.Self:
-				role = "self"
-			case m.Gossip:
-				role = "peer+gossip"
-			}
-			if !m.Admitted {
-				role += ",not-admitted"
-			}
-			root, converged, rev, keys := fmt.Sprintf("%016x", m.MerkleRoot), "no", fmt.Sprint(m.Revision), fmt.Sprint(m.Keys)
-			if m.Converged {
-				converged = "yes"
-			}
-			if m.StatusError != "" {
-				root, converged, rev, keys = "?", "unknown", "?", "?"
-			}
-			name := m.Name
-			if name == "" {
-				name = "-"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.PeerID, name, m.State, role, root, converged, rev, keys, strings.Join(m.Addrs, ","))
-		}
-		return tw.Flush()
-	})
-}
-
-func runSync(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs, cf := newClientFlagSet("sync", stderr)
-	peerID := fs.String("peer", "", "the peer id to sync with (required; chorus members lists them)")
-	rest, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) != 0 || *peerID == "" {
-		return fmt.Errorf("%w: sync takes --peer ID and no arguments", errUsage)
-	}
-	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-		res, err := c.Sync(ctx, *peerID)
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return json.NewEncoder(stdout).Encode(res)
-		}
-		fmt.Fprintf(stdout, "synced with %s in %v, %d round trips: sent %d entries (%d bytes), received %d (%d bytes), %d changed this node\n",
-			res.PeerID, res.Duration.Round(time.Microsecond), res.RoundTrips, res.EntriesSent, res.BytesSent, res.EntriesReceived, res.BytesReceived, res.EntriesApplied)
-		if res.Partial {
-			fmt.Fprintln(stdout, "the difference was larger than one session repairs: the node continues it in the next sessions")
-		}
-		fmt.Fprintf(stdout, "merkle root %016x (peer's at the start %016x)\n", res.LocalRoot, res.PeerRoot)
-		return nil
-	})
 }

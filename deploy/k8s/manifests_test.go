@@ -117,7 +117,7 @@ func agentFlags(t *testing.T, bin string) map[string]bool {
 	t.Helper()
 	out, _ := exec.Command(bin, "agent", "-h").CombinedOutput()
 	flags := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^\s+(?:-[a-z], )?--([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1) {
 		flags[m[1]] = true
 	}
 	if len(flags) < 10 {

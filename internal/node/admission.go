@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/connmgr"
@@ -24,7 +25,10 @@ import (
 // InvalidArgument status.
 func CheckWritable(key []byte) error {
 	if err := p2p.CheckWritable(key); err != nil {
-		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest, err.Error(), nil)
+		// The message without the sentinel's "p2p: key is reserved: ": it
+		// already says so, and the CLI adds its own prefix.
+		msg := strings.TrimPrefix(err.Error(), p2p.ErrReserved.Error()+": ")
+		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest, msg, nil)
 	}
 	return nil
 }
