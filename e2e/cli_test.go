@@ -3,9 +3,9 @@
 package e2e
 
 import (
+	"os"
 	"regexp"
 	"strings"
-	"os"
 	"syscall"
 	"testing"
 )
@@ -83,8 +83,8 @@ func TestCLIErrors(t *testing.T) {
 		name  string
 		stdin []byte
 		args  []string
-		code int
-		want []string
+		code  int
+		want  []string
 	}{
 		{"no port", nil, []string{"get", "/e/a", "--endpoint", "127.0.0.1"}, 2, []string{`chorus get: --endpoint "127.0.0.1": want HOST:PORT`}},
 		{"node not running", nil, []string{"put", "/e/b", "v", "--endpoint", dead.addr}, 1, []string{"chorus put: no Chorus node answers at " + dead.addr, "connection refused", "is the agent running"}},
