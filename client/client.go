@@ -223,9 +223,30 @@ type Status struct {
 	// MerkleRoot is the root of the tree over the node's entries: nodes with
 	// equal roots hold the same state.
 	MerkleRoot uint64
-	// Keys counts the keys held, tombstones included.
-	Keys int64
+	// Keys counts the keys held, tombstones included; Tombstones counts
+	// those that are deleted keys remembered until the grace period ends.
+	Keys, Tombstones int64
+	// JoinState is where the node stands with its cluster: JoinStandalone,
+	// JoinJoining, JoinNotAdmitted, JoinMember or JoinRemoved. JoinDetail
+	// explains it and says what to do (the command that admits the node).
+	JoinState, JoinDetail string
 }
+
+// Join states (Status.JoinState, MemberList.JoinState).
+const (
+	// JoinStandalone: no member list and no bootstrap peers, a cluster of
+	// one; its first member add founds a cluster.
+	JoinStandalone = "standalone"
+	// JoinJoining: not on the member list yet; waiting to reach a bootstrap
+	// peer, be admitted and sync the list.
+	JoinJoining = "joining"
+	// JoinNotAdmitted: its peers refuse it; a member must admit it.
+	JoinNotAdmitted = "not-admitted"
+	// JoinMember: on its own member list (or admission is open).
+	JoinMember = "member"
+	// JoinRemoved: removed from the cluster; peers refuse it.
+	JoinRemoved = "removed"
+)
 
 // Status asks the node about itself.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
@@ -242,6 +263,9 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 		MaxValueBytes:  resp.GetMaxValueBytes(),
 		MerkleRoot:     resp.GetMerkleRoot(),
 		Keys:           resp.GetKeys(),
+		Tombstones:     resp.GetTombstones(),
+		JoinState:      resp.GetJoinState(),
+		JoinDetail:     resp.GetJoinDetail(),
 	}, nil
 }
 
@@ -263,7 +287,8 @@ type Member struct {
 	Name     string
 	Admitted bool
 	// State is alive, suspect, dead or left as the answering node's failure
-	// detector sees it ("unknown" for a connected peer that is no member);
+	// detector sees it ("unknown" for a connected peer that is no member,
+	// "unseen" for a member not heard from since the node started);
 	// Incarnation is the member's SWIM incarnation; LastHeard when the
 	// answering node last heard from it; HLC its clock as it reported it.
 	State       string
@@ -274,14 +299,33 @@ type Member struct {
 
 // Members lists the answering node and the peers it is connected to.
 func (c *Client) Members(ctx context.Context) (cluster string, members []Member, err error) {
+	l, err := c.MemberList(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	return l.Cluster, l.Members, nil
+}
+
+// MemberList is what MemberList returns.
+type MemberList struct {
+	Cluster string
+	// JoinState and JoinDetail are the answering node's, as in Status.
+	JoinState, JoinDetail string
+	Members               []Member
+}
+
+// MemberList lists the answering node, the admitted members and the
+// connected peers, with the answering node's join state.
+func (c *Client) MemberList(ctx context.Context) (*MemberList, error) {
 	resp, err := c.cluster.Members(ctx, &clusterv1.MembersRequest{})
 	if err != nil {
-		return "", nil, fromStatus("members", err)
+		return nil, fromStatus("members", err)
 	}
+	l := &MemberList{Cluster: resp.GetCluster(), JoinState: resp.GetJoinState(), JoinDetail: resp.GetJoinDetail()}
 	for _, m := range resp.GetMembers() {
-		members = append(members, memberFromProto(m))
+		l.Members = append(l.Members, memberFromProto(m))
 	}
-	return resp.GetCluster(), members, nil
+	return l, nil
 }
 
 // SyncResult is what one anti-entropy session exchanged.
@@ -326,11 +370,30 @@ func (c *Client) Sync(ctx context.Context, peerID string) (*SyncResult, error) {
 // client talks to; the record replicates to every member. name is shown by
 // Members. It returns the write's revision on the answering node.
 func (c *Client) AddMember(ctx context.Context, peerID, name string) (int64, error) {
+	res, err := c.AdmitMember(ctx, peerID, name)
+	if err != nil {
+		return 0, err
+	}
+	return res.Revision, nil
+}
+
+// AddMemberResult is what AdmitMember returns.
+type AddMemberResult struct {
+	Revision int64 // the write's revision on the answering node
+	// Existed is true when the peer was a member already; PreviousName is
+	// then the name it had (a different name renamed it).
+	Existed      bool
+	PreviousName string
+}
+
+// AdmitMember is AddMember that also says whether the peer was a member
+// already, and under which name.
+func (c *Client) AdmitMember(ctx context.Context, peerID, name string) (*AddMemberResult, error) {
 	resp, err := c.cluster.AddMember(ctx, &clusterv1.AddMemberRequest{PeerId: peerID, Name: name})
 	if err != nil {
-		return 0, fromStatus("member add", err)
+		return nil, fromStatus("member add", err)
 	}
-	return resp.GetRevision(), nil
+	return &AddMemberResult{Revision: resp.GetRevision(), Existed: resp.GetExisted(), PreviousName: resp.GetPreviousName()}, nil
 }
 
 // RemoveMember removes a member: every node closes its connections to it

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -75,6 +76,16 @@ type Admission struct {
 	// synced is set once a sync session completed: the member list is then
 	// as complete as the peer's, and bootstrap peers need to be members.
 	synced atomic.Bool
+	// refusals counts bootstrap peers' connections closed right after the
+	// handshake since the last completed sync (BootstrapRefused).
+	refusals atomic.Int64
+
+	// logMu guards refusedLogged: when an inbound peer's refusal was last
+	// logged at info, so that a peer redialling with backoff is named once
+	// per refusalLogEvery, not at every attempt.
+	logMu         sync.Mutex
+	refusedLogged map[peer.ID]time.Time
+	now           func() time.Time // time.Now; tests may replace it
 
 	mu        sync.RWMutex
 	members   map[peer.ID]*replicationv1.MemberRecord
@@ -113,13 +124,39 @@ func (a *Admission) IsRemoved(id peer.ID) bool {
 }
 
 // Synced records that a sync session completed (SyncConfig.OnComplete).
-func (a *Admission) Synced() { a.synced.Store(true) }
+func (a *Admission) Synced() {
+	a.synced.Store(true)
+	a.refusals.Store(0)
+}
+
+// BootstrapRefused records that bootstrap peer p closed a connection right
+// after the handshake (BootstrapConfig.OnRefused): it does not admit this
+// node, or it was restarting.
+func (a *Admission) BootstrapRefused(peer.ID) { a.refusals.Add(1) }
+
+// JoinFacts returns what the admission knows of this node's join state;
+// the caller adds Name and Bootstrap and calls DecideJoinState.
+func (a *Admission) JoinFacts() JoinFacts {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	_, member := a.members[a.self]
+	return JoinFacts{
+		Self:       a.self.String(),
+		Open:       a.open,
+		JoinSecret: a.secret.Load(),
+		Removed:    a.removed[a.self],
+		Member:     member,
+		ListSize:   len(a.members),
+		Refusals:   int(a.refusals.Load()),
+	}
+}
 
 // NewAdmission returns the admission of self, with the member list read
 // from st.
 func NewAdmission(self peer.ID, bootstrap []peer.AddrInfo, open bool, st *store.Store, logger *slog.Logger) (*Admission, error) {
 	a := &Admission{self: self, bootstrap: map[peer.ID]bool{}, open: open, logger: logger,
-		members: map[peer.ID]*replicationv1.MemberRecord{}, removed: map[peer.ID]bool{}}
+		members: map[peer.ID]*replicationv1.MemberRecord{}, removed: map[peer.ID]bool{},
+		refusedLogged: map[peer.ID]time.Time{}, now: time.Now}
 	for _, b := range bootstrap {
 		if b.ID != "" {
 			a.bootstrap[b.ID] = true
@@ -260,20 +297,55 @@ func (a *Admission) SortedIDs() []peer.ID {
 	return ids
 }
 
-func (a *Admission) gate(p peer.ID, what string) bool {
+// refusalLogEvery is how often an inbound peer that keeps being refused is
+// named at info level; the attempts in between are logged at debug.
+const refusalLogEvery = 5 * time.Minute
+
+func (a *Admission) gate(p peer.ID, what string, addr ma.Multiaddr) bool {
 	err := a.Check(p)
-	if err != nil {
-		a.logger.Debug("refused a connection", "peer", p, "direction", what, "err", err)
+	if err == nil {
+		return true
 	}
-	return err == nil
+	if what == network.DirInbound.String() && a.shouldLogRefusal(p) {
+		// The one line an operator sees on this side when a newcomer was
+		// not admitted: who, why, and the command that admits it.
+		if errors.Is(err, ErrRemoved) {
+			a.logger.Warn("refused a removed member", "peer", p, "addr", addr, "readmit_with", "chorus member add "+p.String())
+		} else {
+			a.logger.Info("refused a peer that is not on the member list", "peer", p, "addr", addr, "admit_with", "chorus member add "+p.String()+" --name NAME")
+		}
+		return false
+	}
+	a.logger.Debug("refused a connection", "peer", p, "direction", what, "err", err)
+	return false
+}
+
+// shouldLogRefusal reports whether p's refusal is to be logged at info: the
+// first time, and then once per refusalLogEvery.
+func (a *Admission) shouldLogRefusal(p peer.ID) bool {
+	a.logMu.Lock()
+	defer a.logMu.Unlock()
+	now := a.now()
+	if last, ok := a.refusedLogged[p]; ok && now.Sub(last) < refusalLogEvery {
+		return false
+	}
+	if len(a.refusedLogged) >= 1024 { // bounded: forget the expired entries, and others down to 512
+		for id, t := range a.refusedLogged {
+			if now.Sub(t) >= refusalLogEvery || len(a.refusedLogged) >= 512 {
+				delete(a.refusedLogged, id)
+			}
+		}
+	}
+	a.refusedLogged[p] = now
+	return true
 }
 
 // InterceptPeerDial refuses to dial non-members.
-func (a *Admission) InterceptPeerDial(p peer.ID) bool { return a.gate(p, "outbound") }
+func (a *Admission) InterceptPeerDial(p peer.ID) bool { return a.gate(p, "outbound", nil) }
 
 // InterceptAddrDial refuses to dial non-members.
-func (a *Admission) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool {
-	return a.gate(p, "outbound")
+func (a *Admission) InterceptAddrDial(p peer.ID, m ma.Multiaddr) bool {
+	return a.gate(p, "outbound", m)
 }
 
 // InterceptAccept lets the handshake start: the peer id is known only after it.
@@ -281,8 +353,12 @@ func (a *Admission) InterceptAccept(network.ConnMultiaddrs) bool { return true }
 
 // InterceptSecured refuses a connection, either way, once the handshake
 // proved the peer's id, unless the peer is admitted.
-func (a *Admission) InterceptSecured(dir network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return a.gate(p, dir.String())
+func (a *Admission) InterceptSecured(dir network.Direction, p peer.ID, c network.ConnMultiaddrs) bool {
+	var addr ma.Multiaddr
+	if c != nil {
+		addr = c.RemoteMultiaddr()
+	}
+	return a.gate(p, dir.String(), addr)
 }
 
 // InterceptUpgraded lets every secured connection through.

@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/sec"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -22,6 +24,12 @@ const (
 	dialTimeout  = 10 * time.Second
 	checkEvery   = 250 * time.Millisecond
 	backoffScale = 2
+	// stableAfter is how long a connection to a bootstrap peer must last
+	// for its backoff to start again from the bottom. A connection closed
+	// sooner (a peer whose gater refuses this node closes it right after
+	// the handshake) counts as a failed attempt: the backoff keeps growing
+	// instead of redialling every checkEvery.
+	stableAfter = 5 * time.Second
 )
 
 // ParseBootstrap parses bootstrap multiaddrs (/ip4/..., /ip6/..., /dns4/...,
@@ -105,7 +113,16 @@ type BootstrapConfig struct {
 	// OnLearn is called with every peer id learned from an address alone,
 	// before it is dialled (Admission.AllowBootstrap lets it in). Optional.
 	OnLearn func(peer.ID)
+	// OnRefused is called when a connection to a bootstrap peer closed
+	// within a second of being made: the peer refuses this node
+	// (Admission.BootstrapRefused). Optional.
+	OnRefused func(peer.ID)
 }
+
+// refusedWithin: a bootstrap connection that closes this soon after the
+// dial returned was refused by the peer's gater (it closes right after the
+// handshake), as far as this node can tell.
+const refusedWithin = time.Second
 
 // StartBootstrapper starts keeping h connected to peers.
 func StartBootstrapper(h host.Host, peers []peer.AddrInfo, log *slog.Logger) *Bootstrapper {
@@ -134,6 +151,14 @@ func (b *Bootstrapper) loop(ctx context.Context) {
 		next    time.Time
 		backoff time.Duration
 		learned peer.ID // for a peer given by address alone
+		// connectedAt is when the last dial succeeded (zero once the
+		// connection was seen closed); stable once it lasted stableAfter.
+		connectedAt time.Time
+		stable      bool
+		// lastErr is the reason of the last failed dial, logged at warn
+		// when it changes; drops counts quick closes in a row.
+		lastErr string
+		drops   int
 	}
 	h, log := b.cfg.Host, b.cfg.Logger
 	states := make([]state, len(b.cfg.Peers))
@@ -153,8 +178,27 @@ func (b *Bootstrapper) loop(ctx context.Context) {
 				id = st.learned
 			}
 			if id != "" && h.Network().Connectedness(id) == network.Connected {
-				st.backoff = 0
+				if !st.stable && now.Sub(st.connectedAt) >= stableAfter {
+					st.stable, st.backoff, st.drops, st.lastErr = true, 0, 0, ""
+				}
 				continue
+			}
+			if !st.connectedAt.IsZero() {
+				// The connection closed; the backoff set at the dial holds
+				// unless it had been stable.
+				lasted := now.Sub(st.connectedAt)
+				st.connectedAt = time.Time{}
+				if st.stable {
+					st.next = now
+				} else if lasted < refusedWithin+checkEvery {
+					st.drops++
+					log.Debug("bootstrap peer closed the connection right after the handshake: it does not admit this node",
+						"peer", id, "drops", st.drops, "retry_in", time.Until(st.next).Round(time.Millisecond))
+					if b.cfg.OnRefused != nil {
+						b.cfg.OnRefused(id)
+					}
+				}
+				st.stable = false
 			}
 			if now.Before(st.next) {
 				continue
@@ -171,20 +215,65 @@ func (b *Bootstrapper) loop(ctx context.Context) {
 				st.backoff, st.next = MaxBackoff, time.Now().Add(MaxBackoff)
 				continue
 			}
+			st.backoff = nextBackoff(st.backoff, rand.Float64())
+			st.next = time.Now().Add(st.backoff)
 			if err != nil {
-				st.backoff = nextBackoff(st.backoff, rand.Float64())
-				st.next = time.Now().Add(st.backoff)
-				log.Debug("bootstrap peer unreachable", "peer", p, "retry_in", st.backoff, "err", err)
+				// At warn when the reason is new (a dead address, a wrong
+				// peer id, a handshake that fails), then at debug while it
+				// stays the same.
+				level, reason := slog.LevelDebug, dialReason(err)
+				if reason != st.lastErr {
+					level, st.lastErr = slog.LevelWarn, reason
+				}
+				log.Log(ctx, level, "bootstrap peer unreachable", "addrs", p.Addrs, "peer", p.ID, "retry_in", st.backoff.Round(time.Millisecond), "err", err, "hint", dialHint(err))
 				continue
 			}
-			st.backoff = 0
-			log.Info("connected to bootstrap peer", "peer", id, "addrs", p.Addrs)
+			// Connected. The backoff just advanced stays until the
+			// connection proves stable, so that a peer that refuses this
+			// node is redialled with backoff too.
+			st.connectedAt, st.stable, st.lastErr = time.Now(), false, ""
+			if st.drops == 0 {
+				log.Info("connected to bootstrap peer", "peer", id, "addrs", p.Addrs)
+			} else {
+				log.Debug("connected to bootstrap peer again", "peer", id, "drops", st.drops)
+			}
 		}
 		timer.Reset(checkEvery)
 	}
 }
 
 var errSelf = errors.New("p2p: the bootstrap address is this node's own")
+
+// dialReason is the cause of a failed dial, without what changes from one
+// attempt to the next (the throwaway id of a probe, say), so that the same
+// failure is logged at warn once.
+func dialReason(err error) string {
+	var mismatch sec.ErrPeerIDMismatch
+	switch {
+	case errors.As(err, &mismatch):
+		return "peer id mismatch: " + mismatch.Actual.String()
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, ErrNoPeerID):
+		return ErrNoPeerID.Error()
+	}
+	return err.Error()
+}
+
+// dialHint says what to check for a failed bootstrap dial.
+func dialHint(err error) string {
+	var mismatch sec.ErrPeerIDMismatch
+	switch {
+	case errors.As(err, &mismatch):
+		return fmt.Sprintf("the address is served by peer %s, not %s: correct the /p2p/ part of --bootstrap, or leave it out to learn the id at each dial", mismatch.Actual, mismatch.Expected)
+	case errors.Is(err, ErrNoPeerID):
+		return "the address answered but presented no peer id: is it a Chorus node of this cluster (same --cluster, --swarm-key or --join-secret)?"
+	default:
+		return "is a Chorus agent running there, listening on that address (--listen-p2p), with the same --cluster, --swarm-key or --join-secret?"
+	}
+}
 
 // dial connects to p; for a peer given by address alone it first learns
 // the id behind each address, into *learned.

@@ -81,21 +81,24 @@ func newMembersCmd(cio *cmdIO) *cobra.Command {
 			return watchMembers(ctx, cio, cf)
 		}
 		return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-			cluster, members, err := c.Members(ctx)
+			l, err := c.MemberList(ctx)
 			if err != nil {
 				return err
 			}
 			if cf.json() {
 				out := struct {
-					Cluster string       `json:"cluster"`
-					Members []memberJSON `json:"members"`
-				}{Cluster: cluster, Members: []memberJSON{}}
-				for _, m := range members {
+					Cluster    string       `json:"cluster"`
+					JoinState  string       `json:"join_state"`
+					JoinDetail string       `json:"join_detail"`
+					Members    []memberJSON `json:"members"`
+				}{Cluster: l.Cluster, JoinState: l.JoinState, JoinDetail: l.JoinDetail, Members: []memberJSON{}}
+				for _, m := range l.Members {
 					out.Members = append(out.Members, toMemberJSON(m, m.StatusError == ""))
 				}
 				return json.NewEncoder(cio.stdout).Encode(out)
 			}
-			fmt.Fprintf(cio.stdout, "cluster %s\n", cluster)
+			members := l.Members
+			fmt.Fprintf(cio.stdout, "cluster %s\njoin state: %s\n", l.Cluster, joinLine(l.JoinState, l.JoinDetail))
 			tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PEER ID\tNAME\tSTATE\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tADDRS")
 			for _, m := range members {
@@ -262,11 +265,22 @@ func newMemberCmd(cio *cmdIO) *cobra.Command {
 	name := add.Flags().String("name", "", "the member's name (default its peer id)")
 	add.RunE = func(cmd *cobra.Command, args []string) error {
 		return cfAdd.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
-			rev, err := c.AddMember(ctx, args[0], *name)
+			res, err := c.AdmitMember(ctx, args[0], *name)
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(cio.stdout, "added %s (revision %d)\n", args[0], rev)
+			newName := *name
+			if newName == "" {
+				newName = args[0]
+			}
+			switch {
+			case !res.Existed:
+				_, err = fmt.Fprintf(cio.stdout, "added %s (revision %d)\n", args[0], res.Revision)
+			case res.PreviousName != newName:
+				_, err = fmt.Fprintf(cio.stdout, "renamed %s to %s (%s was a member already; revision %d)\n", res.PreviousName, newName, args[0], res.Revision)
+			default:
+				_, err = fmt.Fprintf(cio.stdout, "%s is a member already, named %s (revision %d)\n", args[0], newName, res.Revision)
+			}
 			return err
 		})
 	}

@@ -51,7 +51,7 @@ func (s *Store) buildTree() error {
 	}
 	indexed := version == indexVersion
 	tree := merkle.NewTree()
-	var keys int64
+	var keys, tombs int64
 	var batch goleveldb.Batch
 	it := s.ds.DB.NewIterator(&util.Range{Start: []byte(entryPrefix), Limit: entryKeyEnd()}, &opt.ReadOptions{DontFillCache: true})
 	defer it.Release()
@@ -62,6 +62,9 @@ func (s *Store) buildTree() error {
 		}
 		kh := merkle.KeyHash(r.Key)
 		keys++
+		if r.Tombstone {
+			tombs++
+		}
 		tree.Update(merkle.BucketOf(kh), 0, merkle.EntryHash(&r.Entry))
 		if !indexed {
 			batch.Put(hashKey(kh, r.Key), digestValue(&r.Entry))
@@ -89,6 +92,7 @@ func (s *Store) buildTree() error {
 	s.tree.t = tree
 	s.tree.Unlock()
 	s.keys.Store(keys)
+	s.tombs.Store(tombs)
 	return nil
 }
 
@@ -100,15 +104,21 @@ func (s *Store) updateTree(b *openBatch) {
 	}
 	s.tree.Lock()
 	defer s.tree.Unlock()
-	added := 0
+	added, tombs := 0, 0
 	for i := range b.changes {
 		c := &b.changes[i]
 		s.tree.t.Update(c.bucket, c.oldHash, c.newHash)
 		if c.Prev == nil {
 			added++
+		} else if c.Prev.Tombstone {
+			tombs--
+		}
+		if c.Record.Tombstone {
+			tombs++
 		}
 	}
 	s.keys.Add(int64(added - len(b.purges)))
+	s.tombs.Add(int64(tombs - len(b.purges))) // only tombstones are purged
 	var purged crdt.Timestamp
 	for _, p := range b.purges {
 		s.tree.t.Update(p.bucket, p.hash, 0)
@@ -121,6 +131,9 @@ func (s *Store) updateTree(b *openBatch) {
 
 // Keys returns how many keys the store holds, tombstones included.
 func (s *Store) Keys() int64 { return s.keys.Load() }
+
+// Tombstones returns how many of Keys are tombstones.
+func (s *Store) Tombstones() int64 { return s.tombs.Load() }
 
 // MerkleRoot returns the root of the tree over this store's entries. Two
 // stores with the same entries (key, HLC, origin, tombstone) have the same

@@ -191,6 +191,13 @@ func TestPurgeTombstones(t *testing.T) {
 	if n, err := s.PurgeTombstones(ctx, 0); err != nil || n != 0 {
 		t.Fatalf("before the grace period: purged %d, %v; want 0", n, err)
 	}
+	checkCounts := func(when string, s *Store, keys, tombs int64) {
+		t.Helper()
+		if s.Keys() != keys || s.Tombstones() != tombs {
+			t.Errorf("%s: %d keys, %d tombstones; want %d and %d", when, s.Keys(), s.Tombstones(), keys, tombs)
+		}
+	}
+	checkCounts("before the purge", s, 5, 4)
 
 	wall.set(testWall + grace.Milliseconds() + 1)
 	mustPut(t, s, "rewritten", "back") // no longer a tombstone: left alone
@@ -198,6 +205,14 @@ func TestPurgeTombstones(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("purged %d, %v; want the 2 tombstones older than %v", n, err, grace)
 	}
+	checkCounts("after the purge", s, 3, 1) // kept, kept-young (a tombstone), rewritten
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(cfg); err != nil { // closed below
+		t.Fatal(err)
+	}
+	checkCounts("reopened", s, 3, 1)
 	for _, k := range []string{"old", "never-existed"} {
 		if r := mustGetEntry(t, s, []byte(k)); r != nil {
 			t.Errorf("%q still has %s after the purge", k, fmtRecord(r))

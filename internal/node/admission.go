@@ -93,6 +93,7 @@ func (n *Node) enforceAdmission() {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	n.selfAdmit()
+	joinState, _ := n.JoinState() // logAdmission said it at start
 	cut := func(p peer.ID) {
 		if err := n.admission.Check(p); err != nil && n.host.Network().Connectedness(p) == network.Connected {
 			n.cfg.Logger.Info("closing the connections to a peer that is not a member", "peer", p)
@@ -112,6 +113,7 @@ func (n *Node) enforceAdmission() {
 				cut(p)
 			}
 		}
+		n.logJoinChange(&joinState)
 	}
 }
 
@@ -186,6 +188,7 @@ func (s *clusterServer) AddMember(ctx context.Context, req *clusterv1.AddMemberR
 		name = p.String()
 	}
 	n := s.node
+	prev, existed := n.admission.Members()[p]
 	if n.admission.IsRemoved(p) {
 		// An operator re-admits a removed member: lift its removal mark.
 		if _, err := n.store.Delete(ctx, p2p.RemovedKey(p)); err != nil {
@@ -207,7 +210,14 @@ func (s *clusterServer) AddMember(ctx context.Context, req *clusterv1.AddMemberR
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &clusterv1.AddMemberResponse{Revision: rev}, nil
+	resp := &clusterv1.AddMemberResponse{Revision: rev, Existed: existed, PreviousName: prev.GetName()}
+	switch {
+	case !existed:
+		n.cfg.Logger.Info("admitted a peer to the member list: it joins at its next connection", "peer", p, "name", name)
+	case prev.GetName() != name:
+		n.cfg.Logger.Info("renamed a member", "peer", p, "from", prev.GetName(), "to", name)
+	}
+	return resp, nil
 }
 
 // RemoveMember removes a member.

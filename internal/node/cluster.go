@@ -34,6 +34,8 @@ func (s *clusterServer) Members(ctx context.Context, _ *clusterv1.MembersRequest
 	n := s.node
 	members := n.memberView()
 	resp := &clusterv1.MembersResponse{Cluster: n.cfg.Cluster}
+	state, detail := n.JoinState()
+	resp.JoinState, resp.JoinDetail = string(state), detail
 	gossip := map[string]bool{}
 	for _, p := range n.Replicator().TopicPeers() {
 		gossip[p.String()] = true
@@ -119,6 +121,12 @@ func (n *Node) memberView() []*clusterv1.Member {
 			m.State, m.Incarnation = st.State.String(), st.Incarnation
 			if !st.LastHeard.IsZero() {
 				m.LastHeardUnixMs = st.LastHeard.UnixMilli()
+			}
+			// The detector adds a member as alive at incarnation 0; a
+			// node that ever ran announces a clock-based incarnation. At 0
+			// and never connected, this node has not heard from it at all.
+			if p, err := peer.Decode(id); err == nil && !m.Self && st.Incarnation == 0 && !n.everSeen(p) {
+				m.State, m.LastHeardUnixMs = "unseen", 0
 			}
 		}
 		out = append(out, m)

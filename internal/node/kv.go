@@ -190,6 +190,7 @@ func (s *kvServer) endWatch(stream kvv1.KVService_WatchServer, err error) error 
 
 func (s *kvServer) Status(ctx context.Context, _ *kvv1.StatusRequest) (*kvv1.StatusResponse, error) {
 	lim := s.node.store.Limits()
+	state, detail := s.node.JoinState()
 	return &kvv1.StatusResponse{
 		Header:         s.header(),
 		Version:        Version,
@@ -198,6 +199,9 @@ func (s *kvServer) Status(ctx context.Context, _ *kvv1.StatusRequest) (*kvv1.Sta
 		MaxValueBytes:  int64(lim.MaxValueBytes),
 		MerkleRoot:     s.node.store.MerkleRoot(),
 		Keys:           s.node.store.Keys(),
+		Tombstones:     s.node.store.Tombstones(),
+		JoinState:      string(state),
+		JoinDetail:     detail,
 	}, nil
 }
 

@@ -56,6 +56,9 @@ type Node struct {
 	// removedLogged: selfAdmit said once that this node was removed (owned
 	// by enforceAdmission's goroutine).
 	removedLogged bool
+	// seen holds the peers this node had a connection to since it started
+	// (peer.ID -> true; watchSeen).
+	seen sync.Map
 
 	closing   chan struct{} // closed when Close begins: ends member watches
 	stopAdmit chan struct{}
@@ -176,6 +179,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = n.host.Close() })
+	n.watchSeen()
 	repl, err := p2p.StartReplicator(p2p.ReplicatorConfig{
 		Cluster:    cfg.Cluster,
 		Host:       n.host,
@@ -269,6 +273,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		AllowProbe: n.admission.AllowBootstrap,
 		DoneProbe:  n.admission.ForgetBootstrap,
 		OnLearn:    n.admission.AllowBootstrap,
+		OnRefused:  n.admission.BootstrapRefused,
 	})
 	cleanup = append(cleanup, n.boot.Close)
 	if cfg.MDNS {

@@ -82,7 +82,9 @@ type Member struct {
 	// The name it was admitted with.
 	Name string `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`
 	// alive, suspect, dead or left, as this node's failure detector sees it;
-	// "unknown" for a connected peer that is not on the member list.
+	// "unknown" for a connected peer that is not on the member list;
+	// "unseen" for a member that this node has not heard from since it
+	// started (admitted, but never started, say).
 	State string `protobuf:"bytes,11,opt,name=state,proto3" json:"state,omitempty"`
 	// When this node last heard from it (Unix ms), 0 if never.
 	LastHeardUnixMs int64 `protobuf:"varint,12,opt,name=last_heard_unix_ms,json=lastHeardUnixMs,proto3" json:"last_heard_unix_ms,omitempty"`
@@ -232,9 +234,13 @@ func (x *Member) GetIncarnation() uint64 {
 }
 
 type MembersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Members       []*Member              `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Members []*Member              `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	// The answering node's join state and its explanation, as in
+	// chorus.kv.v1.StatusResponse.
+	JoinState     string `protobuf:"bytes,3,opt,name=join_state,json=joinState,proto3" json:"join_state,omitempty"`
+	JoinDetail    string `protobuf:"bytes,4,opt,name=join_detail,json=joinDetail,proto3" json:"join_detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,6 +287,20 @@ func (x *MembersResponse) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *MembersResponse) GetJoinState() string {
+	if x != nil {
+		return x.JoinState
+	}
+	return ""
+}
+
+func (x *MembersResponse) GetJoinDetail() string {
+	if x != nil {
+		return x.JoinDetail
+	}
+	return ""
 }
 
 type SyncRequest struct {
@@ -517,7 +537,11 @@ func (x *AddMemberRequest) GetName() string {
 type AddMemberResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The revision of the write on the answering node.
-	Revision      int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// existed is true when the peer was on the member list already; then
+	// previous_name is the name it had (a different name renames it).
+	Existed       bool   `protobuf:"varint,2,opt,name=existed,proto3" json:"existed,omitempty"`
+	PreviousName  string `protobuf:"bytes,3,opt,name=previous_name,json=previousName,proto3" json:"previous_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -557,6 +581,20 @@ func (x *AddMemberResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *AddMemberResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
+func (x *AddMemberResponse) GetPreviousName() string {
+	if x != nil {
+		return x.PreviousName
+	}
+	return ""
 }
 
 type RemoveMemberRequest struct {
@@ -760,10 +798,14 @@ const file_chorus_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x12last_heard_unix_ms\x18\f \x01(\x03R\x0flastHeardUnixMs\x12\x10\n" +
 	"\x03hlc\x18\r \x01(\x04R\x03hlc\x12\x1a\n" +
 	"\badmitted\x18\x0e \x01(\bR\badmitted\x12 \n" +
-	"\vincarnation\x18\x0f \x01(\x04R\vincarnation\"`\n" +
+	"\vincarnation\x18\x0f \x01(\x04R\vincarnation\"\xa0\x01\n" +
 	"\x0fMembersResponse\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x123\n" +
-	"\amembers\x18\x02 \x03(\v2\x19.chorus.cluster.v1.MemberR\amembers\"&\n" +
+	"\amembers\x18\x02 \x03(\v2\x19.chorus.cluster.v1.MemberR\amembers\x12\x1d\n" +
+	"\n" +
+	"join_state\x18\x03 \x01(\tR\tjoinState\x12\x1f\n" +
+	"\vjoin_detail\x18\x04 \x01(\tR\n" +
+	"joinDetail\"&\n" +
 	"\vSyncRequest\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\"\x86\x03\n" +
 	"\fSyncResponse\x12\x17\n" +
@@ -784,9 +826,11 @@ const file_chorus_cluster_v1_cluster_proto_rawDesc = "" +
 	"\tpeer_root\x18\v \x01(\x06R\bpeerRoot\"?\n" +
 	"\x10AddMemberRequest\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"/\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"n\n" +
 	"\x11AddMemberResponse\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\".\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x18\n" +
+	"\aexisted\x18\x02 \x01(\bR\aexisted\x12#\n" +
+	"\rprevious_name\x18\x03 \x01(\tR\fpreviousName\".\n" +
 	"\x13RemoveMemberRequest\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\"2\n" +
 	"\x14RemoveMemberResponse\x12\x1a\n" +

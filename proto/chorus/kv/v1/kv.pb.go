@@ -1009,7 +1009,15 @@ type StatusResponse struct {
 	// roots hold the same state.
 	MerkleRoot uint64 `protobuf:"fixed64,6,opt,name=merkle_root,json=merkleRoot,proto3" json:"merkle_root,omitempty"`
 	// Keys held, tombstones included.
-	Keys          int64 `protobuf:"varint,7,opt,name=keys,proto3" json:"keys,omitempty"`
+	Keys int64 `protobuf:"varint,7,opt,name=keys,proto3" json:"keys,omitempty"`
+	// Where the node stands with its cluster: standalone, joining,
+	// not-admitted, member or removed; join_detail explains it and says
+	// what to do (the command that admits the node, say).
+	JoinState  string `protobuf:"bytes,8,opt,name=join_state,json=joinState,proto3" json:"join_state,omitempty"`
+	JoinDetail string `protobuf:"bytes,9,opt,name=join_detail,json=joinDetail,proto3" json:"join_detail,omitempty"`
+	// Of keys, the tombstones (deleted keys remembered until the tombstone
+	// grace period ends); keys - tombstones are live.
+	Tombstones    int64 `protobuf:"varint,10,opt,name=tombstones,proto3" json:"tombstones,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1093,6 +1101,27 @@ func (x *StatusResponse) GetKeys() int64 {
 	return 0
 }
 
+func (x *StatusResponse) GetJoinState() string {
+	if x != nil {
+		return x.JoinState
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetJoinDetail() string {
+	if x != nil {
+		return x.JoinDetail
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetTombstones() int64 {
+	if x != nil {
+		return x.Tombstones
+	}
+	return 0
+}
+
 var File_chorus_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_chorus_kv_v1_kv_proto_rawDesc = "" +
@@ -1165,7 +1194,7 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\rcancel_reason\x18\x04 \x01(\tR\fcancelReason\x12)\n" +
 	"\x10compact_revision\x18\x05 \x01(\x03R\x0fcompactRevision\x12+\n" +
 	"\x06events\x18\x06 \x03(\v2\x13.chorus.kv.v1.EventR\x06events\"\x0f\n" +
-	"\rStatusRequest\"\x82\x02\n" +
+	"\rStatusRequest\"\xe2\x02\n" +
 	"\x0eStatusResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12'\n" +
@@ -1174,7 +1203,15 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\x0fmax_value_bytes\x18\x05 \x01(\x03R\rmaxValueBytes\x12\x1f\n" +
 	"\vmerkle_root\x18\x06 \x01(\x06R\n" +
 	"merkleRoot\x12\x12\n" +
-	"\x04keys\x18\a \x01(\x03R\x04keys2\x93\x03\n" +
+	"\x04keys\x18\a \x01(\x03R\x04keys\x12\x1d\n" +
+	"\n" +
+	"join_state\x18\b \x01(\tR\tjoinState\x12\x1f\n" +
+	"\vjoin_detail\x18\t \x01(\tR\n" +
+	"joinDetail\x12\x1e\n" +
+	"\n" +
+	"tombstones\x18\n" +
+	" \x01(\x03R\n" +
+	"tombstones2\x93\x03\n" +
 	"\tKVService\x12:\n" +
 	"\x03Put\x12\x18.chorus.kv.v1.PutRequest\x1a\x19.chorus.kv.v1.PutResponse\x12:\n" +
 	"\x03Get\x12\x18.chorus.kv.v1.GetRequest\x1a\x19.chorus.kv.v1.GetResponse\x12C\n" +
