@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/sec"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -222,7 +223,7 @@ func (b *Bootstrapper) loop(ctx context.Context) {
 				// peer id, a handshake that fails), then at debug while it
 				// stays the same.
 				level, reason := slog.LevelDebug, dialReason(err)
-				if reason != st.lastErr {
+				if reason != "" && reason != st.lastErr {
 					level, st.lastErr = slog.LevelWarn, reason
 				}
 				log.Log(ctx, level, "bootstrap peer unreachable", "addrs", p.Addrs, "peer", p.ID, "retry_in", st.backoff.Round(time.Millisecond), "err", err, "hint", dialHint(err))
@@ -246,10 +247,13 @@ var errSelf = errors.New("p2p: the bootstrap address is this node's own")
 
 // dialReason is the cause of a failed dial, without what changes from one
 // attempt to the next (the throwaway id of a probe, say), so that the same
-// failure is logged at warn once.
+// failure is logged at warn once. It is "" for the swarm's own dial
+// backoff, which repeats the last failure.
 func dialReason(err error) string {
 	var mismatch sec.ErrPeerIDMismatch
 	switch {
+	case errors.Is(err, swarm.ErrDialBackoff):
+		return ""
 	case errors.As(err, &mismatch):
 		return "peer id mismatch: " + mismatch.Actual.String()
 	case errors.Is(err, syscall.ECONNREFUSED):
