@@ -173,15 +173,24 @@ type clusterServer struct {
 
 // MemberList lists this node and every member it has heard of within
 // memberTTL (its direct peers are asked afresh), each named by its peer id,
-// with the etcd client URL it reports.
+// with the etcd client URL it reports; then the other members of the
+// cluster (Config.Members), which serve no etcd API, without a URL.
 func (cs *clusterServer) MemberList(ctx context.Context, _ *pb.MemberListRequest) (*pb.MemberListResponse, error) {
 	s := cs.s
 	s.askPeers(ctx)
 	var members []*pb.Member
+	listed := map[string]bool{}
 	for _, m := range s.report() {
 		members = append(members, &pb.Member{ID: hashID([]byte(m.Name)), Name: m.Name, ClientURLs: m.ClientURLs})
+		listed[m.Name] = true
 	}
 	members[0].ID = s.memberID
+	for _, p := range s.cfg.Members() {
+		if name := p.String(); !listed[name] {
+			members = append(members, &pb.Member{ID: hashID([]byte(name)), Name: name})
+			listed[name] = true
+		}
+	}
 	slices.SortFunc(members, func(a, b *pb.Member) int { return compareBytes([]byte(a.Name), []byte(b.Name)) })
 	return &pb.MemberListResponse{Header: s.header(s.store.Revision()), Members: members}, nil
 }

@@ -469,6 +469,8 @@ func TestLeaseExpiryDeletesItsKeys(t *testing.T) {
 func TestMemberListStatusAndUnimplemented(t *testing.T) {
 	n1 := startNode(t, nil)
 	n2 := startNode(t, n1.P2PAddrs())
+	// A member that serves no etcd API is listed too, without a URL.
+	n3 := startNodeWith(t, node.Config{DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", Bootstrap: n1.P2PAddrs(), Logger: quiet, OpenAdmission: true})
 	c := dial(t, n1)
 	ctx := ctxT(t)
 	deadline := time.Now().Add(waitTimeout)
@@ -482,14 +484,15 @@ func TestMemberListStatusAndUnimplemented(t *testing.T) {
 			byName[m.Name] = m.ClientURLs
 		}
 		u1, u2 := byName[n1.ID()], byName[n2.ID()]
-		if len(ml.Members) == 2 && len(u1) == 1 && len(u2) == 1 {
+		u3, listed3 := byName[n3.ID()]
+		if len(ml.Members) == 3 && len(u1) == 1 && len(u2) == 1 && listed3 && len(u3) == 0 {
 			if u1[0] != "http://"+n1.EtcdAddr().String() || u2[0] != "http://"+n2.EtcdAddr().String() {
 				t.Errorf("client URLs %v, %v; want the nodes' etcd addresses", u1, u2)
 			}
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("member list never showed both nodes with their URLs: %v", ml.Members)
+			t.Fatalf("member list never showed the two etcd nodes with their URLs and the third without: %v", ml.Members)
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval, not synchronization
 	}

@@ -63,6 +63,11 @@ type Config struct {
 	// Peers returns the other members of the cluster (the gossip topic's
 	// peers). Default: none.
 	Peers func() []peer.ID
+	// Members returns every member of the cluster (the admitted members, and
+	// the connected peers when admission is open): MemberList lists each,
+	// with its etcd client URL if it serves the etcd API, without one
+	// otherwise. Default: none (only the members that serve the etcd API).
+	Members func() []peer.ID
 	// DataDir is the node's data folder: Status reports the size of its db/.
 	DataDir string
 	// ProgressNotifyInterval is how often a watch created with
@@ -86,6 +91,9 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	if c.Peers == nil {
 		c.Peers = func() []peer.ID { return nil }
+	}
+	if c.Members == nil {
+		c.Members = func() []peer.ID { return nil }
 	}
 	if c.ProgressNotifyInterval == 0 {
 		c.ProgressNotifyInterval = DefaultProgressNotifyInterval

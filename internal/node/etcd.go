@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -19,6 +20,7 @@ func (n *Node) startEtcd() error {
 		Cluster:                n.cfg.Cluster,
 		Host:                   n.host,
 		Peers:                  func() []peer.ID { return n.Replicator().TopicPeers() },
+		Members:                n.etcdMembers,
 		DataDir:                n.cfg.DataDir,
 		ShutdownTimeout:        n.cfg.ShutdownTimeout,
 		Logger:                 n.cfg.Logger,
@@ -30,6 +32,18 @@ func (n *Node) startEtcd() error {
 	}
 	n.etcd = srv
 	return nil
+}
+
+// etcdMembers is the etcd API's Config.Members: the admitted members, and
+// the gossip peers (all of them when admission is open).
+func (n *Node) etcdMembers() []peer.ID {
+	ids := n.admission.SortedIDs()
+	for _, p := range n.Replicator().TopicPeers() {
+		if !slices.Contains(ids, p) {
+			ids = append(ids, p)
+		}
+	}
+	return ids
 }
 
 // EtcdAddr returns the address the etcd API listens on, nil when it is off.
