@@ -62,10 +62,10 @@ func (n *Node) logAdmission(bootstrap int) {
 	case n.admission.Joined():
 	case len(n.admission.Members()) > 0:
 		n.cfg.Logger.Warn("this node is not on the cluster's member list (it was removed, or not yet admitted): peers will refuse it",
-			"node_id", n.ID(), "admit_with", "chorus member add "+n.ID())
+			"node_id", n.ID(), "admit_with", n.admitCommand())
 	case bootstrap > 0:
 		n.cfg.Logger.Info("joining: waiting to be admitted by a member and to sync the member list from the bootstrap peers",
-			"node_id", n.ID(), "admit_with", "chorus member add "+n.ID())
+			"node_id", n.ID(), "admit_with", n.admitCommand())
 	}
 }
 

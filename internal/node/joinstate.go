@@ -16,6 +16,11 @@ func (n *Node) JoinState() (p2p.JoinState, string) {
 	return p2p.DecideJoinState(f)
 }
 
+// admitCommand is the command that admits this node, run on a member.
+func (n *Node) admitCommand() string {
+	return p2p.JoinFacts{Self: n.ID(), Name: n.cfg.Name}.AdmitCommand()
+}
+
 // logJoinChange logs the join state when it differs from *last, and
 // records it there. The states a newcomer's operator needs to see are
 // logged once each: not admitted (with the command that admits the node),
@@ -30,15 +35,16 @@ func (n *Node) logJoinChange(last *p2p.JoinState) {
 	if n.admission.JoinSecret() && (state == p2p.JoinMember || state == p2p.JoinRemoved) {
 		return // selfAdmit logs these with the join secret
 	}
-	f := n.admission.JoinFacts()
-	f.Name = n.cfg.Name
+	if prev == p2p.JoinStandalone && state == p2p.JoinMember {
+		return // AddMember logged that this node founded a cluster
+	}
 	switch state {
 	case p2p.JoinNotAdmitted:
-		n.cfg.Logger.Warn("not admitted: "+detail, "node_id", n.ID(), "admit_with", f.AdmitCommand())
+		n.cfg.Logger.Warn("not admitted: "+detail, "node_id", n.ID(), "admit_with", n.admitCommand())
 	case p2p.JoinMember:
 		n.cfg.Logger.Info("joined the cluster: this node is on the member list", "node_id", n.ID(), "name", n.cfg.Name, "was", string(prev))
 	case p2p.JoinRemoved:
-		n.cfg.Logger.Error("removed from the cluster: "+detail, "node_id", n.ID(), "readmit_with", f.AdmitCommand())
+		n.cfg.Logger.Error("removed from the cluster: "+detail, "node_id", n.ID(), "readmit_with", n.admitCommand())
 	case p2p.JoinJoining:
 		n.cfg.Logger.Info("joining: "+detail, "node_id", n.ID(), "was", string(prev))
 	}
