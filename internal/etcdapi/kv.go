@@ -178,7 +178,7 @@ func (s *Server) forEach(sp keySpan, keysOnly bool, fn func(*store.Record) (bool
 // rangeKeys serves a Range with etcd's semantics: Count is every key of the
 // range, Kvs those that pass the filters, sorted, up to Limit.
 func (s *Server) rangeKeys(req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	if err := checkRange(req); err != nil {
+	if err := checkRange(req, s.store.Limits()); err != nil {
 		return nil, err
 	}
 	sp := spanOf(req.Key, req.RangeEnd)

@@ -172,9 +172,10 @@ func Start(cfg Config) (*Server, error) {
 	s.listener = lis
 	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRequestBytes + grpcOverheadBytes),
+		grpc.ForceServerCodecV2(newServerCodec()), // Txn decodes itself: see decodeTxn
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}, cfg.ServerOptions...)...)
-	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
+	s.grpc.RegisterService(kvServiceDesc(), &kvServer{s: s})
 	pb.RegisterWatchServer(s.grpc, &watchServer{s: s})
 	pb.RegisterLeaseServer(s.grpc, &leaseServer{s: s})
 	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})

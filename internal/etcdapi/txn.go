@@ -140,6 +140,9 @@ func (x *txnExec) deleteRange(req *pb.DeleteRangeRequest) (*pb.DeleteRangeRespon
 	if len(req.Key) == 0 {
 		return nil, rpctypes.ErrGRPCEmptyKey
 	}
+	if err := checkKeyRange(x.s.store.Limits(), "delete", req.Key, req.RangeEnd); err != nil {
+		return nil, err
+	}
 	resp := &pb.DeleteRangeResponse{}
 	fill := func(c *store.Change) {
 		if c.PrevLive {
@@ -250,6 +253,9 @@ func (s *Server) txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, 
 	if n := proto.Size(req); n > MaxRequestBytes {
 		return nil, errTooLarge("txn request", n)
 	}
+	if err := checkTxnDepth(req, MaxTxnDepth); err != nil {
+		return nil, err
+	}
 	if err := checkTxn(req); err != nil {
 		return nil, err
 	}
@@ -351,6 +357,9 @@ func txnKeys(req *pb.TxnRequest, keys [][]byte) ([][]byte, bool) {
 // must match; a missing key has zero versions and revisions, and fails every
 // compare on its value.
 func (s *Server) compare(c *pb.Compare) (bool, error) {
+	if err := checkKeyRange(s.store.Limits(), "compare", c.Key, c.RangeEnd); err != nil {
+		return false, err
+	}
 	match, seen := true, false
 	_, err := s.forEach(spanOf(c.Key, c.RangeEnd), false, func(r *store.Record) (bool, error) {
 		seen = true

@@ -139,6 +139,10 @@ func (st *watchStream) create(cr *pb.WatchCreateRequest) error {
 		return st.send(&pb.WatchResponse{Header: s.header(s.hub.Revision()), WatchId: -1, Created: true, Canceled: true,
 			CancelReason: "chorus: watch start_revision is negative; it must be 0 (from now) or a revision"})
 	}
+	if err := checkKeyRange(s.store.Limits(), "watch", cr.Key, cr.RangeEnd); err != nil {
+		return st.send(&pb.WatchResponse{Header: s.header(s.hub.Revision()), WatchId: -1, Created: true, Canceled: true,
+			CancelReason: toGRPC(err).Error()})
+	}
 	ctl := &watchCtl{span: spanOf(cr.Key, cr.RangeEnd), progressNotify: cr.ProgressNotify}
 	for _, f := range cr.Filters {
 		switch f {
