@@ -47,6 +47,12 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", store.DefaultTombstoneGrace, "how long deletes are remembered before their tombstones are purged; a node out of contact for longer must be reset")
 	fs.StringVar(&cfg.ListenEtcd, "listen-etcd", "", "host:port of the etcd v3 API, e.g. 127.0.0.1:2379 (off when empty; port 0 picks a free one)")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", etcdapi.DefaultProgressNotifyInterval, "etcd API: how often a watch created with progress_notify that had no events gets a progress notification (etcd's flag of the same name)")
+	// Resource bounds: connection caps and idle timeouts (see README,
+	// "Resource bounds").
+	fs.IntVar(&cfg.MaxClientConns, "max-client-conns", node.DefaultMaxClientConns, "client connections each gRPC listener (client API, etcd API) holds at once; more are closed at once (lowered with a warning when the descriptor limit cannot hold it)")
+	fs.IntVar(&cfg.MaxHTTPConns, "max-http-conns", node.DefaultMaxHTTPConns, "connections the HTTP listener (/healthz, /readyz) holds at once")
+	fs.DurationVar(&cfg.ClientIdleTimeout, "client-idle-timeout", node.DefaultClientIdleTimeout, "close a client connection with no call or stream in flight for this long (clients reconnect at their next call)")
+
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	listenDebug := fs.String("listen-debug", "", "host:port serving Go's profiles at /debug/pprof/ (off when empty; port 0 picks a free one); keep it on loopback or a trusted network: profiles reveal the process's internals")
 	rest, err := parseInterspersed(fs, args)

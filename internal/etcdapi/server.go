@@ -80,6 +80,9 @@ type Config struct {
 	ServerOptions []grpc.ServerOption
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
+	// WrapListener, when set, wraps the listener before the server serves
+	// it (the node caps its connections with it).
+	WrapListener func(net.Listener) net.Listener
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -168,6 +171,9 @@ func Start(cfg Config) (*Server, error) {
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("etcdapi: listen on %s: %w", cfg.Listen, err)
+	}
+	if cfg.WrapListener != nil {
+		lis = cfg.WrapListener(lis)
 	}
 	s.listener = lis
 	s.grpc = grpc.NewServer(append([]grpc.ServerOption{

@@ -6,6 +6,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/chorus-kv/chorus/internal/connlimit"
 	"github.com/chorus-kv/chorus/internal/etcdapi"
 )
 
@@ -22,7 +23,10 @@ func (n *Node) startEtcd() error {
 		DataDir:                n.cfg.DataDir,
 		ShutdownTimeout:        n.cfg.ShutdownTimeout,
 		Logger:                 n.cfg.Logger,
-		ServerOptions:          serverTuning(n.cfg.ShutdownTimeout),
+		ServerOptions:          append(serverTuning(n.cfg.ShutdownTimeout), idleOptions(n.cfg.ClientIdleTimeout)...),
+		WrapListener: func(l net.Listener) net.Listener {
+			return connlimit.New(l, n.caps.Etcd, "etcd", n.cfg.Logger)
+		},
 		ProgressNotifyInterval: n.cfg.WatchProgressNotifyInterval,
 	})
 	if err != nil {
