@@ -41,7 +41,7 @@ func (s *Server) rangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingSe
 		return status.Errorf(codes.Unimplemented, "RangeStream does not support revision filters")
 	}
 	if req.CountOnly {
-		resp, err := s.rangeKeys(req)
+		resp, err := s.rangeKeys(req, nil) // count_only: no key-value held
 		if err != nil {
 			return err
 		}

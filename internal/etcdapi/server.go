@@ -83,6 +83,20 @@ type Config struct {
 	// WrapListener, when set, wraps the listener before the server serves
 	// it (the node caps its connections with it).
 	WrapListener func(net.Listener) net.Listener
+	// MaxRangeResponseBytes bounds the key and value bytes one Range, or
+	// the Ranges of one Txn, holds: past it the call fails with
+	// ResourceExhausted and a message that says to read in pages.
+	// RangeStream, which sends chunks, is not bounded by it. Default 64 MiB.
+	MaxRangeResponseBytes int
+	// MaxConcurrentRangeReads is how many expensive reads (Ranges and Txns
+	// that may hold many keys: see expensiveRange) run at once; the others
+	// wait for a slot as long as their context lasts. Default 4.
+	MaxConcurrentRangeReads int
+	// MaxWatchesPerStream bounds the watches open on one Watch stream: one
+	// more is canceled at creation with the limit in its reason. The hub
+	// bounds the watches of the node (watch.Config.MaxWatchers). Default
+	// 1,000.
+	MaxWatchesPerStream int
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -101,6 +115,15 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.MaxRangeResponseBytes == 0 {
+		c.MaxRangeResponseBytes = DefaultMaxRangeResponseBytes
+	}
+	if c.MaxConcurrentRangeReads == 0 {
+		c.MaxConcurrentRangeReads = DefaultMaxConcurrentRangeReads
+	}
+	if c.MaxWatchesPerStream == 0 {
+		c.MaxWatchesPerStream = DefaultMaxWatchesPerStream
 	}
 	return c
 }
@@ -121,6 +144,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("etcdapi: intervals must not be negative (progress notify %v, lease check %v, shutdown %v; 0 means the default)",
 			c.ProgressNotifyInterval, c.LeaseCheckInterval, c.ShutdownTimeout))
 	}
+	if c.MaxRangeResponseBytes < 0 || c.MaxConcurrentRangeReads < 0 || c.MaxWatchesPerStream < 0 {
+		errs = append(errs, fmt.Errorf("etcdapi: bounds must not be negative (range response bytes %d, concurrent range reads %d, watches per stream %d; 0 means the default)",
+			c.MaxRangeResponseBytes, c.MaxConcurrentRangeReads, c.MaxWatchesPerStream))
+	}
 	return errors.Join(errs...)
 }
 
@@ -137,6 +164,7 @@ type Server struct {
 	grpc      *grpc.Server
 	health    *health.Server
 	listener  net.Listener
+	reads     chan struct{} // the expensive-read semaphore (acquireRead)
 
 	// done is closed by Close: stream handlers and the lease loop end.
 	done chan struct{}
@@ -162,6 +190,7 @@ func Start(cfg Config) (*Server, error) {
 		locks:     newKeyLocks(),
 		done:      make(chan struct{}),
 		serveDone: make(chan struct{}),
+		reads:     make(chan struct{}, cfg.MaxConcurrentRangeReads),
 	}
 	var err error
 	if s.leases, err = newLessor(s); err != nil {

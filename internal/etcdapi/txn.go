@@ -28,6 +28,7 @@ type txnExec struct {
 	late    []func() error        // reads that follow a write
 	headers []**pb.ResponseHeader // of nested responses, set after the commit
 	leases  []leaseChange         // attachments to record once durable
+	budget  *respBudget           // bounds the key-values its Ranges hold
 	readRev int64                 // the revision reads were served at
 	lastRev int64                 // the revision of the last write, once committed
 }
@@ -173,7 +174,7 @@ func (x *txnExec) deleteRange(req *pb.DeleteRangeRequest) (*pb.DeleteRangeRespon
 func (x *txnExec) rangeOp(req *pb.RangeRequest) (*pb.ResponseOp, error) {
 	out := &pb.ResponseOp{}
 	err := x.read(func() error {
-		r, err := x.s.rangeKeys(req)
+		r, err := x.s.rangeKeys(req, x.budget)
 		if err != nil {
 			return err
 		}
@@ -267,7 +268,7 @@ func (s *Server) txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, 
 		unlock = s.locks.lockKeys(keys...)
 	}
 	defer unlock()
-	x := &txnExec{s: s}
+	x := &txnExec{s: s, budget: newBudget(s.cfg.MaxRangeResponseBytes)}
 	if x.readRev == 0 {
 		x.readRev = s.store.Revision()
 	}

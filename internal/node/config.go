@@ -155,6 +155,16 @@ type Config struct {
 	// reconnecting at their next call. HTTP keep-alive connections close
 	// after 30 s idle, or this when shorter. Default 5 minutes.
 	ClientIdleTimeout time.Duration
+	// MaxWatches bounds the watches open on the node, through either API
+	// (watch.Config.MaxWatchers): one more fails with ResourceExhausted.
+	// Default 10,000.
+	MaxWatches int
+	// MaxWatchesPerStream, MaxRangeResponseBytes and
+	// MaxConcurrentRangeReads are the etcd API's bounds (see
+	// etcdapi.Config). Defaults 1,000 watches, 64 MiB, 4 reads.
+	MaxWatchesPerStream     int
+	MaxRangeResponseBytes   int
+	MaxConcurrentRangeReads int
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -296,6 +306,10 @@ func (c Config) Validate() error {
 	}
 	if c.TombstoneGrace < 0 {
 		errs = append(errs, fmt.Errorf("node: tombstone grace is %v; it must not be negative (0 means the default %v)", c.TombstoneGrace, store.DefaultTombstoneGrace))
+	}
+	if c.MaxWatches < 0 || c.MaxWatchesPerStream < 0 || c.MaxRangeResponseBytes < 0 || c.MaxConcurrentRangeReads < 0 {
+		errs = append(errs, fmt.Errorf("node: watch and read bounds must not be negative (watches %d, per stream %d, range response bytes %d, concurrent range reads %d; 0 means the default)",
+			c.MaxWatches, c.MaxWatchesPerStream, c.MaxRangeResponseBytes, c.MaxConcurrentRangeReads))
 	}
 	if c.MaxClientConns < 0 || c.MaxHTTPConns < 0 {
 		errs = append(errs, fmt.Errorf("node: connection caps are %d (client) and %d (HTTP); they must not be negative (0 means the default)", c.MaxClientConns, c.MaxHTTPConns))

@@ -13,21 +13,24 @@ import (
 // startEtcd serves the etcd v3 API on Config.ListenEtcd.
 func (n *Node) startEtcd() error {
 	srv, err := etcdapi.Start(etcdapi.Config{
-		Listen:                 n.cfg.ListenEtcd,
-		Store:                  n.store,
-		Hub:                    n.hub,
-		NodeID:                 n.identity.ID,
-		Cluster:                n.cfg.Cluster,
-		Host:                   n.host,
-		Peers:                  func() []peer.ID { return n.Replicator().TopicPeers() },
-		DataDir:                n.cfg.DataDir,
-		ShutdownTimeout:        n.cfg.ShutdownTimeout,
-		Logger:                 n.cfg.Logger,
-		ServerOptions:          append(serverTuning(n.cfg.ShutdownTimeout), idleOptions(n.cfg.ClientIdleTimeout)...),
+		Listen:          n.cfg.ListenEtcd,
+		Store:           n.store,
+		Hub:             n.hub,
+		NodeID:          n.identity.ID,
+		Cluster:         n.cfg.Cluster,
+		Host:            n.host,
+		Peers:           func() []peer.ID { return n.Replicator().TopicPeers() },
+		DataDir:         n.cfg.DataDir,
+		ShutdownTimeout: n.cfg.ShutdownTimeout,
+		Logger:          n.cfg.Logger,
+		ServerOptions:   append(serverTuning(n.cfg.ShutdownTimeout), idleOptions(n.cfg.ClientIdleTimeout)...),
 		WrapListener: func(l net.Listener) net.Listener {
 			return connlimit.New(l, n.caps.Etcd, "etcd", n.cfg.Logger)
 		},
-		ProgressNotifyInterval: n.cfg.WatchProgressNotifyInterval,
+		ProgressNotifyInterval:  n.cfg.WatchProgressNotifyInterval,
+		MaxRangeResponseBytes:   n.cfg.MaxRangeResponseBytes,
+		MaxConcurrentRangeReads: n.cfg.MaxConcurrentRangeReads,
+		MaxWatchesPerStream:     n.cfg.MaxWatchesPerStream,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

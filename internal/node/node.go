@@ -160,7 +160,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		cfg.Logger.Warn("the store was not closed cleanly and the machine may have restarted since: skipped the revisions that gossip applied without an fsync may have used (anti-entropy brings back what was lost)",
 			"skipped", skipped, "revision", st.Revision())
 	}
-	if n.hub, err = watch.NewHub(st, watch.Config{BufferSize: cfg.WatchBuffer}); err != nil {
+	if n.hub, err = watch.NewHub(st, watch.Config{BufferSize: cfg.WatchBuffer, MaxWatchers: cfg.MaxWatches}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, n.hub.Close)

@@ -1036,3 +1036,44 @@ func TestRangeLimitAboveThePageBound(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxWatches: the node holds at most MaxWatches watches; one more fails
+// with ErrTooManyWatches (ResourceExhausted) naming the limit, and closing
+// one frees its slot.
+func TestMaxWatches(t *testing.T) {
+	n := start(t, node.Config{MaxWatches: 2})
+	c := dial(t, n)
+	ctx := testCtx(t)
+	w1, err := c.Watch(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := c.Watch(ctx, "b", client.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	_, err = c.Watch(ctx, "c")
+	ce := clientErr(t, "a third watch", err, client.ErrTooManyWatches, codes.ResourceExhausted)
+	if !strings.Contains(ce.Message, "the limit is 2") || !strings.Contains(ce.Message, "--max-watches") {
+		t.Errorf("message %q does not name the limit and its flag", ce.Message)
+	}
+	w1.Close()
+	// The server ends the stream's watcher once it sees the cancel.
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		w3, err := c.Watch(ctx, "c")
+		if err == nil {
+			defer w3.Close()
+			mustPut(t, c, "c", "1")
+			if evs := readEvents(t, w3, 1); evs[0].KV.Key != "c" {
+				t.Errorf("event %v; want a put of c", evs[0])
+			}
+			break
+		}
+		if !errors.Is(err, client.ErrTooManyWatches) || time.Now().After(deadline) {
+			t.Fatalf("a watch after one closed: %v", err)
+		}
+		<-time.After(20 * time.Millisecond) // the server closes the watcher on its own goroutine: poll
+	}
+}
