@@ -54,8 +54,8 @@ type Node struct {
 	httpDone  chan struct{}
 	caps      connCaps            // the listeners' connection caps (planConns)
 	clientLim *connlimit.Listener // the client API's listener
-	firstSync atomic.Bool   // an anti-entropy session with a peer completed (readiness)
-	syncedCh  chan struct{} // a sync completed: enforceAdmission checks self-admission
+	firstSync atomic.Bool         // an anti-entropy session with a peer completed (readiness)
+	syncedCh  chan struct{}       // a sync completed: enforceAdmission checks self-admission
 	// removedLogged: selfAdmit said once that this node was removed (owned
 	// by enforceAdmission's goroutine).
 	removedLogged bool
