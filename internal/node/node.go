@@ -52,10 +52,8 @@ type Node struct {
 	httpMux   *http.ServeMux
 	httpSrv   *http.Server
 	httpDone  chan struct{}
-	caps      connCaps            // the listeners' connection caps (planConns)
-	clientLim *connlimit.Listener // the client API's listener
-	firstSync atomic.Bool         // an anti-entropy session with a peer completed (readiness)
-	syncedCh  chan struct{}       // a sync completed: enforceAdmission checks self-admission
+	firstSync atomic.Bool   // an anti-entropy session with a peer completed (readiness)
+	syncedCh  chan struct{} // a sync completed: enforceAdmission checks self-admission
 	// removedLogged: selfAdmit said once that this node was removed (owned
 	// by enforceAdmission's goroutine).
 	removedLogged bool
@@ -69,6 +67,9 @@ type Node struct {
 	serveErr  error
 	closeOnce sync.Once
 	closeErr  error
+
+	caps      connCaps            // the listeners' connection caps (planConns)
+	clientLim *connlimit.Listener // the client API's listener
 }
 
 // StoreDir is the folder of the node's LevelDB store inside its data folder.
