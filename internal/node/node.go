@@ -68,8 +68,7 @@ type Node struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	caps      connCaps            // the listeners' connection caps (planConns)
-	clientLim *connlimit.Listener // the client API's listener
+	caps connCaps // the listeners' connection caps (planConns)
 }
 
 // StoreDir is the folder of the node's LevelDB store inside its data folder.
@@ -241,8 +240,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: listen for clients on %s: %w", cfg.ListenClient, err)
 	}
-	n.clientLim = connlimit.New(lis, n.caps.Client, "client", cfg.Logger)
-	n.listener = n.clientLim
+	n.listener = connlimit.New(lis, n.caps.Client, "client", cfg.Logger)
 	n.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		// Room for the largest value and key, so that an oversized value gets
 		// this node's own error (with the limit) rather than gRPC's.
