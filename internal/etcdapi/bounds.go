@@ -15,7 +15,7 @@ const (
 	// DefaultMaxRangeResponseBytes bounds the keys and values one Range (or
 	// the Ranges of one Txn) holds; etcd sets no bound (its gRPC send limit
 	// is 2 GiB).
-	DefaultMaxRangeResponseBytes = 64 << 20
+	DefaultMaxRangeResponseBytes = 16 << 20
 	// DefaultMaxConcurrentRangeReads is how many expensive reads (see
 	// expensiveRange) run at once; the others wait.
 	DefaultMaxConcurrentRangeReads = 4

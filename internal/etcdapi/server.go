@@ -86,7 +86,7 @@ type Config struct {
 	// MaxRangeResponseBytes bounds the key and value bytes one Range, or
 	// the Ranges of one Txn, holds: past it the call fails with
 	// ResourceExhausted and a message that says to read in pages.
-	// RangeStream, which sends chunks, is not bounded by it. Default 64 MiB.
+	// RangeStream, which sends chunks, is not bounded by it. Default 16 MiB.
 	MaxRangeResponseBytes int
 	// MaxConcurrentRangeReads is how many expensive reads (Ranges and Txns
 	// that may hold many keys: see expensiveRange) run at once; the others

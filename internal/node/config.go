@@ -161,7 +161,7 @@ type Config struct {
 	MaxWatches int
 	// MaxWatchesPerStream, MaxRangeResponseBytes and
 	// MaxConcurrentRangeReads are the etcd API's bounds (see
-	// etcdapi.Config). Defaults 1,000 watches, 64 MiB, 4 reads.
+	// etcdapi.Config). Defaults 1,000 watches, 16 MiB, 4 reads.
 	MaxWatchesPerStream     int
 	MaxRangeResponseBytes   int
 	MaxConcurrentRangeReads int
