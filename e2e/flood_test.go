@@ -117,9 +117,8 @@ var http2Preface = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4
 // floodConn is one connection of a flood and what the server did with it.
 type floodConn struct {
 	c        net.Conn
-	got      bytes.Buffer // what the server sent before closing
-	closed   chan struct{}
-	accepted bool // the server sent something: it was handed to the server
+	got    bytes.Buffer // what the server sent before closing
+	closed chan struct{}
 }
 
 // flood opens n connections to addr, each sending hello (if any) and then
