@@ -116,7 +116,7 @@ var http2Preface = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 4
 
 // floodConn is one connection of a flood and what the server did with it.
 type floodConn struct {
-	c        net.Conn
+	c      net.Conn
 	got    bytes.Buffer // what the server sent before closing
 	closed chan struct{}
 }
