@@ -29,6 +29,9 @@ var (
 	ErrStale = errors.New("chorus: node out of contact for longer than the tombstone grace period")
 	// ErrPeerNotConnected: the peer named is not connected to the node.
 	ErrPeerNotConnected = errors.New("chorus: peer not connected")
+	// ErrTooManyWatches: the node holds as many watches as it allows
+	// (--max-watches); retry later, or watch a common prefix.
+	ErrTooManyWatches = errors.New("chorus: too many watches on the node")
 )
 
 var reasons = map[string]error{
@@ -43,6 +46,7 @@ var reasons = map[string]error{
 	apierr.ReasonReplicasNotReached: ErrReplicasNotReached,
 	apierr.ReasonStale:              ErrStale,
 	apierr.ReasonPeerNotConnected:   ErrPeerNotConnected,
+	apierr.ReasonTooManyWatches:     ErrTooManyWatches,
 }
 
 // Error is an error the node returned for a known cause.

@@ -11,9 +11,11 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
@@ -64,6 +66,29 @@ type HostConfig struct {
 	SwarmKey pnet.PSK
 	// Gater, when set, vets every connection.
 	Gater connmgr.ConnectionGater
+	// MaxFDs, when positive, is how many file descriptors libp2p may hold
+	// (its resource manager's system limit): connections past it are
+	// refused. The resource manager's other limits are libp2p's defaults
+	// scaled to ResourceMemory. Zero leaves libp2p's own scaling (half the
+	// process's descriptor limit, an eighth of the machine's memory).
+	MaxFDs int
+}
+
+// ResourceMemory is the memory libp2p's resource manager scales its
+// connection and stream limits to when HostConfig.MaxFDs is set: 512 MiB
+// allows 96 inbound and 192 connections in all (libp2p's defaults, scaled).
+const ResourceMemory = 512 << 20
+
+// resourceManager returns a resource manager with libp2p's default limits
+// scaled to ResourceMemory and maxFDs descriptors.
+func resourceManager(maxFDs int) (network.ResourceManager, error) {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(ResourceMemory, maxFDs)))
+	if err != nil {
+		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+	}
+	return rm, nil
 }
 
 // NewHostWith starts a libp2p host as NewHost does, with a swarm key and a
@@ -106,6 +131,13 @@ func NewHostWith(id Identity, cfg HostConfig, extra ...libp2p.Option) (host.Host
 	}
 	if cfg.Gater != nil {
 		opts = append(opts, libp2p.ConnectionGater(cfg.Gater))
+	}
+	if cfg.MaxFDs > 0 {
+		rm, err := resourceManager(cfg.MaxFDs)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, libp2p.ResourceManager(rm))
 	}
 	h, err := libp2p.New(append(opts, extra...)...)
 	if err != nil {

@@ -15,6 +15,8 @@ var (
 	ErrWatcherTooSlow = errors.New("watch: watcher too slow")
 	// ErrClosed: the watcher or the hub was closed.
 	ErrClosed = errors.New("watch: closed")
+	// ErrTooManyWatchers: the hub holds Config.MaxWatchers open watchers.
+	ErrTooManyWatchers = errors.New("watch: too many watchers")
 )
 
 // Defaults for Config.
@@ -23,6 +25,7 @@ const (
 	DefaultBufferBytes  = 64 << 20
 	DefaultReplayPage   = 512
 	DefaultMaxPageBytes = 4 << 20
+	DefaultMaxWatchers  = 10_000
 )
 
 // Config configures a Hub. The zero value of every field means its default.
@@ -40,6 +43,10 @@ type Config struct {
 	// MaxPageBytes caps the key and value bytes one Next returns (at least
 	// one event is always returned). Default 4 MiB.
 	MaxPageBytes int
+	// MaxWatchers is how many watchers may be open at once; Watch fails
+	// with ErrTooManyWatchers beyond it. An open watcher costs a few KiB
+	// besides its buffered events. Default 10,000.
+	MaxWatchers int
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -55,6 +62,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxPageBytes == 0 {
 		c.MaxPageBytes = DefaultMaxPageBytes
+	}
+	if c.MaxWatchers == 0 {
+		c.MaxWatchers = DefaultMaxWatchers
 	}
 	return c
 }
@@ -73,6 +83,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPageBytes < 0 {
 		errs = append(errs, fmt.Errorf("watch: MaxPageBytes is %d; it must not be negative (0 means the default)", c.MaxPageBytes))
+	}
+	if c.MaxWatchers < 0 {
+		errs = append(errs, fmt.Errorf("watch: MaxWatchers is %d; it must not be negative (0 means the default)", c.MaxWatchers))
 	}
 	return errors.Join(errs...)
 }
@@ -164,7 +177,8 @@ type Options struct {
 }
 
 // Watch starts a watcher. It fails with an error wrapping
-// *store.CompactedError when StartRevision is older than the change log.
+// *store.CompactedError when StartRevision is older than the change log,
+// and with ErrTooManyWatchers when MaxWatchers are open.
 func (h *Hub) Watch(opts Options) (*Watcher, error) {
 	if opts.StartRevision < 0 {
 		return nil, fmt.Errorf("watch: start revision is %d; it must be 0 (now) or positive", opts.StartRevision)
@@ -185,6 +199,9 @@ func (h *Hub) Watch(opts Options) (*Watcher, error) {
 	defer h.mu.Unlock()
 	if h.mu.closed {
 		return nil, ErrClosed
+	}
+	if n := len(h.mu.all); n >= h.cfg.MaxWatchers {
+		return nil, fmt.Errorf("%w: %d watchers are open on this node; the limit is %d", ErrTooManyWatchers, n, h.cfg.MaxWatchers)
 	}
 	h.mu.all[w] = struct{}{}
 	if opts.StartRevision == 0 || opts.StartRevision > h.mu.published {

@@ -16,6 +16,7 @@ import (
 	"github.com/chorus-kv/chorus/internal/etcdapi"
 	"github.com/chorus-kv/chorus/internal/node"
 	"github.com/chorus-kv/chorus/p2p"
+	"github.com/chorus-kv/chorus/watch"
 )
 
 const version = node.Version
@@ -53,6 +54,16 @@ func newAgentCmd(cio *cmdIO) *cobra.Command {
 	fs.DurationVar(&cfg.TombstoneGrace, "tombstone-grace", store.DefaultTombstoneGrace, "how long deletes are remembered before their tombstones are purged; a node out of contact for longer must be reset")
 	fs.StringVar(&cfg.ListenEtcd, "listen-etcd", "", "host:port of the etcd v3 API, e.g. 127.0.0.1:2379 (off when empty; port 0 picks a free one)")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", etcdapi.DefaultProgressNotifyInterval, "etcd API: how often a watch created with progress_notify that had no events gets a progress notification (etcd's flag of the same name)")
+	// Resource bounds: connection caps and idle timeouts (see README,
+	// "Resource bounds").
+	fs.IntVar(&cfg.MaxClientConns, "max-client-conns", node.DefaultMaxClientConns, "client connections each gRPC listener (client API, etcd API) holds at once; more are closed at once (lowered with a warning when the descriptor limit cannot hold it)")
+	fs.IntVar(&cfg.MaxHTTPConns, "max-http-conns", node.DefaultMaxHTTPConns, "connections the HTTP listener (/healthz, /readyz) holds at once")
+	fs.DurationVar(&cfg.ClientIdleTimeout, "client-idle-timeout", node.DefaultClientIdleTimeout, "close a client connection with no call or stream in flight for this long (clients reconnect at their next call)")
+	fs.IntVar(&cfg.MaxWatches, "max-watches", watch.DefaultMaxWatchers, "watches open on the node at once, through either API; one more fails with ResourceExhausted")
+	fs.IntVar(&cfg.MaxWatchesPerStream, "max-watches-per-stream", etcdapi.DefaultMaxWatchesPerStream, "etcd API: watches open on one Watch stream; one more is canceled at creation")
+	fs.IntVar(&cfg.MaxRangeResponseBytes, "max-range-response-bytes", etcdapi.DefaultMaxRangeResponseBytes, "etcd API: key and value bytes one Range (or the Ranges of one Txn) may hold; past it the call fails with ResourceExhausted, saying to read in pages")
+	fs.IntVar(&cfg.MaxConcurrentRangeReads, "max-concurrent-range-reads", etcdapi.DefaultMaxConcurrentRangeReads, "etcd API: expensive reads (ranges without a limit or above 1,000 keys, at a past revision, sorted or filtered) run at once; the others wait")
+
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	listenDebug := fs.String("listen-debug", "", "host:port serving Go's profiles at /debug/pprof/ (off when empty; port 0 picks a free one); keep it on loopback or a trusted network: profiles reveal the process's internals")
 	_ = cmd.MarkFlagDirname("data-dir")

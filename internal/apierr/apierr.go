@@ -35,6 +35,8 @@ const (
 	ReasonStale = "STALE_NODE"
 	// ReasonPeerNotConnected: the peer named is not connected to this node.
 	ReasonPeerNotConnected = "PEER_NOT_CONNECTED"
+	// ReasonTooManyWatches: the node holds as many watches as it allows.
+	ReasonTooManyWatches = "TOO_MANY_WATCHES"
 )
 
 // Metadata keys.

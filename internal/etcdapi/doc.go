@@ -84,7 +84,15 @@
 // Limits are etcd's where etcd has them: requests up to 1.5 MiB
 // (ErrRequestTooLarge), 128 operations per Txn branch (ErrTooManyOps), a key
 // written once per Txn (ErrDuplicateKey), lease TTLs up to 9e9 s; and the
-// node's own key and value limits, reported as InvalidArgument with the limit.
+// node's own key and value limits, reported as InvalidArgument with the limit
+// (also on keys a request only names: range, delete, compare and watch keys).
+// Beyond etcd, bounds on what one client may make the server hold: Txns nest
+// at most MaxTxnDepth levels (checked on the wire form before decoding: see
+// decodeTxn); the key-values a Range or a Txn holds are bounded in bytes
+// (Config.MaxRangeResponseBytes, ResourceExhausted saying to read in pages;
+// RangeStream is not bounded by it); expensive reads (expensiveRange) take a
+// slot of a semaphore (Config.MaxConcurrentRangeReads); a stream holds at
+// most Config.MaxWatchesPerStream watches, and the hub bounds the node's.
 //
 // What a caller does, in order: Start with the node's store, hub and host;
 // Close before closing the hub and the store. The server owns its goroutines

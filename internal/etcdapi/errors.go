@@ -39,6 +39,8 @@ func toGRPC(err error) error {
 		return rpctypes.ErrGRPCStopped
 	case errors.Is(err, store.ErrWriteFailed):
 		return status.Error(codes.Unavailable, "chorus: "+err.Error())
+	case errors.Is(err, watch.ErrTooManyWatchers):
+		return status.Error(codes.ResourceExhausted, "chorus: "+err.Error()+" (--max-watches)")
 	case errors.Is(err, context.Canceled):
 		return rpctypes.ErrGRPCCanceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -22,7 +22,14 @@ type kvServer struct {
 }
 
 func (k *kvServer) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	resp, err := k.s.rangeKeys(req)
+	if expensiveRange(req) {
+		release, err := k.s.acquireRead(ctx)
+		if err != nil {
+			return nil, toGRPC(err)
+		}
+		defer release()
+	}
+	resp, err := k.s.rangeKeys(req, newBudget(k.s.cfg.MaxRangeResponseBytes))
 	return resp, toGRPC(err)
 }
 
@@ -68,6 +75,13 @@ func (k *kvServer) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) 
 }
 
 func (k *kvServer) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if expensiveTxn(req) {
+		release, err := k.s.acquireRead(ctx)
+		if err != nil {
+			return nil, toGRPC(err)
+		}
+		defer release()
+	}
 	resp, err := k.s.txn(ctx, req)
 	return resp, toGRPC(err)
 }
@@ -176,9 +190,10 @@ func (s *Server) forEach(sp keySpan, keysOnly bool, fn func(*store.Record) (bool
 }
 
 // rangeKeys serves a Range with etcd's semantics: Count is every key of the
-// range, Kvs those that pass the filters, sorted, up to Limit.
-func (s *Server) rangeKeys(req *pb.RangeRequest) (*pb.RangeResponse, error) {
-	if err := checkRange(req); err != nil {
+// range, Kvs those that pass the filters, sorted, up to Limit. The key-values
+// it holds are taken from budget (nil: no bound).
+func (s *Server) rangeKeys(req *pb.RangeRequest, budget *respBudget) (*pb.RangeResponse, error) {
+	if err := checkRange(req, s.store.Limits()); err != nil {
 		return nil, err
 	}
 	sp := spanOf(req.Key, req.RangeEnd)
@@ -238,7 +253,11 @@ func (s *Server) rangeKeys(req *pb.RangeRequest) (*pb.RangeResponse, error) {
 		if !passes(req, r) {
 			return true, nil
 		}
-		kvs = append(kvs, s.keyValue(r))
+		kv := s.keyValue(r)
+		if err := budget.take(kv); err != nil {
+			return false, err
+		}
+		kvs = append(kvs, kv)
 		return true, nil
 	})
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
@@ -271,6 +273,11 @@ type leaseServer struct {
 }
 
 func (ls *leaseServer) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
+	if req.ID < 0 {
+		// etcd's own ids are positive, and clientv3 prints them as
+		// unsigned hex: a negative one would not read back the same.
+		return nil, status.Errorf(codes.InvalidArgument, "chorus: lease id is %d; it must be 0 (the server picks one) or positive", req.ID)
+	}
 	le, err := ls.s.leases.grant(req.ID, req.TTL)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
 )
 
@@ -30,7 +31,7 @@ func (k *kvServer) RangeStream(req *pb.RangeRequest, stream grpc.ServerStreaming
 }
 
 func (s *Server) rangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingServer[pb.RangeStreamResponse]) error {
-	if err := checkRange(req); err != nil {
+	if err := checkRange(req, s.store.Limits()); err != nil {
 		return err
 	}
 	if !(req.SortOrder == pb.RangeRequest_NONE || (req.SortTarget == pb.RangeRequest_KEY && req.SortOrder == pb.RangeRequest_ASCEND)) {
@@ -40,7 +41,7 @@ func (s *Server) rangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingSe
 		return status.Errorf(codes.Unimplemented, "RangeStream does not support revision filters")
 	}
 	if req.CountOnly {
-		resp, err := s.rangeKeys(req)
+		resp, err := s.rangeKeys(req, nil) // count_only: no key-value held
 		if err != nil {
 			return err
 		}
@@ -119,9 +120,12 @@ func nextChunk(last int64, size, target int) int64 {
 }
 
 // checkRange validates what Range and RangeStream share.
-func checkRange(req *pb.RangeRequest) error {
+func checkRange(req *pb.RangeRequest, lim crdt.Limits) error {
 	if len(req.Key) == 0 {
 		return rpctypes.ErrGRPCEmptyKey
+	}
+	if err := checkKeyRange(lim, "range", req.Key, req.RangeEnd); err != nil {
+		return err
 	}
 	if req.Limit < 0 {
 		return status.Errorf(codes.InvalidArgument, "chorus: range limit is %d; it must be 0 (no limit) or positive", req.Limit)
@@ -196,4 +200,17 @@ func (s *Server) scanAt(sp keySpan, rev int64, keep int, countOnly bool) (recs [
 		return all, 0, nil
 	}
 	return all[:keep], len(all) - keep, nil
+}
+
+// checkKeyRange bounds the keys of a request by the node's key limit, which
+// no stored key passes: the key at most MaxKeyBytes, the range end at most
+// one byte more (a key followed by 0x00 ends a range just after that key).
+func checkKeyRange(lim crdt.Limits, what string, key, rangeEnd []byte) error {
+	if len(key) > lim.MaxKeyBytes {
+		return &crdt.LimitError{Err: crdt.ErrKeyTooLarge, What: what + " key", Size: len(key), Limit: lim.MaxKeyBytes}
+	}
+	if len(rangeEnd) > lim.MaxKeyBytes+1 {
+		return &crdt.LimitError{Err: crdt.ErrKeyTooLarge, What: what + " range_end", Size: len(rangeEnd), Limit: lim.MaxKeyBytes + 1}
+	}
+	return nil
 }

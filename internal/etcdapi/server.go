@@ -85,6 +85,23 @@ type Config struct {
 	ServerOptions []grpc.ServerOption
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
+	// WrapListener, when set, wraps the listener before the server serves
+	// it (the node caps its connections with it).
+	WrapListener func(net.Listener) net.Listener
+	// MaxRangeResponseBytes bounds the key and value bytes one Range, or
+	// the Ranges of one Txn, holds: past it the call fails with
+	// ResourceExhausted and a message that says to read in pages.
+	// RangeStream, which sends chunks, is not bounded by it. Default 16 MiB.
+	MaxRangeResponseBytes int
+	// MaxConcurrentRangeReads is how many expensive reads (Ranges and Txns
+	// that may hold many keys: see expensiveRange) run at once; the others
+	// wait for a slot as long as their context lasts. Default 4.
+	MaxConcurrentRangeReads int
+	// MaxWatchesPerStream bounds the watches open on one Watch stream: one
+	// more is canceled at creation with the limit in its reason. The hub
+	// bounds the watches of the node (watch.Config.MaxWatchers). Default
+	// 1,000.
+	MaxWatchesPerStream int
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -107,6 +124,15 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.MaxRangeResponseBytes == 0 {
+		c.MaxRangeResponseBytes = DefaultMaxRangeResponseBytes
+	}
+	if c.MaxConcurrentRangeReads == 0 {
+		c.MaxConcurrentRangeReads = DefaultMaxConcurrentRangeReads
+	}
+	if c.MaxWatchesPerStream == 0 {
+		c.MaxWatchesPerStream = DefaultMaxWatchesPerStream
+	}
 	return c
 }
 
@@ -126,6 +152,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("etcdapi: intervals must not be negative (progress notify %v, lease check %v, shutdown %v; 0 means the default)",
 			c.ProgressNotifyInterval, c.LeaseCheckInterval, c.ShutdownTimeout))
 	}
+	if c.MaxRangeResponseBytes < 0 || c.MaxConcurrentRangeReads < 0 || c.MaxWatchesPerStream < 0 {
+		errs = append(errs, fmt.Errorf("etcdapi: bounds must not be negative (range response bytes %d, concurrent range reads %d, watches per stream %d; 0 means the default)",
+			c.MaxRangeResponseBytes, c.MaxConcurrentRangeReads, c.MaxWatchesPerStream))
+	}
 	return errors.Join(errs...)
 }
 
@@ -142,6 +172,7 @@ type Server struct {
 	grpc      *grpc.Server
 	health    *health.Server
 	listener  net.Listener
+	reads     chan struct{} // the expensive-read semaphore (acquireRead)
 
 	// done is closed by Close: stream handlers and the lease loop end.
 	done chan struct{}
@@ -167,6 +198,7 @@ func Start(cfg Config) (*Server, error) {
 		locks:     newKeyLocks(),
 		done:      make(chan struct{}),
 		serveDone: make(chan struct{}),
+		reads:     make(chan struct{}, cfg.MaxConcurrentRangeReads),
 	}
 	var err error
 	if s.leases, err = newLessor(s); err != nil {
@@ -177,12 +209,16 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdapi: listen on %s: %w", cfg.Listen, err)
 	}
+	if cfg.WrapListener != nil {
+		lis = cfg.WrapListener(lis)
+	}
 	s.listener = lis
 	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRequestBytes + grpcOverheadBytes),
+		grpc.ForceServerCodecV2(newServerCodec()), // Txn decodes itself: see decodeTxn
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}, cfg.ServerOptions...)...)
-	pb.RegisterKVServer(s.grpc, &kvServer{s: s})
+	s.grpc.RegisterService(kvServiceDesc(), &kvServer{s: s})
 	pb.RegisterWatchServer(s.grpc, &watchServer{s: s})
 	pb.RegisterLeaseServer(s.grpc, &leaseServer{s: s})
 	pb.RegisterClusterServer(s.grpc, &clusterServer{s: s})

@@ -28,6 +28,7 @@ type txnExec struct {
 	late    []func() error        // reads that follow a write
 	headers []**pb.ResponseHeader // of nested responses, set after the commit
 	leases  []leaseChange         // attachments to record once durable
+	budget  *respBudget           // bounds the key-values its Ranges hold
 	readRev int64                 // the revision reads were served at
 	lastRev int64                 // the revision of the last write, once committed
 }
@@ -140,6 +141,9 @@ func (x *txnExec) deleteRange(req *pb.DeleteRangeRequest) (*pb.DeleteRangeRespon
 	if len(req.Key) == 0 {
 		return nil, rpctypes.ErrGRPCEmptyKey
 	}
+	if err := checkKeyRange(x.s.store.Limits(), "delete", req.Key, req.RangeEnd); err != nil {
+		return nil, err
+	}
 	resp := &pb.DeleteRangeResponse{}
 	fill := func(c *store.Change) {
 		if c.PrevLive {
@@ -170,7 +174,7 @@ func (x *txnExec) deleteRange(req *pb.DeleteRangeRequest) (*pb.DeleteRangeRespon
 func (x *txnExec) rangeOp(req *pb.RangeRequest) (*pb.ResponseOp, error) {
 	out := &pb.ResponseOp{}
 	err := x.read(func() error {
-		r, err := x.s.rangeKeys(req)
+		r, err := x.s.rangeKeys(req, x.budget)
 		if err != nil {
 			return err
 		}
@@ -250,6 +254,9 @@ func (s *Server) txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, 
 	if n := proto.Size(req); n > MaxRequestBytes {
 		return nil, errTooLarge("txn request", n)
 	}
+	if err := checkTxnDepth(req, MaxTxnDepth); err != nil {
+		return nil, err
+	}
 	if err := checkTxn(req); err != nil {
 		return nil, err
 	}
@@ -261,7 +268,7 @@ func (s *Server) txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, 
 		unlock = s.locks.lockKeys(keys...)
 	}
 	defer unlock()
-	x := &txnExec{s: s}
+	x := &txnExec{s: s, budget: newBudget(s.cfg.MaxRangeResponseBytes)}
 	if x.readRev == 0 {
 		x.readRev = s.store.Revision()
 	}
@@ -351,6 +358,9 @@ func txnKeys(req *pb.TxnRequest, keys [][]byte) ([][]byte, bool) {
 // must match; a missing key has zero versions and revisions, and fails every
 // compare on its value.
 func (s *Server) compare(c *pb.Compare) (bool, error) {
+	if err := checkKeyRange(s.store.Limits(), "compare", c.Key, c.RangeEnd); err != nil {
+		return false, err
+	}
 	match, seen := true, false
 	_, err := s.forEach(spanOf(c.Key, c.RangeEnd), false, func(r *store.Record) (bool, error) {
 		seen = true

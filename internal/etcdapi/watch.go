@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"sync"
@@ -139,6 +140,10 @@ func (st *watchStream) create(cr *pb.WatchCreateRequest) error {
 		return st.send(&pb.WatchResponse{Header: s.header(s.hub.Revision()), WatchId: -1, Created: true, Canceled: true,
 			CancelReason: "chorus: watch start_revision is negative; it must be 0 (from now) or a revision"})
 	}
+	if err := checkKeyRange(s.store.Limits(), "watch", cr.Key, cr.RangeEnd); err != nil {
+		return st.send(&pb.WatchResponse{Header: s.header(s.hub.Revision()), WatchId: -1, Created: true, Canceled: true,
+			CancelReason: toGRPC(err).Error()})
+	}
 	ctl := &watchCtl{span: spanOf(cr.Key, cr.RangeEnd), progressNotify: cr.ProgressNotify}
 	for _, f := range cr.Filters {
 		switch f {
@@ -174,6 +179,11 @@ func (st *watchStream) create(cr *pb.WatchCreateRequest) error {
 		st.mu.Unlock()
 		return st.send(&pb.WatchResponse{Header: s.header(s.hub.Revision()), WatchId: -1, Created: true, Canceled: true,
 			CancelReason: "etcdserver: mvcc: duplicate watch ID provided on the WatchStream"})
+	}
+	if n := len(st.mu.watches); n >= s.cfg.MaxWatchesPerStream {
+		st.mu.Unlock()
+		return st.send(&pb.WatchResponse{Header: s.header(s.hub.Revision()), WatchId: -1, Created: true, Canceled: true,
+			CancelReason: fmt.Sprintf("chorus: this stream has %d watches; the limit is %d (--max-watches-per-stream): cancel some, or watch a common prefix", n, s.cfg.MaxWatchesPerStream)})
 	}
 	ctl.id = id
 	w, err := s.hub.Watch(ctl.opts)
@@ -379,13 +389,15 @@ func (st *watchStream) run(ctl *watchCtl) {
 				// from the change log.
 				opts := ctl.opts
 				opts.StartRevision = ctl.lastSent + 1
-				if w, werr := s.hub.Watch(opts); werr == nil {
-					ctl.w.Close()
+				// The old watcher first: its slot (watch.Config.MaxWatchers)
+				// goes to the new one.
+				ctl.w.Close()
+				w, werr := s.hub.Watch(opts)
+				if werr == nil {
 					ctl.w = w
 					continue
-				} else {
-					err = werr
 				}
+				err = werr
 			}
 			st.end(ctl, err)
 			return

@@ -31,6 +31,10 @@ const (
 	// ListenHTTPOff turns the HTTP listener off.
 	ListenHTTPOff          = "off"
 	DefaultShutdownTimeout = 5 * time.Second
+	// Connection caps and timeouts (see Config.MaxClientConns).
+	DefaultMaxClientConns    = 4096
+	DefaultMaxHTTPConns      = 256
+	DefaultClientIdleTimeout = 5 * time.Minute
 )
 
 // Config configures a node. The zero value of every field means its default.
@@ -134,6 +138,33 @@ type Config struct {
 	// WallClock is the wall clock the node's HLC reads. Default the system
 	// clock; tests inject one.
 	WallClock crdt.WallClock
+
+	// MaxClientConns caps the client connections each gRPC listener (the
+	// client API, and the etcd API when on) holds at once: one more is
+	// closed as soon as it is accepted. The caps, MaxHTTPConns and libp2p's
+	// descriptors are lowered together, with a warning, when the process's
+	// descriptor limit cannot hold them next to the store's reserve (see
+	// planConns). Default 4096.
+	MaxClientConns int
+	// MaxHTTPConns caps the HTTP listener's connections likewise. Default
+	// 256.
+	MaxHTTPConns int
+	// ClientIdleTimeout closes a client connection with no call in flight
+	// (no unary call, no stream: a watch keeps its connection) for this
+	// long: gRPC's MaxConnectionIdle, a GOAWAY that clients answer by
+	// reconnecting at their next call. HTTP keep-alive connections close
+	// after 30 s idle, or this when shorter. Default 5 minutes.
+	ClientIdleTimeout time.Duration
+	// MaxWatches bounds the watches open on the node, through either API
+	// (watch.Config.MaxWatchers): one more fails with ResourceExhausted.
+	// Default 10,000.
+	MaxWatches int
+	// MaxWatchesPerStream, MaxRangeResponseBytes and
+	// MaxConcurrentRangeReads are the etcd API's bounds (see
+	// etcdapi.Config). Defaults 1,000 watches, 16 MiB, 4 reads.
+	MaxWatchesPerStream     int
+	MaxRangeResponseBytes   int
+	MaxConcurrentRangeReads int
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -179,6 +210,15 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.TombstoneGrace == 0 {
 		c.TombstoneGrace = store.DefaultTombstoneGrace
+	}
+	if c.MaxClientConns == 0 {
+		c.MaxClientConns = DefaultMaxClientConns
+	}
+	if c.MaxHTTPConns == 0 {
+		c.MaxHTTPConns = DefaultMaxHTTPConns
+	}
+	if c.ClientIdleTimeout == 0 {
+		c.ClientIdleTimeout = DefaultClientIdleTimeout
 	}
 	psk := c.SwarmKeyFile != "" || c.JoinSecretFile != ""
 	if psk && len(c.ListenP2P) == 2 && c.ListenP2P[1] == p2p.DefaultListenAddrs[1] {
@@ -266,6 +306,16 @@ func (c Config) Validate() error {
 	}
 	if c.TombstoneGrace < 0 {
 		errs = append(errs, fmt.Errorf("node: tombstone grace is %v; it must not be negative (0 means the default %v)", c.TombstoneGrace, store.DefaultTombstoneGrace))
+	}
+	if c.MaxWatches < 0 || c.MaxWatchesPerStream < 0 || c.MaxRangeResponseBytes < 0 || c.MaxConcurrentRangeReads < 0 {
+		errs = append(errs, fmt.Errorf("node: watch and read bounds must not be negative (watches %d, per stream %d, range response bytes %d, concurrent range reads %d; 0 means the default)",
+			c.MaxWatches, c.MaxWatchesPerStream, c.MaxRangeResponseBytes, c.MaxConcurrentRangeReads))
+	}
+	if c.MaxClientConns < 0 || c.MaxHTTPConns < 0 {
+		errs = append(errs, fmt.Errorf("node: connection caps are %d (client) and %d (HTTP); they must not be negative (0 means the default)", c.MaxClientConns, c.MaxHTTPConns))
+	}
+	if c.ClientIdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("node: client idle timeout is %v; it must not be negative (0 means the default, %v)", c.ClientIdleTimeout, DefaultClientIdleTimeout))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("node: shutdown timeout is %v; it must not be negative (0 means the default)", c.ShutdownTimeout))

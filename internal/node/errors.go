@@ -55,6 +55,8 @@ func toStatus(err error) error {
 		return apierr.New(codes.OutOfRange, apierr.ReasonCompacted, msg, map[string]string{
 			apierr.MetaOldestRevision: apierr.Int(compacted.Oldest),
 		})
+	case errors.Is(err, watch.ErrTooManyWatchers):
+		return apierr.New(codes.ResourceExhausted, apierr.ReasonTooManyWatches, msg+" (--max-watches)", nil)
 	case errors.Is(err, watch.ErrWatcherTooSlow):
 		return apierr.New(codes.ResourceExhausted, apierr.ReasonWatcherTooSlow, msg, nil)
 	case errors.Is(err, p2p.ErrStale):

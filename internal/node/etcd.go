@@ -7,25 +7,32 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/chorus-kv/chorus/internal/connlimit"
 	"github.com/chorus-kv/chorus/internal/etcdapi"
 )
 
 // startEtcd serves the etcd v3 API on Config.ListenEtcd.
 func (n *Node) startEtcd() error {
 	srv, err := etcdapi.Start(etcdapi.Config{
-		Listen:                 n.cfg.ListenEtcd,
-		Store:                  n.store,
-		Hub:                    n.hub,
-		NodeID:                 n.identity.ID,
-		Cluster:                n.cfg.Cluster,
-		Host:                   n.host,
-		Peers:                  func() []peer.ID { return n.Replicator().TopicPeers() },
-		Members:                n.etcdMembers,
-		DataDir:                n.cfg.DataDir,
-		ShutdownTimeout:        n.cfg.ShutdownTimeout,
-		Logger:                 n.cfg.Logger,
-		ServerOptions:          serverTuning(n.cfg.ShutdownTimeout),
-		ProgressNotifyInterval: n.cfg.WatchProgressNotifyInterval,
+		Listen:          n.cfg.ListenEtcd,
+		Store:           n.store,
+		Hub:             n.hub,
+		NodeID:          n.identity.ID,
+		Cluster:         n.cfg.Cluster,
+		Host:            n.host,
+		Peers:           func() []peer.ID { return n.Replicator().TopicPeers() },
+		Members:         n.etcdMembers,
+		DataDir:         n.cfg.DataDir,
+		ShutdownTimeout: n.cfg.ShutdownTimeout,
+		Logger:          n.cfg.Logger,
+		ServerOptions:   append(serverTuning(n.cfg.ShutdownTimeout), idleOptions(n.cfg.ClientIdleTimeout)...),
+		WrapListener: func(l net.Listener) net.Listener {
+			return connlimit.New(l, n.caps.Etcd, "etcd", n.cfg.Logger)
+		},
+		ProgressNotifyInterval:  n.cfg.WatchProgressNotifyInterval,
+		MaxRangeResponseBytes:   n.cfg.MaxRangeResponseBytes,
+		MaxConcurrentRangeReads: n.cfg.MaxConcurrentRangeReads,
+		MaxWatchesPerStream:     n.cfg.MaxWatchesPerStream,
 	})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/chorus-kv/chorus/internal/connlimit"
 )
 
 // Paths served on the HTTP listener (Config.ListenHTTP).
@@ -79,7 +81,7 @@ func (n *Node) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("node: listen for HTTP (/healthz, /readyz) on %s: %w (by default the client port + 2: set --listen-http to a free host:port, or off)", n.cfg.ListenHTTP, err)
 	}
-	n.httpLis = lis
+	n.httpLis = connlimit.New(lis, n.caps.HTTP, "http", n.cfg.Logger)
 	n.httpMux = http.NewServeMux()
 	n.httpMux.HandleFunc("GET "+HealthzPath, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "node_id": n.ID()})
@@ -97,12 +99,13 @@ func (n *Node) startHTTP() error {
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       min(30*time.Second, n.cfg.ClientIdleTimeout),
 		MaxHeaderBytes:    16 << 10,
 	}
 	n.httpDone = make(chan struct{})
 	go func() {
 		defer close(n.httpDone)
-		if err := n.httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.httpSrv.Serve(n.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.cfg.Logger.Error("the HTTP listener stopped", "err", err)
 		}
 	}()

@@ -115,11 +115,18 @@ func (s *kvServer) Range(ctx context.Context, req *kvv1.RangeRequest) (*kvv1.Ran
 	} else if len(opts.End) == 0 {
 		opts.End = nil
 	}
-	if req.GetLimit() > store.MaxPageLimit {
-		opts.Limit = store.MaxPageLimit
-	} else {
-		opts.Limit = int(req.GetLimit())
+	if err := checkRangeKeys(s.node.store.Limits(), req); err != nil {
+		return nil, toStatus(err)
 	}
+	if req.GetLimit() < 0 {
+		return nil, apierr.New(codes.InvalidArgument, apierr.ReasonBadRange,
+			fmt.Sprintf("range: limit is %d; it must be 0 (the node's page size, %d) or positive (a page holds at most %d keys: a larger limit is lowered to it, and more and next_key lead to the rest)",
+				req.GetLimit(), store.DefaultPageLimit, store.MaxPageLimit), nil)
+	}
+	// A page is bounded in keys and bytes whatever the limit: a larger
+	// limit is lowered to MaxPageLimit, as the byte bound may return fewer
+	// keys than asked. A client follows more and next_key either way.
+	opts.Limit = int(min(req.GetLimit(), store.MaxPageLimit))
 	res, err := s.node.store.Range(opts)
 	if err != nil {
 		return nil, toStatus(err)
@@ -140,6 +147,9 @@ func (s *kvServer) Watch(req *kvv1.WatchRequest, stream kvv1.KVService_WatchServ
 	if req.GetStartRevision() < 0 {
 		return apierr.New(codes.InvalidArgument, apierr.ReasonBadRequest,
 			fmt.Sprintf("watch: start_revision is %d; it must be 0 (from now) or a revision", req.GetStartRevision()), nil)
+	}
+	if err := s.node.store.Limits().CheckKey(req.GetKey()); err != nil && !errors.Is(err, crdt.ErrKeyEmpty) {
+		return toStatus(fmt.Errorf("watch: %w", err))
 	}
 	w, err := s.node.hub.Watch(watch.Options{
 		Key:           req.GetKey(),
@@ -226,4 +236,25 @@ func event(ev *watch.Event) *kvv1.Event {
 		out.PrevKv = keyValue(ev.Prev)
 	}
 	return out
+}
+
+// checkRangeKeys bounds the keys of a Range by the node's key limit, which
+// no stored key passes: prefix, start and after at most MaxKeyBytes, end at
+// most one byte more (a key followed by 0x00 ends a range just after it).
+func checkRangeKeys(lim crdt.Limits, req *kvv1.RangeRequest) error {
+	for _, f := range []struct {
+		what  string
+		key   []byte
+		limit int
+	}{
+		{"range prefix", req.GetPrefix(), lim.MaxKeyBytes},
+		{"range start", req.GetStart(), lim.MaxKeyBytes},
+		{"range after", req.GetAfter(), lim.MaxKeyBytes},
+		{"range end", req.GetEnd(), lim.MaxKeyBytes + 1},
+	} {
+		if len(f.key) > f.limit {
+			return &crdt.LimitError{Err: crdt.ErrKeyTooLarge, What: f.what, Size: len(f.key), Limit: f.limit}
+		}
+	}
+	return nil
 }

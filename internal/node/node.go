@@ -22,6 +22,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/connlimit"
 	"github.com/chorus-kv/chorus/internal/etcdapi"
 	"github.com/chorus-kv/chorus/p2p"
 	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
@@ -69,6 +70,8 @@ type Node struct {
 	serveErr  error
 	closeOnce sync.Once
 	closeErr  error
+
+	caps connCaps // the listeners' connection caps (planConns)
 }
 
 // StoreDir is the folder of the node's LevelDB store inside its data folder.
@@ -130,6 +133,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{}), removed: make(chan peer.ID, 256), closing: make(chan struct{}),
 		syncedCh: make(chan struct{}, 1)}
+	n.planDescriptors()
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -159,7 +163,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		cfg.Logger.Warn("the store was not closed cleanly and the machine may have restarted since: skipped the revisions that gossip applied without an fsync may have used (anti-entropy brings back what was lost)",
 			"skipped", skipped, "revision", st.Revision())
 	}
-	if n.hub, err = watch.NewHub(st, watch.Config{BufferSize: cfg.WatchBuffer}); err != nil {
+	if n.hub, err = watch.NewHub(st, watch.Config{BufferSize: cfg.WatchBuffer, MaxWatchers: cfg.MaxWatches}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, n.hub.Close)
@@ -175,7 +179,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if cfg.Gater != nil {
 		gater = bothGaters{n.admission, cfg.Gater}
 	}
-	if n.host, err = p2p.NewHostWith(id, p2p.HostConfig{Listen: cfg.ListenP2P, SwarmKey: swarmKey, Gater: gater}); err != nil {
+	if n.host, err = p2p.NewHostWith(id, p2p.HostConfig{Listen: cfg.ListenP2P, SwarmKey: swarmKey, Gater: gater, MaxFDs: n.caps.P2P}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = n.host.Close() })
@@ -240,18 +244,18 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: listen for clients on %s: %w", cfg.ListenClient, err)
 	}
-	n.listener = lis
+	n.listener = connlimit.New(lis, n.caps.Client, "client", cfg.Logger)
 	n.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		// Room for the largest value and key, so that an oversized value gets
 		// this node's own error (with the limit) rather than gRPC's.
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxValueBytes + cfg.Limits.MaxKeyBytes + 1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	}, serverTuning(cfg.ShutdownTimeout)...)...)
+	}, append(serverTuning(cfg.ShutdownTimeout), idleOptions(cfg.ClientIdleTimeout)...)...)...)
 	kvv1.RegisterKVServiceServer(n.grpc, &kvServer{node: n})
 	clusterv1.RegisterClusterServiceServer(n.grpc, &clusterServer{node: n})
 	go func() {
 		defer close(n.serveDone)
-		n.serveErr = n.grpc.Serve(lis)
+		n.serveErr = n.grpc.Serve(n.listener)
 	}()
 	cleanup = append(cleanup, func() { n.grpc.Stop(); <-n.serveDone })
 
@@ -324,6 +328,25 @@ func serverTuning(shutdown time.Duration) []grpc.ServerOption {
 		grpc.NumStreamWorkers(handlerWorkers),
 		grpc.ConnectionTimeout(handshakeTimeout(shutdown)),
 	}
+}
+
+// Keepalive of the node's gRPC servers: a connection with no call in
+// flight for the idle timeout is closed (a GOAWAY; clients reconnect at
+// their next call); the server pings a connection silent for
+// keepaliveTime and closes it when the ping is not answered within
+// keepaliveTimeout, so a client that vanished does not hold its watches.
+const (
+	keepaliveTime    = 2 * time.Minute
+	keepaliveTimeout = 20 * time.Second
+)
+
+// idleOptions returns the keepalive options of the node's gRPC servers.
+func idleOptions(idle time.Duration) []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{
+		MaxConnectionIdle: idle,
+		Time:              keepaliveTime,
+		Timeout:           keepaliveTimeout,
+	})}
 }
 
 func httpAddr(a net.Addr) string {

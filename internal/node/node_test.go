@@ -20,6 +20,7 @@ import (
 
 	"github.com/chorus-kv/chorus/client"
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/node"
 )
 
@@ -413,6 +414,36 @@ func TestLimitErrors(t *testing.T) {
 			_, err := c.Range(ctx, client.RangeRequest{Start: "b", End: "a"})
 			return err
 		}, client.ErrBadRange, codes.InvalidArgument, 0, 0},
+		{"range 4097-byte prefix", func() error {
+			_, err := c.Range(ctx, client.RangeRequest{Prefix: key4097})
+			return err
+		}, client.ErrKeyTooLarge, codes.InvalidArgument, 4097, 4096},
+		{"range 4097-byte start", func() error {
+			_, err := c.Range(ctx, client.RangeRequest{Start: key4097})
+			return err
+		}, client.ErrKeyTooLarge, codes.InvalidArgument, 4097, 4096},
+		{"range 4097-byte after", func() error {
+			_, err := c.Range(ctx, client.RangeRequest{Prefix: "k", After: key4097})
+			return err
+		}, client.ErrKeyTooLarge, codes.InvalidArgument, 4097, 4096},
+		{"range 4098-byte end", func() error {
+			_, err := c.Range(ctx, client.RangeRequest{Start: "a", End: key4097 + "k"})
+			return err
+		}, client.ErrKeyTooLarge, codes.InvalidArgument, 4098, 4097},
+		{"watch 4097-byte key", func() error {
+			w, err := c.Watch(ctx, key4097)
+			if w != nil {
+				w.Close()
+			}
+			return err
+		}, client.ErrKeyTooLarge, codes.InvalidArgument, 4097, 4096},
+		{"watch 4097-byte prefix", func() error {
+			w, err := c.Watch(ctx, key4097, client.WithPrefix())
+			if w != nil {
+				w.Close()
+			}
+			return err
+		}, client.ErrKeyTooLarge, codes.InvalidArgument, 4097, 4096},
 		{"watch negative start revision", func() error {
 			w, err := c.Watch(ctx, "k", client.WithStartRevision(-1))
 			if w != nil {
@@ -439,6 +470,17 @@ func TestLimitErrors(t *testing.T) {
 	// The limits themselves are allowed.
 	if _, err := c.Put(ctx, key4096, []byte("v")); err != nil {
 		t.Errorf("Put with a 4096-byte key: %v", err)
+	}
+	if p, err := c.Range(ctx, client.RangeRequest{Prefix: key4096}); err != nil || len(p.KVs) != 1 {
+		t.Errorf("Range with a 4096-byte prefix: %v, %v; want the key", err, p)
+	}
+	if p, err := c.Range(ctx, client.RangeRequest{Start: "k", End: key4096 + "\x00"}); err != nil || len(p.KVs) != 1 {
+		t.Errorf("Range ending just after a 4096-byte key: %v, %v; want the key", err, p)
+	}
+	if w, err := c.Watch(ctx, key4096, client.WithPrefix()); err != nil {
+		t.Errorf("Watch of a 4096-byte prefix: %v", err)
+	} else {
+		w.Close()
 	}
 	if _, err := c.Put(ctx, "max-value", big[:1<<20]); err != nil {
 		t.Errorf("Put with a 1 MiB value: %v", err)
@@ -946,4 +988,92 @@ func TestStartListenFailureReleasesStore(t *testing.T) {
 	}
 	n := start(t, node.Config{DataDir: dir})
 	mustPut(t, dial(t, n), "k", "v")
+}
+
+// TestRangeLimitAboveThePageBound: a limit above the page bound is lowered
+// to it (10,000 keys), with more and next_key leading to the rest, as a
+// page bounded by bytes returns fewer keys than asked; a negative limit is
+// refused with a message naming both.
+func TestRangeLimitAboveThePageBound(t *testing.T) {
+	n := start(t, node.Config{})
+	c := dial(t, n)
+	ctx := testCtx(t)
+	const keys = store.MaxPageLimit + 5
+	entries := make([]crdt.Entry, keys)
+	for i := range entries {
+		entries[i] = crdt.Entry{Key: fmt.Appendf(nil, "p/%05d", i), Value: []byte("v")}
+	}
+	if _, err := n.Store().WriteBatch(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		limit    int64
+		want     int
+		wantMore bool
+	}{
+		{0, store.DefaultPageLimit, true},
+		{7, 7, true},
+		{store.MaxPageLimit, store.MaxPageLimit, true},
+		{store.MaxPageLimit + 1, store.MaxPageLimit, true},
+		{50_000, store.MaxPageLimit, true},
+	} {
+		p, err := c.Range(ctx, client.RangeRequest{Prefix: "p/", Limit: tt.limit, KeysOnly: true})
+		if err != nil || len(p.KVs) != tt.want || p.More != tt.wantMore {
+			t.Fatalf("limit %d: %v, %d keys, more %v; want %d keys, more %v", tt.limit, err, len(p.KVs), p.More, tt.want, tt.wantMore)
+		}
+		if tt.limit > store.MaxPageLimit {
+			rest, err := c.Range(ctx, client.RangeRequest{Prefix: "p/", Limit: tt.limit, After: p.NextKey, KeysOnly: true})
+			if err != nil || len(rest.KVs) != keys-store.MaxPageLimit || rest.More {
+				t.Fatalf("limit %d, second page: %v, %v; want the last %d keys", tt.limit, err, rest, keys-store.MaxPageLimit)
+			}
+		}
+	}
+	_, err := c.Range(ctx, client.RangeRequest{Prefix: "p/", Limit: -1})
+	ce := clientErr(t, "limit -1", err, client.ErrBadRange, codes.InvalidArgument)
+	for _, want := range []string{"-1", fmt.Sprint(store.MaxPageLimit)} {
+		if !strings.Contains(ce.Message, want) {
+			t.Errorf("message %q does not name %s", ce.Message, want)
+		}
+	}
+}
+
+// TestMaxWatches: the node holds at most MaxWatches watches; one more fails
+// with ErrTooManyWatches (ResourceExhausted) naming the limit, and closing
+// one frees its slot.
+func TestMaxWatches(t *testing.T) {
+	n := start(t, node.Config{MaxWatches: 2})
+	c := dial(t, n)
+	ctx := testCtx(t)
+	w1, err := c.Watch(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := c.Watch(ctx, "b", client.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	_, err = c.Watch(ctx, "c")
+	ce := clientErr(t, "a third watch", err, client.ErrTooManyWatches, codes.ResourceExhausted)
+	if !strings.Contains(ce.Message, "the limit is 2") || !strings.Contains(ce.Message, "--max-watches") {
+		t.Errorf("message %q does not name the limit and its flag", ce.Message)
+	}
+	w1.Close()
+	// The server ends the stream's watcher once it sees the cancel.
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		w3, err := c.Watch(ctx, "c")
+		if err == nil {
+			defer w3.Close()
+			mustPut(t, c, "c", "1")
+			if evs := readEvents(t, w3, 1); evs[0].KV.Key != "c" {
+				t.Errorf("event %v; want a put of c", evs[0])
+			}
+			break
+		}
+		if !errors.Is(err, client.ErrTooManyWatches) || time.Now().After(deadline) {
+			t.Fatalf("a watch after one closed: %v", err)
+		}
+		<-time.After(20 * time.Millisecond) // the server closes the watcher on its own goroutine: poll
+	}
 }

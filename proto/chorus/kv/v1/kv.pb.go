@@ -584,7 +584,10 @@ type RangeRequest struct {
 	// List keys in [start, end). An empty end means no upper bound.
 	Start []byte `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
 	End   []byte `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
-	// At most this many keys; 0 means the server's page limit.
+	// At most this many keys; 0 means the server's default page size (1,000).
+	// A page holds at most 10,000 keys and about 4 MiB: a larger limit is
+	// lowered to 10,000, and a page may hold fewer keys than asked, with more
+	// set. A negative limit is refused (INVALID_ARGUMENT, BAD_RANGE).
 	Limit int64 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Continue after this key: pass the previous response's next_key.
 	After []byte `protobuf:"bytes,5,opt,name=after,proto3" json:"after,omitempty"`
