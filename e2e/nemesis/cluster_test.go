@@ -63,12 +63,16 @@ type startedWriter struct {
 	log     *os.File
 	started chan struct{}
 	seen    bool
+	skewed  bool // the agent logged its test-only clock offset (before started)
 	partial []byte
 }
 
 func (w *startedWriter) Write(p []byte) (int, error) {
 	if !w.seen {
 		w.partial = append(w.partial, p...)
+		if bytes.Contains(w.partial, []byte(`msg="test-only clock offset in effect`)) {
+			w.skewed = true
+		}
 		if bytes.Contains(w.partial, []byte(`msg="chorus node started"`)) {
 			w.seen = true
 			close(w.started)
@@ -122,6 +126,10 @@ func (n *node) start() error {
 	if n.offset != 0 {
 		cmd.Env = append(cmd.Env, "CHORUS_TEST_CLOCK_OFFSET="+n.offset.String())
 	}
+	// The agent dies with the test process, even one killed before its
+	// cleanup (a timeout's panic, a ^C), rather than living on in a
+	// namespace nobody will delete.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p := &agentProc{cmd: cmd, started: make(chan struct{}), done: make(chan struct{})}
 	n.starts++
 	fmt.Fprintf(n.log, "=== nemesis: start #%d, clock offset %v\n", n.starts, n.offset)
@@ -136,6 +144,9 @@ func (n *node) start() error {
 	n.stopped = false
 	select {
 	case <-p.started:
+		if (n.offset != 0) != w.skewed {
+			return fmt.Errorf("n%d: started with clock offset %v, but the agent's log says otherwise (skew logged: %v); see %s", n.i, n.offset, w.skewed, n.log.Name())
+		}
 		return nil
 	case <-p.done:
 		return fmt.Errorf("n%d: the agent exited before serving (%v); see %s", n.i, cmd.ProcessState, n.log.Name())

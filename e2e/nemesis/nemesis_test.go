@@ -162,7 +162,7 @@ func TestNemesis(t *testing.T) {
 			}
 		}
 		healed := time.Now()
-		d, states, err := r.converge(healed, NewHistory(wr.writes()), *flagConverge)
+		d, states, lastWait, err := r.converge(healed, NewHistory(wr.writes()), *flagConverge)
 		writes := wr.writes()
 		h := NewHistory(writes)
 		if err != nil {
@@ -172,8 +172,8 @@ func TestNemesis(t *testing.T) {
 		}
 		ps := append(h.Lost(states), h.LWW(states)...)
 		problems = append(problems, ps...)
-		t.Logf("round %d: converged %v after the heal; %d acknowledged writes so far, %d lost, %d LWW violations",
-			ri+1, d.Round(time.Millisecond), h.Acked, count(ps, "lost"), count(ps, "lww"))
+		t.Logf("round %d: converged %v after the heal (last wait: %s); %d acknowledged writes so far, %d lost, %d LWW violations",
+			ri+1, d.Round(time.Millisecond), lastWait, h.Acked, count(ps, "lost"), count(ps, "lww"))
 		if ri < len(sched.Rounds)-1 {
 			wr.resume()
 		}
@@ -280,11 +280,11 @@ func (r *runner) heal(faults []Fault) {
 
 // converge waits until every node has the same Merkle root and holds every
 // acknowledged write (h), and returns how long after healed that was, with
-// the nodes' states then.
-func (r *runner) converge(healed time.Time, h *History, timeout time.Duration) (time.Duration, []map[string]Version, error) {
+// the nodes' states then, and what it waited for last ("none" if nothing).
+func (r *runner) converge(healed time.Time, h *History, timeout time.Duration) (time.Duration, []map[string]Version, string, error) {
 	deadline := healed.Add(timeout)
 	var states []map[string]Version
-	var why string
+	why := "none"
 	for {
 		at := time.Now()
 		roots, err := r.roots()
@@ -294,12 +294,12 @@ func (r *runner) converge(healed time.Time, h *History, timeout time.Duration) (
 				if err == nil {
 					lost := h.Lost(states)
 					if len(lost) == 0 {
-						return at.Sub(healed), states, nil
+						return at.Sub(healed), states, why, nil
 					}
 					why = fmt.Sprintf("equal roots but %d acknowledged writes missing, first: %v", len(lost), lost[0])
 				}
 			} else {
-				why = fmt.Sprintf("Merkle roots differ: %x", roots)
+				why = fmt.Sprintf("Merkle roots differ: %016x", roots)
 			}
 		}
 		if err != nil {
@@ -309,7 +309,7 @@ func (r *runner) converge(healed time.Time, h *History, timeout time.Duration) (
 			if states == nil {
 				states, _ = r.states()
 			}
-			return 0, states, fmt.Errorf("no convergence within %v of the heal: %s", timeout, why)
+			return 0, states, why, fmt.Errorf("no convergence within %v of the heal: %s", timeout, why)
 		}
 		hold(100 * time.Millisecond)
 	}

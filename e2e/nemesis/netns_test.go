@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -63,6 +66,36 @@ func freeSubnet() (string, error) {
 	return "", errors.New("no free 10.x.y.0/24 subnet found")
 }
 
+// nsPrefix starts the name of every namespace a run makes, followed by the
+// test process's id.
+const nsPrefix = "chorus-nemesis-"
+
+// sweepStale deletes the namespaces of earlier runs whose test process no
+// longer exists (a run killed before its cleanup). Their agents died with
+// the test process (Pdeathsig); deleting a namespace deletes its links.
+func sweepStale(t *testing.T) {
+	out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || !strings.HasPrefix(fields[0], nsPrefix) {
+			continue
+		}
+		pidText, _, _ := strings.Cut(strings.TrimPrefix(fields[0], nsPrefix), "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue // not ours to judge, or its run is alive
+		}
+		if err := run("ip", "netns", "del", fields[0]); err != nil {
+			t.Logf("stale namespace of an earlier run: %v", err)
+		} else {
+			t.Logf("deleted namespace %s, left by an earlier run (pid %d) that ended before its cleanup", fields[0], pid)
+		}
+	}
+}
+
 // newLab makes the network of n nodes. It registers its own cleanup.
 func newLab(t *testing.T, n int) *lab {
 	t.Helper()
@@ -74,8 +107,11 @@ func newLab(t *testing.T, n int) *lab {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sweepStale(t)
 	l := &lab{id: hex.EncodeToString(b), hostIP: prefix + "1"}
-	l.hub = "chorus-nemesis-" + l.id + "-hub"
+	// Namespace names carry the test process's id, for sweepStale.
+	base := fmt.Sprintf("%s%d-%s", nsPrefix, os.Getpid(), l.id)
+	l.hub = base + "-hub"
 	l.hostIf = "cn" + l.id + "h" // interface names: at most 15 bytes
 	t.Cleanup(func() {
 		if err := l.close(); err != nil {
@@ -103,7 +139,7 @@ func newLab(t *testing.T, n int) *lab {
 		return nil
 	})
 	for i := range n {
-		ns := fmt.Sprintf("chorus-nemesis-%s-n%d", l.id, i)
+		ns := fmt.Sprintf("%s-n%d", base, i)
 		ip := fmt.Sprintf("%s%d", prefix, 10+i)
 		veth := fmt.Sprintf("cn%sn%d", l.id, i)
 		l.ns, l.ips = append(l.ns, ns), append(l.ips, ip)

@@ -136,20 +136,30 @@ func (w *watcher) last() int64 {
 func (w *watcher) follow(ctx context.Context) {
 	var opts []client.WatchOption
 	opts = append(opts, client.WithPrefix())
-	if last := w.last(); last > 0 {
+	last := w.last()
+	if last > 0 {
 		opts = append(opts, client.WithStartRevision(last+1))
-		w.mu.Lock()
-		w.resumes++
-		w.mu.Unlock()
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	wt, err := w.n.client.Watch(cctx, keyPrefix, opts...)
-	cancel()
-	if err != nil {
+	// The creation has a deadline (a stopped node never answers); the
+	// stream then lives until the run ends or the node breaks it.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	created := time.AfterFunc(5*time.Second, cancel)
+	wt, err := w.n.client.Watch(wctx, keyPrefix, opts...)
+	if !created.Stop() || err != nil {
+		if err == nil {
+			wt.Close()
+			err = context.DeadlineExceeded
+		}
 		w.noteErr(ctx, err)
 		return
 	}
 	defer wt.Close()
+	if last > 0 {
+		w.mu.Lock()
+		w.resumes++
+		w.mu.Unlock()
+	}
 	for {
 		evs, err := wt.Next()
 		if err != nil {
