@@ -41,9 +41,9 @@ type node struct {
 	dir    string
 	log    *os.File // every run of the agent appends its stderr here
 	args   []string
-	client *client.Client // to its client API; survives restarts
 
 	mu      sync.Mutex
+	client  *client.Client // to its client API; a new one at each start
 	proc    *agentProc
 	stopped bool // SIGSTOPped
 	offset  time.Duration
@@ -107,20 +107,31 @@ func newNode(i int, l *lab, dir, bin, secret string) (*node, error) {
 		"--bootstrap", strings.Join(peers, ","),
 		"--join-secret", secret,
 	}
-	// Reconnect within a second of a restart rather than gRPC's default
-	// backoff of up to two minutes.
+	return n, nil
+}
+
+// dial returns a new client of the node's API. A connection that failed
+// while the node was down retries with backoff (here at most a second, not
+// gRPC's two minutes); start replaces the client, so that the time to
+// converge after a restart does not include a client's backoff.
+func (n *node) dial() (*client.Client, error) {
 	bo := backoff.DefaultConfig
 	bo.MaxDelay = time.Second
-	n.client, err = client.Dial(fmt.Sprintf("%s:%d", n.ip, clientPort),
+	return client.Dial(fmt.Sprintf("%s:%d", n.ip, clientPort),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: 2 * time.Second}))
-	return n, err
+}
+
+// cli returns the current client of the node's API.
+func (n *node) cli() *client.Client {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.client
 }
 
 // start runs the agent (with the node's clock offset) and waits until it
 // serves.
 func (n *node) start() error {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	cmd := exec.Command("ip", n.args...)
 	cmd.Env = os.Environ()
 	if n.offset != 0 {
@@ -137,15 +148,29 @@ func (n *node) start() error {
 	cmd.Stdout, cmd.Stderr = n.log, w
 	// ip netns exec execs the agent: the process is the agent itself.
 	if err := cmd.Start(); err != nil {
+		n.mu.Unlock()
 		return fmt.Errorf("n%d: start: %w", n.i, err)
 	}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	n.proc = p
 	n.stopped = false
+	offset := n.offset
+	n.mu.Unlock()
 	select {
 	case <-p.started:
-		if (n.offset != 0) != w.skewed {
-			return fmt.Errorf("n%d: started with clock offset %v, but the agent's log says otherwise (skew logged: %v); see %s", n.i, n.offset, w.skewed, n.log.Name())
+		if (offset != 0) != w.skewed {
+			return fmt.Errorf("n%d: started with clock offset %v, but the agent's log says otherwise (skew logged: %v); see %s", n.i, offset, w.skewed, n.log.Name())
+		}
+		c, err := n.dial()
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		old := n.client
+		n.client = c
+		n.mu.Unlock()
+		if old != nil {
+			_ = old.Close() // calls under way on it fail: the process they went to is gone
 		}
 		return nil
 	case <-p.done:
@@ -218,8 +243,8 @@ func (n *node) restart(offset time.Duration) error {
 // close kills the process and closes the client and the log.
 func (n *node) close() error {
 	err := n.kill()
-	if n.client != nil {
-		err = errors.Join(err, n.client.Close())
+	if c := n.cli(); c != nil {
+		err = errors.Join(err, c.Close())
 	}
 	return errors.Join(err, n.log.Close())
 }

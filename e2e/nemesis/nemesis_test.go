@@ -171,7 +171,7 @@ func TestNemesis(t *testing.T) {
 			convergence = append(convergence, d)
 		}
 		ps := append(h.Lost(states), h.LWW(states)...)
-		problems = append(problems, ps...)
+		problems = appendNew(problems, ps)
 		t.Logf("round %d: converged %v after the heal (last wait: %s); %d acknowledged writes so far, %d lost, %d LWW violations",
 			ri+1, d.Round(time.Millisecond), lastWait, h.Acked, count(ps, "lost"), count(ps, "lww"))
 		if ri < len(sched.Rounds)-1 {
@@ -217,7 +217,7 @@ func TestNemesis(t *testing.T) {
 	t.Logf("nemesis: writes acknowledged %d, unknown outcome %d (timeouts and errors: they may or may not have been applied)", h.Acked, h.Unknown)
 	t.Logf("nemesis: faults %d (kill %d, stop %d, partition %d, skew %d) in %d rounds over %v",
 		faults[Kill]+faults[Stop]+faults[Partition]+faults[Skew], faults[Kill], faults[Stop], faults[Partition], faults[Skew], len(sched.Rounds), time.Since(begin).Round(time.Second))
-	t.Logf("nemesis: lost acknowledged writes %d, LWW violations %d, watch problems %d (%d resumes)",
+	t.Logf("nemesis: lost acknowledged writes %d (node, key pairs), LWW violations %d, watch problems %d (%d resumes)",
 		count(problems, "lost"), count(problems, "lww"), count(problems, "watch"), resumes)
 	t.Logf("nemesis: convergence after heal p50 %v, max %v, all %v", Percentile(convergence, 50).Round(time.Millisecond),
 		Percentile(convergence, 100).Round(time.Millisecond), roundAll(convergence))
@@ -320,7 +320,7 @@ func (r *runner) roots() ([]uint64, error) {
 	err := parallel(r.nodes, func(n *node) error {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
-		st, err := n.client.Status(ctx)
+		st, err := n.cli().Status(ctx)
 		if err != nil {
 			return fmt.Errorf("n%d status: %w", n.i, err)
 		}
@@ -346,7 +346,7 @@ func readState(n *node) (map[string]Version, int64, error) {
 	defer cancel()
 	st := map[string]Version{}
 	var maxRev int64
-	for kv, err := range n.client.List(ctx, keyPrefix) {
+	for kv, err := range n.cli().List(ctx, keyPrefix) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("n%d list: %w", n.i, err)
 		}
@@ -377,7 +377,7 @@ func (w *watcher) catchUp(timeout time.Duration) error {
 func replay(n *node, from, to int64) ([]Event, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, err := n.client.Status(ctx)
+	st, err := n.cli().Status(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +385,7 @@ func replay(n *node, from, to int64) ([]Event, error) {
 	if from > to {
 		return nil, nil
 	}
-	w, err := n.client.Watch(ctx, keyPrefix, client.WithPrefix(), client.WithStartRevision(from))
+	w, err := n.cli().Watch(ctx, keyPrefix, client.WithPrefix(), client.WithStartRevision(from))
 	if err != nil {
 		return nil, err
 	}
@@ -492,6 +492,28 @@ func same(roots []uint64) bool {
 		}
 	}
 	return true
+}
+
+// appendNew appends the problems of ps not already in problems (by check,
+// node and key): a write lost in one round is counted once, not again at
+// every later round.
+func appendNew(problems, ps []Problem) []Problem {
+	type id struct {
+		check string
+		node  int
+		key   string
+	}
+	seen := map[id]bool{}
+	for _, p := range problems {
+		seen[id{p.Check, p.Node, p.Key}] = true
+	}
+	for _, p := range ps {
+		if k := (id{p.Check, p.Node, p.Key}); !seen[k] {
+			seen[k] = true
+			problems = append(problems, p)
+		}
+	}
+	return problems
 }
 
 func count(ps []Problem, check string) int {

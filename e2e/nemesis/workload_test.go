@@ -69,7 +69,7 @@ func startWriters(ctx context.Context, nodes []*node, seed uint64, keys int, rat
 					return
 				}
 				cctx, cancel := context.WithTimeout(ctx, opTimeout)
-				res, err := n.client.Put(cctx, key, []byte(value))
+				res, err := n.cli().Put(cctx, key, []byte(value))
 				cancel()
 				rec := Write{Key: key, Value: value, Node: n.i}
 				if err == nil && res.KV != nil {
@@ -145,7 +145,7 @@ func (w *watcher) follow(ctx context.Context) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	created := time.AfterFunc(5*time.Second, cancel)
-	wt, err := w.n.client.Watch(wctx, keyPrefix, opts...)
+	wt, err := w.n.cli().Watch(wctx, keyPrefix, opts...)
 	if !created.Stop() || err != nil {
 		if err == nil {
 			wt.Close()
