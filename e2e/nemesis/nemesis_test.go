@@ -136,7 +136,18 @@ func TestNemesis(t *testing.T) {
 	}
 	bg, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
-	smp := startSampler(bg, cl, sampleEvery, begin)
+	csvPath := *flagSamples
+	if csvPath == "" && *flagSoak {
+		csvPath = filepath.Join(os.TempDir(), fmt.Sprintf("chorus-nemesis-%d.csv", seed))
+	}
+	var csv *os.File
+	if csvPath != "" {
+		if csv, err = os.Create(csvPath); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("nemesis: RSS and descriptor samples go to %s", csvPath)
+	}
+	smp := startSampler(bg, cl, sampleEvery, begin, csv)
 	watchers := make([]*watcher, nodes)
 	for i, n := range cl {
 		watchers[i] = startWatcher(bg, n)
@@ -228,7 +239,7 @@ func TestNemesis(t *testing.T) {
 		}
 		t.Errorf("%v", p)
 	}
-	r.reportResources(smp.all(), seed)
+	r.reportResources(smp.all())
 }
 
 // runner applies and heals faults.
@@ -407,21 +418,10 @@ func replay(n *node, from, to int64) ([]Event, error) {
 	return out, nil
 }
 
-// reportResources prints each node's RSS and descriptor range, writes the
-// samples' CSV, and, in a soak, judges the long-lived processes' curves.
-func (r *runner) reportResources(samples []Sample, seed uint64) {
+// reportResources prints each node's RSS and descriptor range and, in a
+// soak, judges the long-lived processes' curves.
+func (r *runner) reportResources(samples []Sample) {
 	t := r.t
-	path := *flagSamples
-	if path == "" && *flagSoak {
-		path = filepath.Join(os.TempDir(), fmt.Sprintf("chorus-nemesis-%d.csv", seed))
-	}
-	if path != "" {
-		if err := writeCSV(path, samples); err != nil {
-			t.Errorf("samples: %v", err)
-		} else {
-			t.Logf("nemesis: %d RSS and descriptor samples written to %s", len(samples), path)
-		}
-	}
 	for i := range r.nodes {
 		var minR, maxR int64
 		var minF, maxF, procs int

@@ -197,10 +197,19 @@ type sampler struct {
 	done    chan struct{}
 }
 
-func startSampler(ctx context.Context, nodes []*node, every time.Duration, begin time.Time) *sampler {
+// startSampler samples every node each interval; with csv not nil, it also
+// writes each sample there as it goes (so that a run cut short keeps its
+// curves), and closes it when ctx ends.
+func startSampler(ctx context.Context, nodes []*node, every time.Duration, begin time.Time, csv *os.File) *sampler {
 	s := &sampler{done: make(chan struct{})}
+	if csv != nil {
+		fmt.Fprintln(csv, "elapsed_s,node,pid,rss_kib,fds")
+	}
 	go func() {
 		defer close(s.done)
+		if csv != nil {
+			defer csv.Close()
+		}
 		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
@@ -213,9 +222,13 @@ func startSampler(ctx context.Context, nodes []*node, every time.Duration, begin
 				if err != nil {
 					continue // it exited between pid() and the read
 				}
+				smp := Sample{Elapsed: time.Since(begin), Node: n.i, PID: pid, RSSKiB: rss, FDs: fds}
 				s.mu.Lock()
-				s.samples = append(s.samples, Sample{Elapsed: time.Since(begin), Node: n.i, PID: pid, RSSKiB: rss, FDs: fds})
+				s.samples = append(s.samples, smp)
 				s.mu.Unlock()
+				if csv != nil {
+					fmt.Fprintf(csv, "%.1f,n%d,%d,%d,%d\n", smp.Elapsed.Seconds(), smp.Node, smp.PID, smp.RSSKiB, smp.FDs)
+				}
 			}
 			select {
 			case <-ctx.Done():
@@ -254,14 +267,4 @@ func readProc(pid int) (rssKiB int64, fds int, err error) {
 		return 0, 0, err
 	}
 	return rssKiB, len(entries), nil
-}
-
-// writeCSV writes the samples as elapsed_s,node,pid,rss_kib,fds.
-func writeCSV(path string, samples []Sample) error {
-	var b strings.Builder
-	b.WriteString("elapsed_s,node,pid,rss_kib,fds\n")
-	for _, s := range samples {
-		fmt.Fprintf(&b, "%.1f,n%d,%d,%d,%d\n", s.Elapsed.Seconds(), s.Node, s.PID, s.RSSKiB, s.FDs)
-	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
