@@ -51,7 +51,7 @@ type WallClock func() int64
 // SystemWallClock reads the system clock.
 func SystemWallClock() int64 { return time.Now().UnixMilli() }
 
-// OffsetWallClock returns wall shifted by offset (rounded to milliseconds).
+// OffsetWallClock returns wall shifted by offset (truncated to milliseconds).
 // It is for fault-injection tests only: the agent uses it when the test-only
 // CHORUS_TEST_CLOCK_OFFSET environment variable is set, to give a node a skewed
 // clock. A node without it reads SystemWallClock directly and pays nothing.
