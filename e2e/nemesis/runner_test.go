@@ -230,4 +230,3 @@ func (r *runner) reportResources(samples []Sample) {
 		}
 	}
 }
-
