@@ -51,6 +51,18 @@ type WallClock func() int64
 // SystemWallClock reads the system clock.
 func SystemWallClock() int64 { return time.Now().UnixMilli() }
 
+// OffsetWallClock returns wall shifted by offset (truncated to milliseconds).
+// It is for fault-injection tests only: the agent uses it when the test-only
+// CHORUS_TEST_CLOCK_OFFSET environment variable is set, to give a node a skewed
+// clock. A node without it reads SystemWallClock directly and pays nothing.
+func OffsetWallClock(wall WallClock, offset time.Duration) WallClock {
+	if wall == nil {
+		wall = SystemWallClock
+	}
+	ms := offset.Milliseconds()
+	return func() int64 { return wall() + ms }
+}
+
 // Clock is a hybrid logical clock (Kulkarni et al., 2014). It is safe for
 // concurrent use.
 type Clock struct {

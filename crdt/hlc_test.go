@@ -692,3 +692,29 @@ func TestTick(t *testing.T) {
 		}
 	}
 }
+
+func TestOffsetWallClock(t *testing.T) {
+	base := func() int64 { return 1_000_000 }
+	tests := []struct {
+		name   string
+		offset time.Duration
+		want   int64
+	}{
+		{"zero", 0, 1_000_000},
+		{"ahead", 2 * time.Second, 1_002_000},
+		{"behind", -1500 * time.Millisecond, 998_500},
+		{"sub-millisecond rounds toward zero", 900 * time.Microsecond, 1_000_000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := OffsetWallClock(base, tt.offset)(); got != tt.want {
+				t.Errorf("OffsetWallClock(%v)() = %d, want %d", tt.offset, got, tt.want)
+			}
+		})
+	}
+	// A clock built on the offset wall clock issues timestamps that far ahead.
+	c := NewClock(OffsetWallClock(base, time.Second), 0)
+	if got := c.Now().Physical(); got != 1_001_000 {
+		t.Errorf("Now().Physical() = %d on a wall clock 1 s ahead, want 1001000", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -91,6 +92,14 @@ func runAgent(ctx context.Context, cfg node.Config, admission, logLevel, listenD
 		return fmt.Errorf("%w: --log-level %q: %v", errUsage, logLevel, err)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if v := os.Getenv(testClockOffsetEnv); v != "" {
+		offset, err := parseTestClockOffset(v)
+		if err != nil {
+			return err
+		}
+		cfg.WallClock = crdt.OffsetWallClock(crdt.SystemWallClock, offset)
+		cfg.Logger.Warn("test-only clock offset in effect: this node's HLC reads a skewed wall clock", "env", testClockOffsetEnv, "offset", offset)
+	}
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(agentProcs(runtime.GOMAXPROCS(0)))
 	}
@@ -114,6 +123,26 @@ func runAgent(ctx context.Context, cfg node.Config, admission, logLevel, listenD
 		_ = n.Close()
 		return n.Err()
 	}
+}
+
+// testClockOffsetEnv names the test-only environment variable that offsets
+// the wall clock the node's HLC reads (a Go duration: "2s", "-750ms"). The
+// fault-injection suite (e2e/nemesis) uses it to run nodes with skewed
+// clocks; it is not a flag and not for production. Unset, the node reads the
+// system clock directly.
+const testClockOffsetEnv = "CHORUS_TEST_CLOCK_OFFSET"
+
+// parseTestClockOffset parses testClockOffsetEnv's value. The bound keeps a
+// typo (a minute for a millisecond) from stamping writes far into the future.
+func parseTestClockOffset(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: %v (want a duration such as 2s or -750ms)", testClockOffsetEnv, v, err)
+	}
+	if d < -time.Hour || d > time.Hour {
+		return 0, fmt.Errorf("%s=%v: the offset must be within ±1h", testClockOffsetEnv, d)
+	}
+	return d, nil
 }
 
 // listFlag is a flag that takes a comma-separated list and may be repeated.
