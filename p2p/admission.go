@@ -76,6 +76,10 @@ type Admission struct {
 	// as complete as the peer's, and bootstrap peers need to be members.
 	synced atomic.Bool
 
+	// refusedNotMember and refusedRemoved count connections the gater
+	// refused, by reason.
+	refusedNotMember, refusedRemoved atomic.Int64
+
 	mu        sync.RWMutex
 	members   map[peer.ID]*replicationv1.MemberRecord
 	removed   map[peer.ID]bool
@@ -263,9 +267,26 @@ func (a *Admission) SortedIDs() []peer.ID {
 func (a *Admission) gate(p peer.ID, what string) bool {
 	err := a.Check(p)
 	if err != nil {
+		if errors.Is(err, ErrRemoved) {
+			a.refusedRemoved.Add(1)
+		} else {
+			a.refusedNotMember.Add(1)
+		}
 		a.logger.Debug("refused a connection", "peer", p, "direction", what, "err", err)
 	}
 	return err == nil
+}
+
+// AdmissionStats count the connections admission refused, by reason.
+type AdmissionStats struct {
+	RefusedNotMember int64 // the peer is not on the member list
+	RefusedRemoved   int64 // the peer was removed from it
+}
+
+// Stats returns the refusal counters. A dial refused before it starts and
+// a connection refused after its handshake count once each.
+func (a *Admission) Stats() AdmissionStats {
+	return AdmissionStats{RefusedNotMember: a.refusedNotMember.Load(), RefusedRemoved: a.refusedRemoved.Load()}
 }
 
 // InterceptPeerDial refuses to dial non-members.

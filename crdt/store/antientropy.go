@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -51,7 +52,7 @@ func (s *Store) buildTree() error {
 	}
 	indexed := version == indexVersion
 	tree := merkle.NewTree()
-	var keys int64
+	var keys, tombs int64
 	var batch goleveldb.Batch
 	it := s.ds.DB.NewIterator(&util.Range{Start: []byte(entryPrefix), Limit: entryKeyEnd()}, &opt.ReadOptions{DontFillCache: true})
 	defer it.Release()
@@ -62,6 +63,9 @@ func (s *Store) buildTree() error {
 		}
 		kh := merkle.KeyHash(r.Key)
 		keys++
+		if r.Tombstone {
+			tombs++
+		}
 		tree.Update(merkle.BucketOf(kh), 0, merkle.EntryHash(&r.Entry))
 		if !indexed {
 			batch.Put(hashKey(kh, r.Key), digestValue(&r.Entry))
@@ -89,6 +93,7 @@ func (s *Store) buildTree() error {
 	s.tree.t = tree
 	s.tree.Unlock()
 	s.keys.Store(keys)
+	s.tombs.Store(tombs)
 	return nil
 }
 
@@ -100,15 +105,23 @@ func (s *Store) updateTree(b *openBatch) {
 	}
 	s.tree.Lock()
 	defer s.tree.Unlock()
-	added := 0
+	added, tombs := 0, 0
 	for i := range b.changes {
 		c := &b.changes[i]
 		s.tree.t.Update(c.bucket, c.oldHash, c.newHash)
 		if c.Prev == nil {
 			added++
 		}
+		if c.Record.Tombstone {
+			tombs++
+		}
+		if c.Prev != nil && c.Prev.Tombstone {
+			tombs--
+		}
 	}
+	// A purge removes a tombstone (a batch may purge one it wrote itself).
 	s.keys.Add(int64(added - len(b.purges)))
+	s.tombs.Add(int64(tombs - len(b.purges)))
 	var purged crdt.Timestamp
 	for _, p := range b.purges {
 		s.tree.t.Update(p.bucket, p.hash, 0)
@@ -121,6 +134,10 @@ func (s *Store) updateTree(b *openBatch) {
 
 // Keys returns how many keys the store holds, tombstones included.
 func (s *Store) Keys() int64 { return s.keys.Load() }
+
+// Tombstones returns how many of Keys are tombstones (deleted keys not yet
+// purged).
+func (s *Store) Tombstones() int64 { return s.tombs.Load() }
 
 // MerkleRoot returns the root of the tree over this store's entries. Two
 // stores with the same entries (key, HLC, origin, tombstone) have the same
@@ -331,6 +348,30 @@ func (s *Store) loadContact(ctx context.Context) error {
 	}
 	s.contact.Store(v)
 	return nil
+}
+
+// DiskBytes returns the size of the store's LevelDB folder: its tables,
+// journal and manifest (0 for an in-memory store).
+func (s *Store) DiskBytes() (int64, error) {
+	if s.cfg.Path == "" {
+		return 0, nil
+	}
+	entries, err := os.ReadDir(s.cfg.Path)
+	if err != nil {
+		return 0, fmt.Errorf("store: size of %q: %w", s.cfg.Path, err)
+	}
+	var size int64
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed by a compaction meanwhile
+		}
+		size += info.Size()
+	}
+	return size, nil
 }
 
 // CompactDisk compacts all of LevelDB now, rather than in the background

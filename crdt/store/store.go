@@ -51,6 +51,7 @@ type Store struct {
 	purged  atomic.Uint64
 	contact atomic.Uint64
 	keys    atomic.Int64 // entries, tombstones included
+	tombs   atomic.Int64 // tombstones among them
 	tree    struct {
 		sync.RWMutex
 		t *merkle.Tree
