@@ -22,7 +22,7 @@ func (n *Node) startEtcd() error {
 		DataDir:                n.cfg.DataDir,
 		ShutdownTimeout:        n.cfg.ShutdownTimeout,
 		Logger:                 n.cfg.Logger,
-		ServerOptions:          serverTuning(n.cfg.ShutdownTimeout),
+		ServerOptions:          append(serverTuning(n.cfg.ShutdownTimeout), n.metrics.grpcOptions()...),
 		ProgressNotifyInterval: n.cfg.WatchProgressNotifyInterval,
 	})
 	if err != nil {

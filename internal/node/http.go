@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Paths served on the HTTP listener (Config.ListenHTTP).
+// Paths served on the HTTP listener (Config.ListenHTTP); MetricsPath too.
 const (
 	HealthzPath = "/healthz"
 	ReadyzPath  = "/readyz"
@@ -92,6 +92,7 @@ func (n *Node) startHTTP() error {
 		}
 		writeJSON(w, code, r)
 	})
+	n.serveMetrics()
 	n.httpSrv = &http.Server{
 		Handler:           n.httpMux,
 		ReadHeaderTimeout: 5 * time.Second,

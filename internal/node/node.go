@@ -51,6 +51,7 @@ type Node struct {
 	httpMux   *http.ServeMux
 	httpSrv   *http.Server
 	httpDone  chan struct{}
+	metrics   *metrics      // nil when the HTTP listener is off
 	firstSync atomic.Bool   // an anti-entropy session with a peer completed (readiness)
 	syncedCh  chan struct{} // a sync completed: enforceAdmission checks self-admission
 	// removedLogged: selfAdmit said once that this node was removed (owned
@@ -127,6 +128,9 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{}), removed: make(chan peer.ID, 256), closing: make(chan struct{}),
 		syncedCh: make(chan struct{}, 1)}
+	if cfg.ListenHTTP != ListenHTTPOff {
+		n.metrics = newMetrics() // served on the HTTP listener (see metrics.go)
+	}
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -146,6 +150,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		RetainRevisions: cfg.RetainRevisions,
 		TombstoneGrace:  cfg.TombstoneGrace,
 		OnCommit:        n.onCommit,
+		OnWrite:         n.metrics.storeHook(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -183,6 +188,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		Logger:     cfg.Logger,
 		DropGossip: cfg.DropGossip,
 		Admit:      n.admission.Check,
+		OnApply:    n.metrics.applyHook(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -205,6 +211,7 @@ func Start(cfg Config) (_ *Node, err error) {
 			default:
 			}
 		},
+		OnSession: n.metrics.sessionHook(),
 	}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -242,7 +249,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		// this node's own error (with the limit) rather than gRPC's.
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxValueBytes + cfg.Limits.MaxKeyBytes + 1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	}, serverTuning(cfg.ShutdownTimeout)...)...)
+	}, append(serverTuning(cfg.ShutdownTimeout), n.metrics.grpcOptions()...)...)...)
 	kvv1.RegisterKVServiceServer(n.grpc, &kvServer{node: n})
 	clusterv1.RegisterClusterServiceServer(n.grpc, &clusterServer{node: n})
 	go func() {
