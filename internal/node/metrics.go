@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -32,6 +33,10 @@ const MetricsPath = "/metrics"
 type metrics struct {
 	reg  *prometheus.Registry
 	grpc *grpcprom.ServerMetrics
+	// ctx bounds the peer queries of a scrape; stop cancels it when the
+	// node closes, so that no scrape outlives the node.
+	ctx  context.Context
+	stop context.CancelFunc
 
 	batchSize       prometheus.Histogram
 	fsync           prometheus.Histogram
@@ -65,12 +70,21 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16), // 1 ms to 33 s (the session timeout is 30 s)
 		}, []string{"outcome"}),
 	}
+	m.ctx, m.stop = context.WithCancel(context.Background())
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.grpc, m.batchSize, m.fsync, m.applyLag, m.sessionDuration,
 	)
 	return m
+}
+
+// close ends the scrapes' peer queries (Node.Close, before the HTTP
+// listener stops).
+func (m *metrics) close() {
+	if m != nil {
+		m.stop()
+	}
 }
 
 // storeHook is the store's OnWrite, nil without metrics.

@@ -214,11 +214,12 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // convergence asks every connected, admitted peer for its Merkle root (at
-// once, for at most statusTimeout) and returns how many answered and how
-// many of those have this node's root. Under writes, roots differ for as
-// long as the writes take to spread: a gauge to watch over time.
+// once, for at most statusTimeout, and not after the node began closing)
+// and returns how many answered and how many of those have this node's
+// root. Under writes, roots differ for as long as the writes take to
+// spread: a gauge to watch over time.
 func (n *Node) convergence() (compared, converged int) {
-	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	ctx, cancel := context.WithTimeout(n.metrics.ctx, statusTimeout)
 	defer cancel()
 	var answered, same atomic.Int64
 	var wg sync.WaitGroup

@@ -423,6 +423,7 @@ func (n *Node) Close() error {
 		if n.etcd != nil {
 			n.etcd.Close()
 		}
+		n.metrics.close() // a scrape under way stops asking peers
 		n.stopHTTP(time.Second)
 		n.hub.Close() // ends watch streams, which GracefulStop would wait for
 		close(n.closing)
