@@ -87,6 +87,10 @@ type Admission struct {
 	refusedLogged map[peer.ID]time.Time
 	now           func() time.Time // time.Now; tests may replace it
 
+	// refusedNotMember and refusedRemoved count connections the gater
+	// refused, by reason.
+	refusedNotMember, refusedRemoved atomic.Int64
+
 	mu        sync.RWMutex
 	members   map[peer.ID]*replicationv1.MemberRecord
 	removed   map[peer.ID]bool
@@ -306,6 +310,11 @@ func (a *Admission) gate(p peer.ID, what string, addr ma.Multiaddr) bool {
 	if err == nil {
 		return true
 	}
+	if errors.Is(err, ErrRemoved) {
+		a.refusedRemoved.Add(1)
+	} else {
+		a.refusedNotMember.Add(1)
+	}
 	if what == network.DirInbound.String() && a.shouldLogRefusal(p) {
 		// The one line an operator sees on this side when a newcomer was
 		// not admitted: who, why, and the command that admits it.
@@ -338,6 +347,18 @@ func (a *Admission) shouldLogRefusal(p peer.ID) bool {
 	}
 	a.refusedLogged[p] = now
 	return true
+}
+
+// AdmissionStats count the connections admission refused, by reason.
+type AdmissionStats struct {
+	RefusedNotMember int64 // the peer is not on the member list
+	RefusedRemoved   int64 // the peer was removed from it
+}
+
+// Stats returns the refusal counters. A dial refused before it starts and
+// a connection refused after its handshake count once each.
+func (a *Admission) Stats() AdmissionStats {
+	return AdmissionStats{RefusedNotMember: a.refusedNotMember.Load(), RefusedRemoved: a.refusedRemoved.Load()}
 }
 
 // InterceptPeerDial refuses to dial non-members.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 
@@ -72,6 +73,14 @@ func TestAdmissionCheck(t *testing.T) {
 	if err := a.Check(stranger); !errors.Is(err, ErrNotMember) || !strings.Contains(err.Error(), "chorus member add "+stranger.String()) {
 		t.Fatalf("stranger: %v; want ErrNotMember saying how to admit it", err)
 	}
+	// The gater refuses it both ways and counts each refusal; Check alone
+	// counts nothing.
+	if a.InterceptPeerDial(stranger) || a.InterceptSecured(network.DirInbound, stranger, nil) || !a.InterceptSecured(network.DirInbound, member, nil) {
+		t.Fatal("gater: want the stranger refused and the member let in")
+	}
+	if got, want := a.Stats(), (AdmissionStats{RefusedNotMember: 2}); got != want {
+		t.Fatalf("stats %+v; want %+v", got, want)
+	}
 	c, err := st.Delete(ctx, MemberKey(member))
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +138,9 @@ func TestAdmissionJoinSecretAndRemovalMarks(t *testing.T) {
 	}
 	if err := a.Check(member); !errors.Is(err, ErrRemoved) {
 		t.Fatalf("a marked member: %v; want ErrRemoved", err)
+	}
+	if a.InterceptSecured(network.DirOutbound, member, nil) || a.Stats() != (AdmissionStats{RefusedRemoved: 1}) {
+		t.Fatalf("gater: want the removed member refused and counted as removed; stats %+v", a.Stats())
 	}
 	// The member's record written again (by itself, say) does not let it in.
 	apply(st.Put(ctx, MemberKey(member), memberRecord(t, "m")))

@@ -78,7 +78,11 @@ type Membership struct {
 	reaped map[string]bool
 
 	probes, probeBytesOut, probeBytesIn, updatesOut atomic.Int64
-	closeOnce                                       sync.Once
+	probeFailures                                   atomic.Int64
+	// startRefutations is the refutation StartMembership makes to raise
+	// this node's incarnation past its previous run: not an accusation.
+	startRefutations int64
+	closeOnce        sync.Once
 }
 
 // StartMembership joins the membership topic and starts probing.
@@ -105,7 +109,8 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	// suspicion of itself at that number.
 	det.Apply(swim.Update{ID: cfg.Host.ID().String(), State: swim.Suspect, Incarnation: uint64(time.Now().Unix()), From: cfg.Host.ID().String()}, time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Membership{cfg: cfg, self: cfg.Host.ID(), det: det, ctx: ctx, cancel: cancel, changed: make(chan struct{}), reaped: map[string]bool{}}
+	m := &Membership{cfg: cfg, self: cfg.Host.ID(), det: det, ctx: ctx, cancel: cancel, changed: make(chan struct{}), reaped: map[string]bool{},
+		startRefutations: det.Stats().Refutations}
 	topic := MembersTopic(cfg.Cluster)
 	if err := cfg.PubSub.RegisterTopicValidator(topic, m.validate); err != nil {
 		cancel()
@@ -159,22 +164,29 @@ func (m *Membership) Changed() <-chan struct{} {
 	return m.changed
 }
 
-// MembershipStats counts failure-detection traffic.
+// MembershipStats counts failure-detection traffic and events.
 type MembershipStats struct {
 	Probes                 int64 // pings and ping-reqs sent
 	ProbeBytesOut, BytesIn int64 // on the probe protocol
 	UpdatesPublished       int64
 	Health                 int // Lifeguard local health, 0 = healthy
 	ProbeInterval, Timeout time.Duration
+	// ProbeFailures counts probes of a member that got no ack, direct or
+	// indirect, within the probe interval.
+	ProbeFailures int64
+	// Suspicions and Refutations are the detector's (swim.Stats).
+	Suspicions, Refutations int64
 }
 
 // Stats returns the traffic counters.
 func (m *Membership) Stats() MembershipStats {
 	m.mu.Lock()
 	h, iv, to := m.det.Health(), m.det.ProbeInterval(), m.det.ProbeTimeout()
+	ds := m.det.Stats()
 	m.mu.Unlock()
 	return MembershipStats{Probes: m.probes.Load(), ProbeBytesOut: m.probeBytesOut.Load(), BytesIn: m.probeBytesIn.Load(),
-		UpdatesPublished: m.updatesOut.Load(), Health: h, ProbeInterval: iv, Timeout: to}
+		UpdatesPublished: m.updatesOut.Load(), Health: h, ProbeInterval: iv, Timeout: to,
+		ProbeFailures: m.probeFailures.Load(), Suspicions: ds.Suspicions, Refutations: ds.Refutations - m.startRefutations}
 }
 
 // notifyLocked wakes the watchers of Changed. REQUIRES: m.mu.
@@ -329,6 +341,7 @@ func (m *Membership) probe(target string) {
 		m.acked(target)
 		return
 	}
+	m.probeFailures.Add(1)
 	m.mu.Lock()
 	// A helper that did not even answer with a nack is what Lifeguard
 	// counts against this node: it may be the slow one.

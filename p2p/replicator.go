@@ -58,6 +58,12 @@ type ReplicatorConfig struct {
 	// message received from a peer is dropped as if lost. GossipSub does lose
 	// messages (slow readers, partitions), but not on demand.
 	DropGossip func() bool
+	// OnApply, when set, is called by an apply worker after each gossip
+	// message from a peer is applied (for metrics), with the message's
+	// entries and its apply lag: how long after its newest entry was
+	// written, by the origin's clock read against this node's, it was
+	// applied here (0 when the origin's clock is ahead). It must not block.
+	OnApply func(entries int, lag time.Duration)
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -379,7 +385,24 @@ func (r *Replicator) applyLoop(ctx context.Context) {
 			continue
 		}
 		r.applied.Add(int64(len(changes)))
+		if r.cfg.OnApply != nil {
+			r.cfg.OnApply(len(entries), applyLag(r.cfg.Store.Clock().Wall(), entries))
+		}
 	}
+}
+
+// applyLag is how long after the newest of entries was written (by its
+// HLC's physical time) wallMillis is; 0 if the HLC is ahead, or for no
+// entries.
+func applyLag(wallMillis int64, entries []crdt.Entry) time.Duration {
+	if len(entries) == 0 {
+		return 0
+	}
+	var newest int64
+	for i := range entries {
+		newest = max(newest, entries[i].HLC.Physical())
+	}
+	return time.Duration(max(wallMillis-newest, 0)) * time.Millisecond
 }
 
 // Stats returns the replicator's counters.

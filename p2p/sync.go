@@ -82,6 +82,10 @@ type SyncConfig struct {
 	// OnComplete, when set, is called after every complete (not partial)
 	// session, from the session's goroutine.
 	OnComplete func(peer.ID)
+	// OnSession, when set, is called at the end of every session that ran,
+	// started here or by the peer, complete or not (err says why not), from
+	// the session's goroutine (for metrics). It must not block.
+	OnSession func(st SyncStats, err error)
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -134,6 +138,7 @@ type SyncStats struct {
 	Partial                                        bool // the difference exceeded MaxDiffNodes: run another
 	Duration                                       time.Duration
 	LocalRoot, PeerRoot                            uint64 // after the session
+	Initiator                                      bool   // this node started the session
 	differingBuckets, digestsSent, digestsReceived int
 }
 
@@ -198,6 +203,11 @@ type Syncer struct {
 	}
 
 	sessions, failures, refused atomic.Int64
+	// totals add up every session's SyncStats, both directions.
+	totals struct {
+		bytesSent, bytesReceived                     atomic.Int64
+		entriesSent, entriesReceived, entriesApplied atomic.Int64
+	}
 	// diffCap is the MaxDiffNodes this node asks for in the sessions it
 	// starts: halved after a session runs out of time, doubled back (up to
 	// MaxDiffNodes) after each one that completes, so a difference too large
@@ -258,6 +268,40 @@ func (s *Syncer) Close() error {
 // refused (as responder, for staleness or load).
 func (s *Syncer) Counters() (completed, failed, refused int64) {
 	return s.sessions.Load(), s.failures.Load(), s.refused.Load()
+}
+
+// SyncerStats are a syncer's counters since it started, over the sessions
+// it ran and served.
+type SyncerStats struct {
+	Completed, Failed, Refused int64 // sessions, as in Counters
+	BytesSent, BytesReceived   int64
+	// EntriesSent and EntriesReceived are the entries exchanged;
+	// EntriesApplied those received that changed this node's store (the
+	// entries repaired here).
+	EntriesSent, EntriesReceived, EntriesApplied int64
+}
+
+// Stats returns the syncer's counters.
+func (s *Syncer) Stats() SyncerStats {
+	t := &s.totals
+	return SyncerStats{
+		Completed: s.sessions.Load(), Failed: s.failures.Load(), Refused: s.refused.Load(),
+		BytesSent: t.bytesSent.Load(), BytesReceived: t.bytesReceived.Load(),
+		EntriesSent: t.entriesSent.Load(), EntriesReceived: t.entriesReceived.Load(), EntriesApplied: t.entriesApplied.Load(),
+	}
+}
+
+// account adds a session's stats to the totals and reports it to OnSession.
+func (s *Syncer) account(st SyncStats, err error) {
+	t := &s.totals
+	t.bytesSent.Add(st.BytesSent)
+	t.bytesReceived.Add(st.BytesReceived)
+	t.entriesSent.Add(int64(st.EntriesSent))
+	t.entriesReceived.Add(int64(st.EntriesReceived))
+	t.entriesApplied.Add(int64(st.EntriesApplied))
+	if s.cfg.OnSession != nil {
+		s.cfg.OnSession(st, err)
+	}
 }
 
 func (s *Syncer) loop() {
@@ -473,8 +517,16 @@ func (ss *session) hello() *replicationv1.SyncHello {
 	}
 }
 
-// runSession runs a session on st; initiator says which side this is.
+// runSession runs a session on st; initiator says which side this is. The
+// session counts in the totals, and goes to OnSession, whatever its outcome.
 func (s *Syncer) runSession(ctx context.Context, st network.Stream, initiator bool) (SyncStats, error) {
+	stats, err := s.exchange(ctx, st, initiator)
+	s.account(stats, err)
+	return stats, err
+}
+
+// exchange is runSession's session.
+func (s *Syncer) exchange(ctx context.Context, st network.Stream, initiator bool) (SyncStats, error) {
 	start := time.Now()
 	p := st.Conn().RemotePeer()
 	if d, ok := ctx.Deadline(); ok {
@@ -488,7 +540,7 @@ func (s *Syncer) runSession(ctx context.Context, st network.Stream, initiator bo
 		r: bufio.NewReader(cs), w: bufio.NewWriterSize(cs, 64<<10),
 		maxMsg: maxSyncFrameBytes + MaxMessageBytes(s.cfg.Store.Limits()),
 	}
-	ss.stats.Peer = p
+	ss.stats.Peer, ss.stats.Initiator = p, initiator
 	ss.maxDiff = s.cfg.MaxDiffNodes
 	if initiator {
 		ss.maxDiff = int(s.diffCap.Load())

@@ -30,12 +30,13 @@ type syncNode struct {
 }
 
 type syncNodeOpts struct {
-	interval time.Duration // 0: no periodic sync
-	maxDiff  int
-	grace    time.Duration
-	wall     int64 // fake wall clock start (ms); 0: the system clock
-	admit    func(peer.ID) error
-	onDone   func(peer.ID)
+	interval  time.Duration // 0: no periodic sync
+	maxDiff   int
+	grace     time.Duration
+	wall      int64 // fake wall clock start (ms); 0: the system clock
+	admit     func(peer.ID) error
+	onDone    func(peer.ID)
+	onSession func(SyncStats, error)
 }
 
 func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
@@ -63,7 +64,7 @@ func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
 		interval = -1
 	}
 	n.sync, err = StartSyncer(SyncConfig{Cluster: "test", Host: h, Store: n.store, Logger: quiet,
-		Interval: interval, MaxDiffNodes: o.maxDiff, Admit: o.admit, Timeout: 60 * time.Second, OnComplete: o.onDone})
+		Interval: interval, MaxDiffNodes: o.maxDiff, Admit: o.admit, Timeout: 60 * time.Second, OnComplete: o.onDone, OnSession: o.onSession})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +106,14 @@ func genEntry(key string, hlc crdt.Timestamp, origin string, tomb bool) crdt.Ent
 }
 
 func TestSyncRepairsExactlyTheDifference(t *testing.T) {
+	// The sessions b served, as OnSession reports them.
+	served := make(chan SyncStats, 16)
 	a := startSyncNode(t, syncNodeOpts{})
-	b := startSyncNode(t, syncNodeOpts{})
+	b := startSyncNode(t, syncNodeOpts{onSession: func(st SyncStats, err error) {
+		if err == nil && !st.Initiator {
+			served <- st
+		}
+	}})
 	connect(t, a.host, b.host)
 	now := crdt.NewTimestamp(time.Now().Add(-time.Minute).UnixMilli(), 0)
 	var shared []crdt.Entry
@@ -145,6 +152,21 @@ func TestSyncRepairsExactlyTheDifference(t *testing.T) {
 	}
 	if st.Partial || st.RoundTrips > 5 {
 		t.Errorf("partial %v, %d round trips; want a complete session in at most 5", st.Partial, st.RoundTrips)
+	}
+	// b saw the same session from its side (after a's on-connect session,
+	// which found nothing yet or ran before the seeding).
+	deadline := time.After(20 * time.Second)
+	for seen := false; !seen; {
+		select {
+		case bs := <-served:
+			seen = bs.EntriesReceived == st.EntriesSent && bs.EntriesSent == st.EntriesReceived && bs.EntriesApplied > 0 && bs.Peer == a.host.ID()
+		case <-deadline:
+			t.Fatal("b's OnSession never reported the session it served")
+		}
+	}
+	// The totals add up every session.
+	if tot := a.sync.Stats(); tot.EntriesSent < 43 || tot.EntriesReceived < 42 || tot.EntriesApplied < 1 || tot.BytesSent < st.BytesSent || tot.BytesReceived < st.BytesReceived || st.BytesSent == 0 {
+		t.Errorf("a's totals %+v after a session of %+v", tot, st)
 	}
 	for _, k := range []string{"shared/1", "shared/2", "shared/3", "shared/4", "a/0", "b/39"} {
 		ea, _ := a.store.GetEntry([]byte(k))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/chorus-kv/chorus/crdt/store"
 )
@@ -112,6 +113,25 @@ type Hub struct {
 		all       map[*Watcher]struct{} // every open watcher, replaying or live
 		closed    bool
 	}
+	// eventsSent counts the events Next returned; tooSlow the watchers
+	// cancelled with ErrWatcherTooSlow.
+	eventsSent, tooSlow atomic.Int64
+}
+
+// Stats are a hub's watchers and counters.
+type Stats struct {
+	Watchers   int   // open watchers, replaying or live
+	EventsSent int64 // events returned by Next, to every watcher
+	// CancelledTooSlow counts the watchers cancelled with ErrWatcherTooSlow.
+	CancelledTooSlow int64
+}
+
+// Stats returns the hub's watchers and counters.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	n := len(h.mu.all)
+	h.mu.Unlock()
+	return Stats{Watchers: n, EventsSent: h.eventsSent.Load(), CancelledTooSlow: h.tooSlow.Load()}
 }
 
 // NewHub returns a hub over src. Every change src makes from now on must be

@@ -501,6 +501,16 @@ func TestSlowWatcherIsCancelledAndWritersNeverBlock(t *testing.T) {
 	if got, want := e.hub.Revision(), e.st.Revision(); got != want {
 		t.Errorf("hub revision %d; want %d", got, want)
 	}
+	// The counters: the fast watcher's events sent, one watcher cancelled
+	// as too slow, both still open until closed.
+	if st := e.hub.Stats(); st.EventsSent != writes || st.CancelledTooSlow != 1 || st.Watchers != 2 {
+		t.Errorf("hub stats %+v; want %d events sent, 1 cancelled too slow, 2 watchers", st, writes)
+	}
+	slow.Close()
+	fast.Close()
+	if st := e.hub.Stats(); st.Watchers != 0 {
+		t.Errorf("%d watchers after both closed; want 0", st.Watchers)
+	}
 }
 
 // resumeRevision parses "resume from revision N" out of an ErrWatcherTooSlow

@@ -89,6 +89,7 @@ func (w *Watcher) Next(ctx context.Context) ([]Event, error) {
 			return nil, err
 		}
 		if len(events) > 0 {
+			w.hub.eventsSent.Add(int64(len(events)))
 			return events, nil
 		}
 		if w.live, err = w.hub.goLive(w); err != nil {
@@ -101,6 +102,7 @@ func (w *Watcher) Next(ctx context.Context) ([]Event, error) {
 		if len(w.mu.buf) > 0 {
 			events := w.takeLocked()
 			w.mu.Unlock()
+			w.hub.eventsSent.Add(int64(len(events)))
 			return events, nil
 		}
 		err := w.mu.err
@@ -200,6 +202,7 @@ func (w *Watcher) deliver(changes []store.Change) bool {
 			what = fmt.Sprintf("%d bytes were waiting, the limit is %d bytes", waitingBytes, w.hub.cfg.BufferBytes)
 		}
 		w.mu.err = fmt.Errorf("%w: %s; resume from revision %d", ErrWatcherTooSlow, what, resume)
+		w.hub.tooSlow.Add(1)
 		w.signal()
 		return false
 	}

@@ -48,7 +48,7 @@ func newAgentCmd(cio *cmdIO) *cobra.Command {
 	admission := fs.String("admission", "members", "members: only peers on the replicated member list may connect (chorus member add); open: any peer that reaches the node (labs and tests)")
 	fs.BoolVar(&cfg.NewIdentity, "new-identity", false, "start with a new identity key when the data folder holds data but its identity.key is missing (the other members must then admit the new peer id)")
 	fs.StringVar(&cfg.JoinSecretFile, "join-secret", "", "file holding the cluster's join secret (chorus join-secret makes one): only hosts holding it can connect, and each joins the member list by itself; TCP only")
-	fs.StringVar(&cfg.ListenHTTP, "listen-http", "", "host:port serving /healthz and /readyz, or off (default: --listen-client's host, its port + 2: "+node.DefaultListenHTTP+")")
+	fs.StringVar(&cfg.ListenHTTP, "listen-http", "", "host:port serving /healthz, /readyz and /metrics, or off (default: --listen-client's host, its port + 2: "+node.DefaultListenHTTP+")")
 	fs.StringVar(&cfg.SwarmKeyFile, "swarm-key", "", "libp2p private-network key file (chorus swarm-key makes one): peers without it cannot connect; TCP only")
 	fs.DurationVar(&cfg.SyncInterval, "sync-interval", p2p.DefaultSyncInterval, "how often to run anti-entropy with a random connected peer (±20% jitter; negative: only on connect and on demand)")
 	fs.DurationVar(&cfg.SyncTimeout, "sync-timeout", p2p.DefaultSyncTimeout, "deadline of one anti-entropy session")

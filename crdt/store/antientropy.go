@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -110,15 +111,17 @@ func (s *Store) updateTree(b *openBatch) {
 		s.tree.t.Update(c.bucket, c.oldHash, c.newHash)
 		if c.Prev == nil {
 			added++
-		} else if c.Prev.Tombstone {
-			tombs--
 		}
 		if c.Record.Tombstone {
 			tombs++
 		}
+		if c.Prev != nil && c.Prev.Tombstone {
+			tombs--
+		}
 	}
+	// A purge removes a tombstone (a batch may purge one it wrote itself).
 	s.keys.Add(int64(added - len(b.purges)))
-	s.tombs.Add(int64(tombs - len(b.purges))) // only tombstones are purged
+	s.tombs.Add(int64(tombs - len(b.purges)))
 	var purged crdt.Timestamp
 	for _, p := range b.purges {
 		s.tree.t.Update(p.bucket, p.hash, 0)
@@ -132,7 +135,8 @@ func (s *Store) updateTree(b *openBatch) {
 // Keys returns how many keys the store holds, tombstones included.
 func (s *Store) Keys() int64 { return s.keys.Load() }
 
-// Tombstones returns how many of Keys are tombstones.
+// Tombstones returns how many of Keys are tombstones (deleted keys not yet
+// purged).
 func (s *Store) Tombstones() int64 { return s.tombs.Load() }
 
 // MerkleRoot returns the root of the tree over this store's entries. Two
@@ -344,6 +348,30 @@ func (s *Store) loadContact(ctx context.Context) error {
 	}
 	s.contact.Store(v)
 	return nil
+}
+
+// DiskBytes returns the size of the store's LevelDB folder: its tables,
+// journal and manifest (0 for an in-memory store).
+func (s *Store) DiskBytes() (int64, error) {
+	if s.cfg.Path == "" {
+		return 0, nil
+	}
+	entries, err := os.ReadDir(s.cfg.Path)
+	if err != nil {
+		return 0, fmt.Errorf("store: size of %q: %w", s.cfg.Path, err)
+	}
+	var size int64
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed by a compaction meanwhile
+		}
+		size += info.Size()
+	}
+	return size, nil
 }
 
 // CompactDisk compacts all of LevelDB now, rather than in the background

@@ -366,10 +366,17 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 			err = s.failure()
 		}
 		if err == nil && sb.dirty {
+			var start time.Time
+			if s.cfg.OnWrite != nil {
+				start = time.Now()
+			}
 			if cerr := s.ds.DB.Write(&sb.b.b, &opt.WriteOptions{Sync: sb.sync}); cerr != nil {
 				err = fmt.Errorf("%w: commit batch of %d changes and %d purges: %w", ErrWriteFailed, len(sb.changes), len(sb.purges), cerr)
 				s.fail(err)
 			} else {
+				if s.cfg.OnWrite != nil {
+					s.cfg.OnWrite(WriteInfo{Changes: len(sb.changes), Sync: sb.sync, Duration: time.Since(start)})
+				}
 				s.stats.batches.Add(1)
 				s.stats.changes.Add(int64(len(sb.changes)))
 				if sb.sync {
@@ -433,8 +440,12 @@ func (s *Store) syncBuffered(clean bool) error {
 	if clean {
 		b.b.Put([]byte(metaReserved), rev)
 	}
+	start := time.Now()
 	if err := s.ds.DB.Write(&b.b, &opt.WriteOptions{Sync: true}); err != nil {
 		return err
+	}
+	if s.cfg.OnWrite != nil {
+		s.cfg.OnWrite(WriteInfo{Sync: true, Duration: time.Since(start)})
 	}
 	s.stats.syncs.Add(1)
 	return nil

@@ -69,6 +69,21 @@ type Config struct {
 	// holds only ApplyBuffered requests) and before its writers are
 	// acknowledged. It must not block: it runs on the write path.
 	OnCommit func([]Change)
+	// OnWrite, if set, is called by the writer goroutine after every write
+	// to LevelDB (a batch, or the fsync of buffered batches), for metrics.
+	// It must not block: it runs on the write path. Nil costs nothing.
+	OnWrite func(WriteInfo)
+}
+
+// WriteInfo describes one write of the store's writer to LevelDB.
+type WriteInfo struct {
+	// Changes is how many changes the write carried: 0 for the fsync of
+	// buffered batches, or for a batch of only purges or a compaction.
+	Changes int
+	// Sync: the write was fsynced.
+	Sync bool
+	// Duration is how long the write took, its fsync included.
+	Duration time.Duration
 }
 
 // WithDefaults returns c with every zero field set to its default.

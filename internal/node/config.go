@@ -107,8 +107,8 @@ type Config struct {
 	// or at once when it has no bootstrap peers). TCP only, as with
 	// SwarmKeyFile; the two exclude each other.
 	JoinSecretFile string
-	// ListenHTTP is the host:port of the HTTP listener serving /healthz and
-	// /readyz (see Node.HTTPMux). Default: ListenClient's host with its port
+	// ListenHTTP is the host:port of the HTTP listener serving /healthz,
+	// /readyz and /metrics (see Node.HTTPMux); off, metrics cost nothing. Default: ListenClient's host with its port
 	// + 2 (127.0.0.1:7381 with the default client address), port 0 when
 	// ListenClient's port is 0; "off" turns it off.
 	ListenHTTP string

@@ -8,8 +8,10 @@
 //  1. Start(cfg): loads or creates the identity, opens the store, starts the
 //     hub and serves the client API on cfg.ListenClient.
 //  2. ClientAddr tells where it listens (useful with port 0); HTTPAddr where
-//     /healthz and /readyz are served (Config.ListenHTTP), and HTTPMux lets
-//     a caller add handlers there.
+//     /healthz, /readyz and /metrics are served (Config.ListenHTTP), and
+//     HTTPMux lets a caller add handlers there; RegisterMetrics adds
+//     Prometheus collectors to the node's own registry (metrics.go says
+//     where a new metric goes).
 //  3. Close, once: ends watches, drains in-flight calls (for at most
 //     Config.ShutdownTimeout), stops the gRPC server, and closes the store
 //     after its queued writes are durable.

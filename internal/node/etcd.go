@@ -25,7 +25,7 @@ func (n *Node) startEtcd() error {
 		DataDir:         n.cfg.DataDir,
 		ShutdownTimeout: n.cfg.ShutdownTimeout,
 		Logger:          n.cfg.Logger,
-		ServerOptions:   append(serverTuning(n.cfg.ShutdownTimeout), idleOptions(n.cfg.ClientIdleTimeout)...),
+		ServerOptions:   append(append(serverTuning(n.cfg.ShutdownTimeout), idleOptions(n.cfg.ClientIdleTimeout)...), n.metrics.grpcOptions()...),
 		WrapListener: func(l net.Listener) net.Listener {
 			return connlimit.New(l, n.caps.Etcd, "etcd", n.cfg.Logger)
 		},

@@ -12,7 +12,7 @@ import (
 	"github.com/chorus-kv/chorus/internal/connlimit"
 )
 
-// Paths served on the HTTP listener (Config.ListenHTTP).
+// Paths served on the HTTP listener (Config.ListenHTTP); MetricsPath too.
 const (
 	HealthzPath = "/healthz"
 	ReadyzPath  = "/readyz"
@@ -94,6 +94,7 @@ func (n *Node) startHTTP() error {
 		}
 		writeJSON(w, code, r)
 	})
+	n.serveMetrics()
 	n.httpSrv = &http.Server{
 		Handler:           n.httpMux,
 		ReadHeaderTimeout: 5 * time.Second,

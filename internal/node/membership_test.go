@@ -74,6 +74,18 @@ func TestKilledNodeSuspectedThenDead(t *testing.T) {
 	if suspectAt.IsZero() {
 		t.Fatal("the killed node went to dead without being suspected first")
 	}
+	// Node 0 saw it suspect, so counted a suspicion; some node's probe of
+	// it failed first.
+	if st := nodes[0].members.Stats(); st.Suspicions < 1 {
+		t.Errorf("node 0's membership stats %+v; want the suspicion counted", st)
+	}
+	var failures int64
+	for _, n := range nodes[:3] {
+		failures += n.members.Stats().ProbeFailures
+	}
+	if failures < 1 {
+		t.Error("no failed probe counted on any live node")
+	}
 	t.Logf("suspected after %v, dead after %v", suspectAt.Sub(killed).Round(time.Millisecond), deadAt.Sub(killed).Round(time.Millisecond))
 	eventually(t, bound, "every live node declares it dead", func() bool {
 		for _, n := range nodes[:3] {

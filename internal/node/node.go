@@ -52,6 +52,7 @@ type Node struct {
 	httpMux   *http.ServeMux
 	httpSrv   *http.Server
 	httpDone  chan struct{}
+	metrics   *metrics      // nil when the HTTP listener is off
 	firstSync atomic.Bool   // an anti-entropy session with a peer completed (readiness)
 	syncedCh  chan struct{} // a sync completed: enforceAdmission checks self-admission
 	// removedLogged: selfAdmit said once that this node was removed (owned
@@ -134,6 +135,9 @@ func Start(cfg Config) (_ *Node, err error) {
 	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{}), removed: make(chan peer.ID, 256), closing: make(chan struct{}),
 		syncedCh: make(chan struct{}, 1)}
 	n.planDescriptors()
+	if cfg.ListenHTTP != ListenHTTPOff {
+		n.metrics = newMetrics() // served on the HTTP listener (see metrics.go)
+	}
 	var cleanup []func()
 	defer func() {
 		if err != nil {
@@ -153,6 +157,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		RetainRevisions: cfg.RetainRevisions,
 		TombstoneGrace:  cfg.TombstoneGrace,
 		OnCommit:        n.onCommit,
+		OnWrite:         n.metrics.storeHook(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -191,6 +196,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		Logger:     cfg.Logger,
 		DropGossip: cfg.DropGossip,
 		Admit:      n.admission.Check,
+		OnApply:    n.metrics.applyHook(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -213,6 +219,7 @@ func Start(cfg Config) (_ *Node, err error) {
 			default:
 			}
 		},
+		OnSession: n.metrics.sessionHook(),
 	}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -250,7 +257,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		// this node's own error (with the limit) rather than gRPC's.
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxValueBytes + cfg.Limits.MaxKeyBytes + 1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	}, append(serverTuning(cfg.ShutdownTimeout), idleOptions(cfg.ClientIdleTimeout)...)...)...)
+	}, append(append(serverTuning(cfg.ShutdownTimeout), idleOptions(cfg.ClientIdleTimeout)...), n.metrics.grpcOptions()...)...)...)
 	kvv1.RegisterKVServiceServer(n.grpc, &kvServer{node: n})
 	clusterv1.RegisterClusterServiceServer(n.grpc, &clusterServer{node: n})
 	go func() {
@@ -444,6 +451,7 @@ func (n *Node) Close() error {
 		if n.etcd != nil {
 			n.etcd.Close()
 		}
+		n.metrics.close() // a scrape under way stops asking peers
 		n.stopHTTP(time.Second)
 		n.hub.Close() // ends watch streams, which GracefulStop would wait for
 		close(n.closing)

@@ -57,6 +57,7 @@ func (d *Detector) Apply(u Update, now time.Time) (changed bool, out []Update) {
 			m.Incarnation = u.Incarnation
 			m.StateSince = now
 			m.suspicion = newSuspicion(u.From, len(d.members), d.cfg, now)
+			d.stats.Suspicions++
 			return true, []Update{u}
 		case Suspect:
 			// A suspicion at a higher incarnation means the member refuted
@@ -97,5 +98,6 @@ func (d *Detector) applySelf(me *member, u Update) (bool, []Update) {
 		me.Incarnation = inc
 	}
 	d.health.apply(1)
+	d.stats.Refutations++
 	return true, []Update{{ID: d.self, State: Alive, Incarnation: me.Incarnation, From: d.self}}
 }

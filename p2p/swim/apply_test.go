@@ -35,8 +35,8 @@ func TestRefutation(t *testing.T) {
 				t.Fatalf("incarnation %d changed %v, want %d %v", me.Incarnation, changed, c.wantInc, c.refuted)
 			}
 			if !c.refuted {
-				if len(out) != 0 || d.Health() != 0 {
-					t.Fatalf("out %v health %d", out, d.Health())
+				if len(out) != 0 || d.Health() != 0 || d.Stats().Refutations != 0 {
+					t.Fatalf("out %v health %d stats %+v", out, d.Health(), d.Stats())
 				}
 				return
 			}
@@ -44,13 +44,16 @@ func TestRefutation(t *testing.T) {
 			if len(out) != 1 || out[0] != want {
 				t.Fatalf("out %v, want %v", out, want)
 			}
+			if st := d.Stats(); st.Refutations != 1 || st.Suspicions != 0 {
+				t.Fatalf("stats %+v, want 1 refutation and no suspicion (self is not suspected in its own view)", st)
+			}
 			if d.Health() != 1 {
 				t.Fatalf("health %d, want 1", d.Health())
 			}
 			// The same accusation again is now stale.
 			if c.u.Incarnation < math.MaxUint64 {
-				if changed, out := d.Apply(c.u, t0); changed || len(out) != 0 {
-					t.Fatalf("stale accusation applied: %v", out)
+				if changed, out := d.Apply(c.u, t0); changed || len(out) != 0 || d.Stats().Refutations != 1 {
+					t.Fatalf("stale accusation applied: %v, stats %+v", out, d.Stats())
 				}
 			}
 		})
@@ -64,6 +67,9 @@ func TestApplyRules(t *testing.T) {
 		changed   bool
 		wantState State
 		wantInc   uint64
+		// suspicions is Stats().Suspicions after the step: only a move from
+		// Alive to Suspect counts, not a confirmation.
+		suspicions int64
 	}
 	up := func(s State, inc uint64, from string) Update {
 		return Update{ID: "m01", State: s, Incarnation: inc, From: from}
@@ -73,43 +79,48 @@ func TestApplyRules(t *testing.T) {
 		steps []step
 	}{
 		{"alive needs a higher incarnation", []step{
-			{up(Alive, 0, "m01"), false, Alive, 0},
-			{up(Alive, 3, "m01"), true, Alive, 3},
-			{up(Alive, 2, "m01"), false, Alive, 3},
+			{up(Alive, 0, "m01"), false, Alive, 0, 0},
+			{up(Alive, 3, "m01"), true, Alive, 3, 0},
+			{up(Alive, 2, "m01"), false, Alive, 3, 0},
 		}},
 		{"stale suspect ignored", []step{
-			{up(Alive, 3, "m01"), true, Alive, 3},
-			{up(Suspect, 2, "m02"), false, Alive, 3},
-			{up(Suspect, 3, "m02"), true, Suspect, 3},
+			{up(Alive, 3, "m01"), true, Alive, 3, 0},
+			{up(Suspect, 2, "m02"), false, Alive, 3, 0},
+			{up(Suspect, 3, "m02"), true, Suspect, 3, 1},
 		}},
 		{"alive with higher incarnation overrides suspect, equal does not", []step{
-			{up(Suspect, 1, "m02"), true, Suspect, 1},
-			{up(Alive, 1, "m01"), false, Suspect, 1},
-			{up(Alive, 2, "m01"), true, Alive, 2},
+			{up(Suspect, 1, "m02"), true, Suspect, 1, 1},
+			{up(Alive, 1, "m01"), false, Suspect, 1, 1},
+			{up(Alive, 2, "m01"), true, Alive, 2, 1},
 		}},
 		{"suspect at a higher incarnation raises it", []step{
-			{up(Suspect, 1, "m02"), true, Suspect, 1},
-			{up(Suspect, 2, "m02"), true, Suspect, 2},
-			{up(Alive, 2, "m01"), false, Suspect, 2},
+			{up(Suspect, 1, "m02"), true, Suspect, 1, 1},
+			{up(Suspect, 2, "m02"), true, Suspect, 2, 1},
+			{up(Alive, 2, "m01"), false, Suspect, 2, 1},
+		}},
+		{"a member suspected again after refuting counts twice", []step{
+			{up(Suspect, 1, "m02"), true, Suspect, 1, 1},
+			{up(Alive, 2, "m01"), true, Alive, 2, 1},
+			{up(Suspect, 2, "m03"), true, Suspect, 2, 2},
 		}},
 		{"dead is final for its incarnation", []step{
-			{up(Dead, 1, "m02"), true, Dead, 1},
-			{up(Alive, 1, "m01"), false, Dead, 1},
-			{up(Suspect, 1, "m03"), false, Dead, 1},
-			{up(Dead, 4, "m03"), false, Dead, 1},
-			{up(Left, 1, "m01"), false, Dead, 1},
+			{up(Dead, 1, "m02"), true, Dead, 1, 0},
+			{up(Alive, 1, "m01"), false, Dead, 1, 0},
+			{up(Suspect, 1, "m03"), false, Dead, 1, 0},
+			{up(Dead, 4, "m03"), false, Dead, 1, 0},
+			{up(Left, 1, "m01"), false, Dead, 1, 0},
 		}},
 		{"restarted dead member comes back", []step{
-			{up(Dead, 1, "m02"), true, Dead, 1},
-			{up(Alive, 2, "m01"), true, Alive, 2},
+			{up(Dead, 1, "m02"), true, Dead, 1, 0},
+			{up(Alive, 2, "m01"), true, Alive, 2, 0},
 		}},
 		{"left at once, rejoins with a higher incarnation", []step{
-			{up(Left, 0, "m01"), true, Left, 0},
-			{up(Suspect, 0, "m02"), false, Left, 0},
-			{up(Alive, 1, "m01"), true, Alive, 1},
+			{up(Left, 0, "m01"), true, Left, 0, 0},
+			{up(Suspect, 0, "m02"), false, Left, 0, 0},
+			{up(Alive, 1, "m01"), true, Alive, 1, 0},
 		}},
 		{"invalid state ignored", []step{
-			{up(State(9), 5, "m02"), false, Alive, 0},
+			{up(State(9), 5, "m02"), false, Alive, 0, 0},
 		}},
 	}
 	for _, c := range cases {
@@ -120,6 +131,9 @@ func TestApplyRules(t *testing.T) {
 				m := mustState(t, d, "m01", s.wantState)
 				if changed != s.changed || m.Incarnation != s.wantInc {
 					t.Fatalf("step %d %+v: changed %v inc %d, want %v %d", i, s.u, changed, m.Incarnation, s.changed, s.wantInc)
+				}
+				if got := d.Stats().Suspicions; got != s.suspicions {
+					t.Fatalf("step %d %+v: %d suspicions counted, want %d", i, s.u, got, s.suspicions)
 				}
 				if s.changed && s.u.State != Suspect && (len(out) != 1 || out[0] != s.u) {
 					t.Fatalf("step %d: out %v, want the update passed on", i, out)

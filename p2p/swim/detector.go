@@ -27,7 +27,21 @@ type Detector struct {
 	// moves the health score, so a probe counts once.
 	inflight string
 	left     bool
+	stats    Stats
 }
+
+// Stats counts events of a detector since New.
+type Stats struct {
+	// Suspicions counts members this node's view moved from Alive to
+	// Suspect, on its own failed probe or on another member's word.
+	Suspicions int64
+	// Refutations counts the accusations of this node that it refuted
+	// (each raised its incarnation).
+	Refutations int64
+}
+
+// Stats returns the detector's counters.
+func (d *Detector) Stats() Stats { return d.stats }
 
 // New returns a Detector for the node self, alone and Alive at incarnation
 // 0. The first probe is due at now. cfg's zero fields take their defaults;
