@@ -105,8 +105,27 @@ func TestNewcomerJoin(t *testing.T) {
 		t.Errorf("member add of a member under a new name: %q", r.stdout)
 	}
 	// A member admitted but never started is unseen, not alive then dead.
+	// members --watch prints a labelled line per change.
+	watch := startProcess(t, "", "members", "--watch", "--endpoint", n1.addr)
+	lines := &lineReader{log: watch.stdout}
+	if line, err := lines.Next(lineTimeout); err != nil || !strings.HasPrefix(line, n1.nodeID+" state=alive incarnation=") || !strings.HasSuffix(line, " name=n1") {
+		t.Fatalf("members --watch, first line: %q, %v; want n1's, labelled", line, err)
+	}
 	n3 := strings.TrimSpace(string(runCLIOK(t, "id", "--data-dir", t.TempDir()).stdout))
 	n1.mustCLI(t, nil, "member", "add", n3, "--name", "n3")
+	for {
+		line, err := lines.Next(lineTimeout)
+		if err != nil {
+			t.Fatalf("members --watch never showed n3: %v", err)
+		}
+		if strings.HasPrefix(line, n3) {
+			if line != n3+" state=unseen incarnation=0 name=n3" {
+				t.Errorf("members --watch: %q; want n3 unseen, labelled", line)
+			}
+			break
+		}
+	}
+	watch.stopGraceful(t)
 	var members struct {
 		JoinState string `json:"join_state"`
 		Members   []struct {

@@ -117,7 +117,13 @@ func (n *Node) memberView() []*clusterv1.Member {
 		if m.Self && m.Name == "" {
 			m.Name = n.cfg.Name
 		}
-		if st, ok := states[id]; ok {
+		st, ok := states[id]
+		if !ok && m.Admitted && !m.Self {
+			if p, err := peer.Decode(id); err == nil && !n.everSeen(p) {
+				m.State = "unseen" // admitted, not yet in the failure detector
+			}
+		}
+		if ok {
 			m.State, m.Incarnation = st.State.String(), st.Incarnation
 			if !st.LastHeard.IsZero() {
 				m.LastHeardUnixMs = st.LastHeard.UnixMilli()
