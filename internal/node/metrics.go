@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"time"
 
@@ -33,10 +32,9 @@ const MetricsPath = "/metrics"
 type metrics struct {
 	reg  *prometheus.Registry
 	grpc *grpcprom.ServerMetrics
-	// ctx bounds the peer queries of a scrape; stop cancels it when the
-	// node closes, so that no scrape outlives the node.
-	ctx  context.Context
-	stop context.CancelFunc
+	// closed is closed when the node closes: a scrape's peer queries stop,
+	// so that no scrape outlives the node.
+	closed chan struct{}
 
 	batchSize       prometheus.Histogram
 	fsync           prometheus.Histogram
@@ -70,7 +68,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16), // 1 ms to 33 s (the session timeout is 30 s)
 		}, []string{"outcome"}),
 	}
-	m.ctx, m.stop = context.WithCancel(context.Background())
+	m.closed = make(chan struct{})
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -79,11 +77,11 @@ func newMetrics() *metrics {
 	return m
 }
 
-// close ends the scrapes' peer queries (Node.Close, before the HTTP
+// close ends the scrapes' peer queries (Node.Close, once, before the HTTP
 // listener stops).
 func (m *metrics) close() {
 	if m != nil {
-		m.stop()
+		close(m.closed)
 	}
 }
 

@@ -219,8 +219,15 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 // root. Under writes, roots differ for as long as the writes take to
 // spread: a gauge to watch over time.
 func (n *Node) convergence() (compared, converged int) {
-	ctx, cancel := context.WithTimeout(n.metrics.ctx, statusTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-n.metrics.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	var answered, same atomic.Int64
 	var wg sync.WaitGroup
 	for _, p := range n.host.Network().Peers() {
