@@ -237,6 +237,20 @@ func TestNemesis(t *testing.T) {
 		t.Errorf("%v", p)
 	}
 	r.reportResources(smp.all())
+	if *flagSoak && csvPath != "" {
+		// The long-lived nodes' heap and goroutine profiles, next to the
+		// curves: what to look at if they grew.
+		for _, i := range cfg.Protected {
+			for _, prof := range []string{"heap", "goroutine"} {
+				path := strings.TrimSuffix(csvPath, ".csv") + fmt.Sprintf("-n%d.%s.pprof", i, prof)
+				if err := cl[i].saveProfile(prof, path); err != nil {
+					t.Logf("soak: %v", err)
+				} else {
+					t.Logf("soak: n%d's %s profile saved to %s (go tool pprof %s)", i, prof, path, path)
+				}
+			}
+		}
+	}
 }
 
 // hold waits d: the schedule's hold and pause times, and the poll interval
