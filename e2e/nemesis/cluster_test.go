@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +26,7 @@ import (
 const (
 	clientPort = 7379
 	p2pPort    = 7380
+	debugPort  = 7390 // Go's profiles (--listen-debug), on the lab's private network
 )
 
 // Deadlines, generous for a loaded two-core machine; a run that goes well
@@ -106,6 +109,7 @@ func newNode(i int, l *lab, dir, bin, secret string) (*node, error) {
 		"--listen-p2p", fmt.Sprintf("/ip4/%s/tcp/%d", n.ip, p2pPort),
 		"--bootstrap", strings.Join(peers, ","),
 		"--join-secret", secret,
+		"--listen-debug", fmt.Sprintf("%s:%d", n.ip, debugPort),
 	}
 	return n, nil
 }
@@ -238,6 +242,25 @@ func (n *node) restart(offset time.Duration) error {
 	n.offset = offset
 	n.mu.Unlock()
 	return n.start()
+}
+
+// saveProfile saves one of the agent's Go profiles (heap, goroutine...) to
+// path, for a soak whose curves grew.
+func (n *node) saveProfile(name, path string) error {
+	c := http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://%s:%d/debug/pprof/%s", n.ip, debugPort, name))
+	if err != nil {
+		return fmt.Errorf("n%d: %s profile: %w", n.i, name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("n%d: %s profile: %s", n.i, name, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("n%d: %s profile: %w", n.i, name, err)
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // close kills the process and closes the client and the log.

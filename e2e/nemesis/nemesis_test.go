@@ -157,12 +157,17 @@ func TestNemesis(t *testing.T) {
 	var convergence []time.Duration
 	var problems []Problem
 	for ri, round := range sched.Rounds {
+		var h *History
 		for si, st := range round.Steps {
 			last := si == len(round.Steps)-1
 			r.apply(st.Faults)
 			hold(st.Hold)
 			if last {
+				// The history is final once the writers pause: build it
+				// before the heal, so that the time to converge does not
+				// include it (a second for 200,000 writes on a busy machine).
 				wr.pause()
+				h = NewHistory(wr.writes())
 			}
 			r.heal(st.Faults)
 			if !last {
@@ -170,9 +175,7 @@ func TestNemesis(t *testing.T) {
 			}
 		}
 		healed := time.Now()
-		d, states, lastWait, err := r.converge(healed, NewHistory(wr.writes()), *flagConverge)
-		writes := wr.writes()
-		h := NewHistory(writes)
+		d, states, lastWait, err := r.converge(healed, h, *flagConverge)
 		if err != nil {
 			t.Errorf("round %d: %v", ri+1, err)
 		} else {
@@ -237,6 +240,20 @@ func TestNemesis(t *testing.T) {
 		t.Errorf("%v", p)
 	}
 	r.reportResources(smp.all())
+	if *flagSoak && csvPath != "" {
+		// The long-lived nodes' heap and goroutine profiles, next to the
+		// curves: what to look at if they grew.
+		for _, i := range cfg.Protected {
+			for _, prof := range []string{"heap", "goroutine"} {
+				path := strings.TrimSuffix(csvPath, ".csv") + fmt.Sprintf("-n%d.%s.pprof", i, prof)
+				if err := cl[i].saveProfile(prof, path); err != nil {
+					t.Logf("soak: %v", err)
+				} else {
+					t.Logf("soak: n%d's %s profile saved to %s (go tool pprof %s)", i, prof, path, path)
+				}
+			}
+		}
+	}
 }
 
 // hold waits d: the schedule's hold and pause times, and the poll interval
