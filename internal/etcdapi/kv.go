@@ -178,6 +178,9 @@ func (s *Server) forEach(sp keySpan, keysOnly bool, fn func(*store.Record) (bool
 // rangeKeys serves a Range with etcd's semantics: Count is every key of the
 // range, Kvs those that pass the filters, sorted, up to Limit.
 func (s *Server) rangeKeys(req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if s.store.CatchingUp() {
+		return nil, store.ErrCatchingUp
+	}
 	if err := checkRange(req); err != nil {
 		return nil, err
 	}

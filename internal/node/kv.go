@@ -71,6 +71,9 @@ func (s *kvServer) replicate(ctx context.Context, c *store.Change, k uint32) err
 
 func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {
 	hdr := s.header() // before the read: the value is at least this fresh
+	if s.node.store.CatchingUp() {
+		return nil, toStatus(store.ErrCatchingUp)
+	}
 	r, err := s.node.store.Get(req.GetKey())
 	if err != nil {
 		return nil, toStatus(err)
@@ -119,6 +122,9 @@ func (s *kvServer) Range(ctx context.Context, req *kvv1.RangeRequest) (*kvv1.Ran
 		opts.Limit = store.MaxPageLimit
 	} else {
 		opts.Limit = int(req.GetLimit())
+	}
+	if s.node.store.CatchingUp() {
+		return nil, toStatus(store.ErrCatchingUp)
 	}
 	res, err := s.node.store.Range(opts)
 	if err != nil {

@@ -41,6 +41,7 @@ type Node struct {
 	admission *p2p.Admission
 	members   *p2p.Membership
 	skipLeave bool         // tests: stop as if crashed, without announcing a leave
+	repairing atomic.Bool  // the store was repaired and has not caught up (logged once)
 	removed   chan peer.ID // members removed, for enforceAdmission
 	boot      *p2p.Bootstrapper
 	mdns      *p2p.MDNS
@@ -146,15 +147,24 @@ func Start(cfg Config) (_ *Node, err error) {
 		RetainRevisions: cfg.RetainRevisions,
 		TombstoneGrace:  cfg.TombstoneGrace,
 		OnCommit:        n.onCommit,
+		Repair:          cfg.Repair,
 	})
+	if errors.Is(err, store.ErrDamaged) {
+		return nil, fmt.Errorf("node: %w (start with --repair to keep what is readable and catch up from the other members before serving reads)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.store = st
+	n.repairing.Store(st.CatchingUp())
 	cleanup = append(cleanup, func() { _ = st.Close() })
 	if skipped := st.Stats().SkippedRevisions; skipped > 0 {
 		cfg.Logger.Warn("the store was not closed cleanly and the machine may have restarted since: skipped the revisions that gossip applied without an fsync may have used (anti-entropy brings back what was lost)",
 			"skipped", skipped, "revision", st.Revision())
+	}
+	if st.CatchingUp() {
+		cfg.Logger.Warn("the store was repaired after damage: client reads fail with Unavailable until a complete anti-entropy session with another member",
+			"revision", st.Revision(), "skipped", st.Stats().SkippedRevisions)
 	}
 	if n.hub, err = watch.NewHub(st, watch.Config{BufferSize: cfg.WatchBuffer}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -197,7 +207,10 @@ func Start(cfg Config) (_ *Node, err error) {
 		Interval: cfg.SyncInterval,
 		Timeout:  cfg.SyncTimeout,
 		Admit:    n.admission.Check,
-		OnComplete: func(peer.ID) {
+		OnComplete: func(p peer.ID) {
+			if n.repairing.CompareAndSwap(true, false) {
+				cfg.Logger.Warn("caught up after the repair: serving reads again", "peer", p)
+			}
 			n.admission.Synced()
 			n.firstSync.Store(true)
 			select {
