@@ -36,6 +36,7 @@ type syncNodeOpts struct {
 	wall     int64 // fake wall clock start (ms); 0: the system clock
 	admit    func(peer.ID) error
 	onDone   func(peer.ID)
+	onCommit func([]store.Change)
 }
 
 func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
@@ -49,7 +50,7 @@ func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
 		t.Fatal(err)
 	}
 	n := &syncNode{host: h}
-	cfg := store.Config{Path: t.TempDir(), NodeID: []byte(id.ID), TombstoneGrace: o.grace}
+	cfg := store.Config{Path: t.TempDir(), NodeID: []byte(id.ID), TombstoneGrace: o.grace, OnCommit: o.onCommit}
 	if o.wall != 0 {
 		n.wall = &atomic.Int64{}
 		n.wall.Store(o.wall)
@@ -416,4 +417,40 @@ func TestSyncRepairsTwinWrites(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSyncAppliesInBoundedBatches: a large repair is committed in batches of
+// at most maxApplyEntries, each durable before the next is queued, so a
+// local write waits behind one of them, not behind the whole repair (before,
+// a frame of up to a megabyte of entries was one batch).
+func TestSyncAppliesInBoundedBatches(t *testing.T) {
+	const keys = 5000
+	var biggest, remote, batches atomic.Int64
+	var aID atomic.Value
+	a := startSyncNode(t, syncNodeOpts{onCommit: func(changes []store.Change) {
+		n := int64(0)
+		for i := range changes {
+			if string(changes[i].Record.Origin) != aID.Load().(string) {
+				n++
+			}
+		}
+		remote.Add(n)
+		batches.Add(1)
+		if n > biggest.Load() {
+			biggest.Store(n)
+		}
+	}})
+	aID.Store(string(a.host.ID()))
+	b := startSyncNode(t, syncNodeOpts{})
+	entries := make([]crdt.Entry, keys)
+	for i := range entries {
+		entries[i] = genEntry(fmt.Sprintf("k%05d", i), crdt.Timestamp(1000+i), string(b.host.ID()), false)
+	}
+	seed(t, b.store, entries)
+	connect(t, a.host, b.host) // a dials: a runs the session
+	waitFor(t, 30*time.Second, "a has b's keys", func() bool { return a.store.Keys() == keys })
+	if got := biggest.Load(); got > maxApplyEntries {
+		t.Errorf("a batch held %d entries of the repair; the bound is %d", got, maxApplyEntries)
+	}
+	t.Logf("%d entries repaired in %d batches", remote.Load(), batches.Load())
 }

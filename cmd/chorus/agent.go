@@ -88,6 +88,9 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	case <-ctx.Done():
 		cfg.Logger.Info("shutting down")
 		return n.Close()
+	case <-n.Refused():
+		_ = n.Close()
+		return n.RefusedErr()
 	case <-n.Failed():
 		cfg.Logger.Error("the store can no longer take writes; stopping", "err", n.Err())
 		_ = n.Close()
