@@ -91,6 +91,7 @@ type Membership struct {
 	twins  *twins
 	warned map[string]bool
 
+	notify  *network.NotifyBundle
 	boot    boot      // this process
 	refused sync.Once // OnDuplicateIdentity called
 
@@ -140,6 +141,14 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		return nil, fmt.Errorf("p2p: subscribe to %s: %w", topic, err)
 	}
 	cfg.Host.SetStreamHandler(ProbeProtocol(cfg.Cluster), m.handleProbe)
+	// A new connection to a member held dead (a partition healed, a node
+	// back) makes it probeable at once.
+	m.notify = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		m.mu.Lock()
+		m.det.Reachable(c.RemotePeer().String(), time.Now())
+		m.mu.Unlock()
+	}}
+	cfg.Host.Network().Notify(m.notify)
 	m.syncMembers(time.Now())
 	m.wg.Add(2)
 	go m.probeLoop()
@@ -152,6 +161,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 func (m *Membership) Close() {
 	m.closeOnce.Do(func() {
 		m.cfg.Host.RemoveStreamHandler(ProbeProtocol(m.cfg.Cluster))
+		m.cfg.Host.Network().StopNotify(m.notify)
 		m.mu.Lock()
 		m.closed = true
 		m.mu.Unlock()
@@ -370,6 +380,7 @@ func (m *Membership) heard(id string, now time.Time) {
 		m.notifyLocked()
 	}
 	m.det.Heard(id, now)
+	m.det.Reachable(id, now) // a dead member is probed at once
 }
 
 func (m *Membership) acked(target string) {

@@ -454,3 +454,53 @@ func TestSyncAppliesInBoundedBatches(t *testing.T) {
 	}
 	t.Logf("%d entries repaired in %d batches", remote.Load(), batches.Load())
 }
+
+func TestRetryBackoff(t *testing.T) {
+	tests := []struct {
+		prev, interval, want time.Duration
+	}{
+		{0, 5 * time.Second, minSyncRetry},
+		{minSyncRetry, 5 * time.Second, 2 * minSyncRetry},
+		{2 * time.Second, 5 * time.Second, maxSyncRetry},
+		{maxSyncRetry, 5 * time.Second, maxSyncRetry},
+		{time.Second, 300 * time.Millisecond, 300 * time.Millisecond}, // never past the interval
+		{time.Second, -1, 2 * time.Second},                             // periodic syncs off
+	}
+	for _, tc := range tests {
+		if got := retryBackoff(tc.prev, tc.interval); got != tc.want {
+			t.Errorf("retryBackoff(%v, %v) = %v; want %v", tc.prev, tc.interval, got, tc.want)
+		}
+	}
+	for _, err := range []error{ErrStale, context.Canceled, fmt.Errorf("p2p: sync with x: %w", &StaleError{})} {
+		if retryable(err) {
+			t.Errorf("retryable(%v) = true", err)
+		}
+	}
+	if !retryable(errors.New("stateless reset")) {
+		t.Error("a connection error is not retryable")
+	}
+}
+
+// TestKickRunsASessionRateLimited: Kick starts a session with a connected
+// peer (as membership does when a member comes back), at most one per peer
+// per KickInterval.
+func TestKickRunsASessionRateLimited(t *testing.T) {
+	a := startSyncNode(t, syncNodeOpts{})
+	b := startSyncNode(t, syncNodeOpts{})
+	completed := func(n *syncNode) int64 { c, _, _ := n.sync.Counters(); return c }
+	connect(t, b.host, a.host) // b dials: b runs the on-connect session
+	waitFor(t, 30*time.Second, "b's on-connect session", func() bool { return completed(b) >= 1 && completed(a) >= 1 })
+	before := completed(b) // sessions b ran or served
+	a.sync.Kick(b.host.ID())
+	a.sync.Kick(b.host.ID()) // within KickInterval: dropped
+	waitFor(t, 30*time.Second, "a's kicked session, served by b", func() bool { return completed(b) >= before+1 })
+	a.sync.mu.Lock()
+	kicks := len(a.sync.mu.kicked)
+	a.sync.mu.Unlock()
+	if kicks != 1 {
+		t.Errorf("%d peers kicked; want 1", kicks)
+	}
+	if n := len(a.sync.kick); n != 0 {
+		t.Errorf("%d kicks queued after a rate-limited one", n)
+	}
+}
