@@ -26,8 +26,8 @@ func (e *DuplicateIdentityError) Error() string {
 	}
 	return fmt.Sprintf("p2p: peer id %s is live in another process (started %s, at %s), as member %s reports: "+
 		"this data folder (identity.key) was copied from a running node. Two processes with one identity give "+
-		"different values the same version. Stop this one; to run it as a new member, start its copy with a new "+
-		"identity (remove its identity.key and start with --new-identity, or create one with chorus id --new-identity) "+
+		"different values the same version. To run this copy as a member of its own, give it a new identity: "+
+		"remove its identity.key, run chorus id --new-identity on its data folder (or start it with --new-identity) "+
 		"and admit the new peer id",
 		e.ID, e.OtherStarted.UTC().Format(time.RFC3339Nano), where, e.ReportedBy)
 }
