@@ -464,7 +464,7 @@ func TestRetryBackoff(t *testing.T) {
 		{2 * time.Second, 5 * time.Second, maxSyncRetry},
 		{maxSyncRetry, 5 * time.Second, maxSyncRetry},
 		{time.Second, 300 * time.Millisecond, 300 * time.Millisecond}, // never past the interval
-		{time.Second, -1, 2 * time.Second},                             // periodic syncs off
+		{time.Second, -1, 2 * time.Second},                            // periodic syncs off
 	}
 	for _, tc := range tests {
 		if got := retryBackoff(tc.prev, tc.interval); got != tc.want {
