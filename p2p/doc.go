@@ -34,7 +34,13 @@
 //     checked: the tree shape, node indexes, that digests and entries fall
 //     in the session's buckets or answer this node's wants, and, through
 //     store.Apply, each entry's limits and clock offset. Entries of any
-//     origin are accepted here (a peer relays what it holds).
+//     origin are accepted here (a peer relays what it holds). Received
+//     entries are applied in batches of at most 256 entries / 256 KiB, each
+//     durable before the next is queued, so local writes interleave.
+//   - Sessions start on an outbound connection, on Kick (a member alive
+//     again after a suspicion or death; at most one per peer per
+//     KickInterval), every Interval, and as a retry after a failure (250 ms
+//     doubling to 4 s, five times; not for a stale node).
 //   - Admission: only members on the replicated list (MembersPrefix) may
 //     connect (the Admission gater, both directions), gossip, push, sync,
 //     ask for status or probe; a joining node trusts its bootstrap peers
@@ -73,7 +79,14 @@
 //     interval, indirect probes through others, updates on MembersTopic
 //     accepted only from members (each passes on, once, an update that
 //     changed its view), a leave announced directly to every peer before
-//     Close.
+//     Close. A probe's ack carries the responder's suspicion or death of the
+//     prober, which refutes it at once; a dead member is probed at once
+//     when a connection to it opens or a message from it arrives.
+//   - One peer id, one process: a member's probes carry its process's boot
+//     (random number, start time); a member that hears an older boot after
+//     a newer one was first heard (by more than twinGrace) answers the
+//     newer's probes with a DuplicateIdentity, and that process calls
+//     MembershipConfig.OnDuplicateIdentity (the node stops).
 //   - A session is refused (ErrStale) when either side's last completed sync
 //     is older than a tombstone the other has purged: it could bring deleted
 //     keys back.

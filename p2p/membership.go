@@ -52,6 +52,16 @@ type MembershipConfig struct {
 	// ProbeDelay injects a fault for tests: a delay before this node answers
 	// a ping, as a slow or overloaded node would.
 	ProbeDelay func() time.Duration
+	// OnDuplicateIdentity, when set, is called once, with a
+	// *DuplicateIdentityError, when a member reports that this node's peer
+	// id is live in another process started before this one (a copied data
+	// folder). The node must stop: see DuplicateIdentityError.
+	OnDuplicateIdentity func(error)
+	// OnRecovered, when set, is called (from the membership's goroutines,
+	// without its lock) when a member held suspect or dead becomes alive
+	// again: after a partition heals, say, when what it missed should be
+	// repaired at once.
+	OnRecovered func(peer.ID)
 }
 
 // Membership runs SWIM failure detection (package swim holds the logic):
@@ -76,6 +86,14 @@ type Membership struct {
 	// reaped are members the detector forgot after they stayed dead: they
 	// stay admitted but are not probed again until heard from.
 	reaped map[string]bool
+	// twins holds the boots heard from each member (see twins); warned the
+	// ids already logged as live twice.
+	twins  *twins
+	warned map[string]bool
+
+	notify  *network.NotifyBundle
+	boot    boot      // this process
+	refused sync.Once // OnDuplicateIdentity called
 
 	probes, probeBytesOut, probeBytesIn, updatesOut atomic.Int64
 	probeFailures                                   atomic.Int64
@@ -110,7 +128,9 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	det.Apply(swim.Update{ID: cfg.Host.ID().String(), State: swim.Suspect, Incarnation: uint64(time.Now().Unix()), From: cfg.Host.ID().String()}, time.Now())
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Membership{cfg: cfg, self: cfg.Host.ID(), det: det, ctx: ctx, cancel: cancel, changed: make(chan struct{}), reaped: map[string]bool{},
-		startRefutations: det.Stats().Refutations}
+		startRefutations: det.Stats().Refutations,
+		twins:            newTwins(twinGrace), warned: map[string]bool{},
+		boot: boot{nonce: rand.Uint64() | 1, started: time.Now().UnixNano()}}
 	topic := MembersTopic(cfg.Cluster)
 	if err := cfg.PubSub.RegisterTopicValidator(topic, m.validate); err != nil {
 		cancel()
@@ -126,6 +146,14 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 		return nil, fmt.Errorf("p2p: subscribe to %s: %w", topic, err)
 	}
 	cfg.Host.SetStreamHandler(ProbeProtocol(cfg.Cluster), m.handleProbe)
+	// A new connection to a member held dead (a partition healed, a node
+	// back) makes it probeable at once.
+	m.notify = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		m.mu.Lock()
+		m.det.Reachable(c.RemotePeer().String(), time.Now())
+		m.mu.Unlock()
+	}}
+	cfg.Host.Network().Notify(m.notify)
 	m.syncMembers(time.Now())
 	m.wg.Add(2)
 	go m.probeLoop()
@@ -138,6 +166,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 func (m *Membership) Close() {
 	m.closeOnce.Do(func() {
 		m.cfg.Host.RemoveStreamHandler(ProbeProtocol(m.cfg.Cluster))
+		m.cfg.Host.Network().StopNotify(m.notify)
 		m.mu.Lock()
 		m.closed = true
 		m.mu.Unlock()
@@ -364,6 +393,7 @@ func (m *Membership) heard(id string, now time.Time) {
 		m.notifyLocked()
 	}
 	m.det.Heard(id, now)
+	m.det.Reachable(id, now) // a dead member is probed at once
 }
 
 func (m *Membership) acked(target string) {
@@ -406,6 +436,15 @@ func (m *Membership) ping(p peer.ID, req *replicationv1.Probe, timeout time.Dura
 	if err := proto.Unmarshal(resp, &pa); err != nil {
 		return false, false
 	}
+	if d := pa.GetDuplicate(); d != nil && d.GetBoot() == m.boot.nonce {
+		m.refuse(p, d)
+	}
+	// The responder's suspicion or death of this node: refute it now.
+	for _, u := range pa.GetUpdates() {
+		if su, ok := fromProtoUpdate(u); ok && su.ID == m.self.String() && su.State != swim.Alive {
+			m.apply(su)
+		}
+	}
 	return pa.GetAck(), true
 }
 
@@ -441,13 +480,21 @@ func (m *Membership) handleProbe(st network.Stream) {
 	m.heard(from.String(), now)
 	// Accusations about this node are refuted; the sender's own state
 	// (alive, or its leave) is applied.
+	ack := &replicationv1.ProbeAck{}
 	for _, u := range req.GetUpdates() {
 		if su, ok := fromProtoUpdate(u); ok && (su.ID == m.self.String() || su.ID == from.String() && su.From == from.String()) {
 			m.learnAddrs(u)
 			m.apply(su)
+			if su.ID == from.String() && su.State == swim.Alive {
+				ack.Duplicate = m.checkTwins(from, u, now)
+			}
 		}
 	}
-	ack := &replicationv1.ProbeAck{}
+	m.mu.Lock()
+	if acc, ok := m.det.Accusation(from.String()); ok {
+		ack.Updates = append(ack.Updates, toProtoUpdate(acc))
+	}
+	m.mu.Unlock()
 	switch req.GetKind() {
 	case replicationv1.Probe_KIND_PING, replicationv1.Probe_KIND_LEAVE:
 		if d := m.cfg.ProbeDelay; d != nil && req.GetKind() == replicationv1.Probe_KIND_PING {
@@ -483,11 +530,18 @@ func (m *Membership) handleProbe(st network.Stream) {
 // with what it leads to (a refutation).
 func (m *Membership) apply(u swim.Update) {
 	m.mu.Lock()
+	before, known := m.det.Member(u.ID)
 	changed, out := m.det.Apply(u, time.Now())
+	after, _ := m.det.Member(u.ID)
 	if changed || len(out) > 0 {
 		m.notifyLocked()
 	}
 	m.mu.Unlock()
+	if recovered := known && (before.State == swim.Suspect || before.State == swim.Dead) && after.State == swim.Alive; recovered && u.ID != m.self.String() && m.cfg.OnRecovered != nil {
+		if p, err := peer.Decode(u.ID); err == nil {
+			m.cfg.OnRecovered(p)
+		}
+	}
 	if changed {
 		out = append([]swim.Update{u}, out...)
 	}
@@ -601,14 +655,75 @@ func decodeMemberUpdates(data []byte) (*replicationv1.MemberUpdates, error) {
 	return &us, nil
 }
 
+// twinGrace is how long after a newer boot of a member was first heard an
+// older one must still be heard for both to count as live (see twins). Boots
+// are taken from probes only, which come straight from the live process, and
+// two processes cannot share a data folder (its store is locked): the grace
+// covers probes in flight.
+const twinGrace = time.Second
+
+// checkTwins records the boot of from, heard in its probe (u, its own alive
+// update), and returns the notice to answer with if that process is refused:
+// its identity is live in an older process too.
+func (m *Membership) checkTwins(from peer.ID, u *replicationv1.MemberUpdate, now time.Time) *replicationv1.DuplicateIdentity {
+	b := boot{nonce: u.GetBoot(), started: u.GetStartedUnixNano()}
+	var addrs []string
+	for _, a := range u.GetAddrs()[:min(len(u.GetAddrs()), maxAnnouncedAddrs)] {
+		if addr, err := ma.NewMultiaddrBytes(a); err == nil {
+			addrs = append(addrs, addr.String())
+		}
+	}
+	m.mu.Lock()
+	found := m.twins.heard(from.String(), b, addrs, now)
+	winner, waddrs, refused := m.twins.refused(from.String(), b)
+	warn := found && !m.warned[from.String()]
+	if warn {
+		m.warned[from.String()] = true
+	}
+	m.mu.Unlock()
+	if warn {
+		m.cfg.Logger.Error("a member's peer id is live in two processes (a copied data folder); the one started last is told to stop",
+			"peer", from, "started", time.Unix(0, winner.started).UTC(), "addrs", waddrs)
+	}
+	if !refused {
+		return nil
+	}
+	d := &replicationv1.DuplicateIdentity{Boot: b.nonce, OtherStartedUnixNano: winner.started}
+	for _, a := range waddrs {
+		if addr, err := ma.NewMultiaddr(a); err == nil {
+			d.OtherAddrs = append(d.OtherAddrs, addr.Bytes())
+		}
+	}
+	return d
+}
+
+// refuse reports, once, that a member (by) found this node's identity live
+// in an older process.
+func (m *Membership) refuse(by peer.ID, d *replicationv1.DuplicateIdentity) {
+	m.refused.Do(func() {
+		e := &DuplicateIdentityError{ID: m.self.String(), OtherStarted: time.Unix(0, d.GetOtherStartedUnixNano()), ReportedBy: by.String()}
+		for _, b := range d.GetOtherAddrs()[:min(len(d.GetOtherAddrs()), maxAnnouncedAddrs)] {
+			if a, err := ma.NewMultiaddrBytes(b); err == nil {
+				e.OtherAddrs = append(e.OtherAddrs, a.String())
+			}
+		}
+		m.cfg.Logger.Error("this node's identity is live in another process; stopping", "err", e)
+		if m.cfg.OnDuplicateIdentity != nil {
+			m.cfg.OnDuplicateIdentity(e)
+		}
+	})
+}
+
 // maxAnnouncedAddrs bounds the addresses of one announcement.
 const maxAnnouncedAddrs = 16
 
-// withAddrs attaches this node's listen addresses to its own alive update.
+// withAddrs attaches this node's listen addresses and boot to its own alive
+// update.
 func (m *Membership) withAddrs(u *replicationv1.MemberUpdate) *replicationv1.MemberUpdate {
 	if u.GetId() != m.self.String() || u.GetState() != replicationv1.MemberUpdate_STATE_ALIVE {
 		return u
 	}
+	u.Boot, u.StartedUnixNano = m.boot.nonce, m.boot.started
 	for _, a := range m.cfg.Host.Addrs() {
 		if len(u.Addrs) == maxAnnouncedAddrs {
 			break

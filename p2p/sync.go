@@ -200,6 +200,7 @@ type Syncer struct {
 		closed   bool
 		handlers int
 		streams  map[network.Stream]struct{} // served now: reset by Close
+		kicked   map[peer.ID]time.Time       // Kick's last accepted kick per peer
 	}
 
 	sessions, failures, refused atomic.Int64
@@ -228,6 +229,7 @@ func StartSyncer(cfg SyncConfig) (*Syncer, error) {
 	s := &Syncer{cfg: cfg, ctx: ctx, cancel: cancel, kick: make(chan peer.ID, 64)}
 	s.diffCap.Store(int64(cfg.MaxDiffNodes))
 	s.mu.streams = map[network.Stream]struct{}{}
+	s.mu.kicked = map[peer.ID]time.Time{}
 	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Cluster), s.handleSync)
 	cfg.Host.SetStreamHandler(StatusProtocol(cfg.Cluster), s.handleStatus)
 	s.notify = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
@@ -304,6 +306,56 @@ func (s *Syncer) account(st SyncStats, err error) {
 	}
 }
 
+// Kick asks for a session with p soon, as after p came back from a
+// partition on a connection that never closed (no new connection to start
+// one): at most one per peer per KickInterval, and dropped when a burst
+// fills the queue (the periodic sync covers the rest).
+func (s *Syncer) Kick(p peer.ID) {
+	now := time.Now()
+	s.mu.Lock()
+	if last, ok := s.mu.kicked[p]; ok && now.Sub(last) < KickInterval || s.mu.closed {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.mu.kicked) >= 4096 {
+		clear(s.mu.kicked)
+	}
+	s.mu.kicked[p] = now
+	s.mu.Unlock()
+	select {
+	case s.kick <- p:
+	default:
+	}
+}
+
+// KickInterval is the shortest time between two Kicks of one peer.
+const KickInterval = time.Second
+
+// Retries of a failed session (see retryBackoff).
+const (
+	minSyncRetry   = 250 * time.Millisecond
+	maxSyncRetry   = 4 * time.Second
+	maxSyncRetries = 5
+)
+
+// retryBackoff returns the wait before retrying a failed session, the
+// previous wait being prev (0 after a success): doubling from minSyncRetry,
+// capped at maxSyncRetry and at the sync interval (when periodic syncs run).
+func retryBackoff(prev, interval time.Duration) time.Duration {
+	d := max(minSyncRetry, 2*prev)
+	d = min(d, maxSyncRetry)
+	if interval > 0 {
+		d = min(d, interval)
+	}
+	return d
+}
+
+// retryable reports whether a failed session is worth retrying soon: not
+// when a side is stale (an operator must act) or the syncer is closing.
+func retryable(err error) bool {
+	return !errors.Is(err, ErrStale) && !errors.Is(err, context.Canceled)
+}
+
 func (s *Syncer) loop() {
 	defer s.wg.Done()
 	timer := time.NewTimer(s.jittered())
@@ -311,15 +363,53 @@ func (s *Syncer) loop() {
 	if s.cfg.Interval < 0 {
 		timer.Stop()
 	}
+	// A failed session is retried with the same peer after a backoff
+	// rather than waiting for the next interval: a stale connection ("stateless
+	// reset") or a peer restarting fails a session that succeeds a moment later.
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	var retryPeer peer.ID
+	var backoff time.Duration
+	attempts := 0
+	run := func(p peer.ID) {
+		err := s.syncUntilDone(p)
+		switch {
+		case err == nil:
+			if p == retryPeer {
+				backoff, attempts = 0, 0
+			}
+		default:
+			if p != retryPeer {
+				backoff, attempts, retryPeer = 0, 0, p
+			}
+			// A few times; then the periodic syncs take over (a peer of
+			// another version fails every time).
+			if retryable(err) && s.ctx.Err() == nil && attempts < maxSyncRetries {
+				attempts++
+				backoff = retryBackoff(backoff, s.cfg.Interval)
+				retry.Reset(backoff)
+			}
+		}
+	}
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case p := <-s.kick:
-			s.syncUntilDone(p)
+			run(p)
+		case <-retry.C:
+			if s.cfg.Host.Network().Connectedness(retryPeer) != network.Connected {
+				// The failed connection may be gone: dial again (the
+				// admission gater still applies).
+				ctx, cancel := context.WithTimeout(s.ctx, maxSyncRetry)
+				_ = s.cfg.Host.Connect(ctx, peer.AddrInfo{ID: retryPeer})
+				cancel()
+			}
+			run(retryPeer)
 		case <-timer.C:
 			if peers := s.cfg.Host.Network().Peers(); len(peers) > 0 {
-				s.syncUntilDone(peers[rand.IntN(len(peers))])
+				run(peers[rand.IntN(len(peers))])
 			}
 			timer.Reset(s.jittered())
 		}
@@ -335,14 +425,14 @@ func (s *Syncer) jittered() time.Duration {
 }
 
 // syncUntilDone runs sessions with p until one is not partial.
-func (s *Syncer) syncUntilDone(p peer.ID) {
+func (s *Syncer) syncUntilDone(p peer.ID) error {
 	for range DefaultMaxSyncFollowUp {
 		st, err := s.SyncWith(s.ctx, p)
 		if err != nil {
 			if s.ctx.Err() == nil {
 				s.cfg.Logger.Warn("anti-entropy session failed", "peer", p, "err", err)
 			}
-			return
+			return err
 		}
 		if st.EntriesSent+st.EntriesReceived > 0 {
 			s.cfg.Logger.Info("anti-entropy repaired a difference", "peer", p,
@@ -350,9 +440,10 @@ func (s *Syncer) syncUntilDone(p peer.ID) {
 				"round_trips", st.RoundTrips, "partial", st.Partial, "duration", st.Duration)
 		}
 		if !st.Partial {
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
 // SyncWith runs one session with p, which must be connected, and returns
@@ -909,17 +1000,42 @@ func (ss *session) receiveEntries(wanted map[uint64]bool) ([]uint64, error) {
 			entries = append(entries, crdt.Entry{Key: e.GetKey(), Value: e.GetValue(), HLC: crdt.Timestamp(e.GetHlc()), Origin: e.GetOrigin(), Tombstone: e.GetTombstone()})
 		}
 		ss.stats.EntriesReceived += len(entries)
-		if len(entries) > 0 {
-			changes, err := ss.store.Apply(ss.s.ctx, entries)
+		// In bounded batches, each durable before the next is queued, so
+		// that local writes queued meanwhile are committed between them
+		// rather than behind a whole frame (a megabyte of entries).
+		for len(entries) > 0 {
+			n := applyBatchEntries(entries)
+			changes, err := ss.store.Apply(ss.s.ctx, entries[:n])
 			if err != nil {
-				return nil, fmt.Errorf("apply %d entries from peer: %w", len(entries), err)
+				return nil, fmt.Errorf("apply %d entries from peer: %w", n, err)
 			}
 			ss.stats.EntriesApplied += len(changes)
+			entries = entries[n:]
 		}
 		if msg.GetLast() {
 			return want, nil
 		}
 	}
+}
+
+// Bounds of one store.Apply of a session's entries (applyBatchEntries).
+const (
+	maxApplyEntries = 256
+	maxApplyBytes   = 256 << 10
+)
+
+// applyBatchEntries returns how many of entries (at least one) the next
+// store.Apply takes: at most maxApplyEntries and maxApplyBytes of keys and
+// values.
+func applyBatchEntries(entries []crdt.Entry) int {
+	size := 0
+	for i := range entries {
+		size += len(entries[i].Key) + len(entries[i].Value)
+		if i == maxApplyEntries || i > 0 && size > maxApplyBytes {
+			return i
+		}
+	}
+	return len(entries)
 }
 
 // QueryStatus asks a connected peer for its NodeStatus.

@@ -37,6 +37,7 @@ type syncNodeOpts struct {
 	admit     func(peer.ID) error
 	onDone    func(peer.ID)
 	onSession func(SyncStats, error)
+	onCommit  func([]store.Change)
 }
 
 func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
@@ -50,7 +51,7 @@ func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
 		t.Fatal(err)
 	}
 	n := &syncNode{host: h}
-	cfg := store.Config{Path: t.TempDir(), NodeID: []byte(id.ID), TombstoneGrace: o.grace}
+	cfg := store.Config{Path: t.TempDir(), NodeID: []byte(id.ID), TombstoneGrace: o.grace, OnCommit: o.onCommit}
 	if o.wall != 0 {
 		n.wall = &atomic.Int64{}
 		n.wall.Store(o.wall)
@@ -437,5 +438,91 @@ func TestSyncRepairsTwinWrites(t *testing.T) {
 				t.Fatalf("%s holds %v for %q; want the total order's winner %q", name, got, want.Key, want.Value)
 			}
 		}
+	}
+}
+
+// TestSyncAppliesInBoundedBatches: a large repair is committed in batches of
+// at most maxApplyEntries, each durable before the next is queued, so a
+// local write waits behind one of them, not behind the whole repair (before,
+// a frame of up to a megabyte of entries was one batch).
+func TestSyncAppliesInBoundedBatches(t *testing.T) {
+	const keys = 5000
+	var biggest, remote, batches atomic.Int64
+	var aID atomic.Value
+	a := startSyncNode(t, syncNodeOpts{onCommit: func(changes []store.Change) {
+		n := int64(0)
+		for i := range changes {
+			if string(changes[i].Record.Origin) != aID.Load().(string) {
+				n++
+			}
+		}
+		remote.Add(n)
+		batches.Add(1)
+		if n > biggest.Load() {
+			biggest.Store(n)
+		}
+	}})
+	aID.Store(string(a.host.ID()))
+	b := startSyncNode(t, syncNodeOpts{})
+	entries := make([]crdt.Entry, keys)
+	for i := range entries {
+		entries[i] = genEntry(fmt.Sprintf("k%05d", i), crdt.Timestamp(1000+i), string(b.host.ID()), false)
+	}
+	seed(t, b.store, entries)
+	connect(t, a.host, b.host) // a dials: a runs the session
+	waitFor(t, 30*time.Second, "a has b's keys", func() bool { return a.store.Keys() == keys })
+	if got := biggest.Load(); got > maxApplyEntries {
+		t.Errorf("a batch held %d entries of the repair; the bound is %d", got, maxApplyEntries)
+	}
+	t.Logf("%d entries repaired in %d batches", remote.Load(), batches.Load())
+}
+
+func TestRetryBackoff(t *testing.T) {
+	tests := []struct {
+		prev, interval, want time.Duration
+	}{
+		{0, 5 * time.Second, minSyncRetry},
+		{minSyncRetry, 5 * time.Second, 2 * minSyncRetry},
+		{2 * time.Second, 5 * time.Second, maxSyncRetry},
+		{maxSyncRetry, 5 * time.Second, maxSyncRetry},
+		{time.Second, 300 * time.Millisecond, 300 * time.Millisecond}, // never past the interval
+		{time.Second, -1, 2 * time.Second},                            // periodic syncs off
+	}
+	for _, tc := range tests {
+		if got := retryBackoff(tc.prev, tc.interval); got != tc.want {
+			t.Errorf("retryBackoff(%v, %v) = %v; want %v", tc.prev, tc.interval, got, tc.want)
+		}
+	}
+	for _, err := range []error{ErrStale, context.Canceled, fmt.Errorf("p2p: sync with x: %w", &StaleError{})} {
+		if retryable(err) {
+			t.Errorf("retryable(%v) = true", err)
+		}
+	}
+	if !retryable(errors.New("stateless reset")) {
+		t.Error("a connection error is not retryable")
+	}
+}
+
+// TestKickRunsASessionRateLimited: Kick starts a session with a connected
+// peer (as membership does when a member comes back), at most one per peer
+// per KickInterval.
+func TestKickRunsASessionRateLimited(t *testing.T) {
+	a := startSyncNode(t, syncNodeOpts{})
+	b := startSyncNode(t, syncNodeOpts{})
+	completed := func(n *syncNode) int64 { c, _, _ := n.sync.Counters(); return c }
+	connect(t, b.host, a.host) // b dials: b runs the on-connect session
+	waitFor(t, 30*time.Second, "b's on-connect session", func() bool { return completed(b) >= 1 && completed(a) >= 1 })
+	before := completed(b) // sessions b ran or served
+	a.sync.Kick(b.host.ID())
+	a.sync.Kick(b.host.ID()) // within KickInterval: dropped
+	waitFor(t, 30*time.Second, "a's kicked session, served by b", func() bool { return completed(b) >= before+1 })
+	a.sync.mu.Lock()
+	kicks := len(a.sync.mu.kicked)
+	a.sync.mu.Unlock()
+	if kicks != 1 {
+		t.Errorf("%d peers kicked; want 1", kicks)
+	}
+	if n := len(a.sync.kick); n != 0 {
+		t.Errorf("%d kicks queued after a rate-limited one", n)
 	}
 }

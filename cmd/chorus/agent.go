@@ -46,6 +46,7 @@ func newAgentCmd(cio *cmdIO) *cobra.Command {
 	fs.BoolVar(&cfg.MDNS, "mdns", false, "find peers of the same cluster on the local network")
 	fs.StringVar(&cfg.Name, "name", "", "this node's name in the member list (default: host name and the end of the peer id)")
 	admission := fs.String("admission", "members", "members: only peers on the replicated member list may connect (chorus member add); open: any peer that reaches the node (labs and tests)")
+	fs.BoolVar(&cfg.Repair, "repair", false, "start even though the store's files are damaged (a journal or table that fails its checksum): keep what is readable and refuse client reads until a complete anti-entropy session with another member")
 	fs.BoolVar(&cfg.NewIdentity, "new-identity", false, "start with a new identity key when the data folder holds data but its identity.key is missing (the other members must then admit the new peer id)")
 	fs.StringVar(&cfg.JoinSecretFile, "join-secret", "", "file holding the cluster's join secret (chorus join-secret makes one): only hosts holding it can connect, and each joins the member list by itself; TCP only")
 	fs.StringVar(&cfg.ListenHTTP, "listen-http", "", "host:port serving /healthz, /readyz and /metrics, or off (default: --listen-client's host, its port + 2: "+node.DefaultListenHTTP+")")
@@ -118,6 +119,9 @@ func runAgent(ctx context.Context, cfg node.Config, admission, logLevel, listenD
 	case <-ctx.Done():
 		cfg.Logger.Info("shutting down")
 		return n.Close()
+	case <-n.Refused():
+		_ = n.Close()
+		return n.RefusedErr()
 	case <-n.Failed():
 		cfg.Logger.Error("the store can no longer take writes; stopping", "err", n.Err())
 		_ = n.Close()

@@ -81,7 +81,7 @@ func (s *Store) buildTree() error {
 		}
 	}
 	if err := it.Error(); err != nil {
-		return fmt.Errorf("store: build Merkle tree: %w", err)
+		return fmt.Errorf("store: build Merkle tree: %w", damaged(s.cfg.Path, err))
 	}
 	if !indexed {
 		batch.Put([]byte(metaIndexed), []byte{indexVersion})
@@ -317,13 +317,23 @@ func (s *Store) SetLastContact(ts crdt.Timestamp) error {
 		return err
 	}
 	defer release()
-	if ts <= s.LastContact() {
+	catchingUp := s.catchingUp.Load()
+	if ts <= s.LastContact() && !catchingUp {
 		return nil
 	}
-	if err := s.ds.DB.Put([]byte(metaContact), encodeUint64(uint64(ts)), &opt.WriteOptions{Sync: true}); err != nil {
+	var b goleveldb.Batch
+	ts = max(ts, s.LastContact())
+	b.Put([]byte(metaContact), encodeUint64(uint64(ts)))
+	if catchingUp {
+		// The session brought in everything the peer had: what damage lost
+		// here, it had, or another peer has and will bring.
+		b.Delete([]byte(metaRepaired))
+	}
+	if err := s.ds.DB.Write(&b, &opt.WriteOptions{Sync: true}); err != nil {
 		return fmt.Errorf("store: write last contact: %w", err)
 	}
 	s.contact.Store(uint64(ts))
+	s.catchingUp.Store(false)
 	return nil
 }
 

@@ -64,6 +64,13 @@ type Config struct {
 	// extra fsync per this many buffered changes, and at most this many
 	// revisions skipped when the machine crashed. Default 4096.
 	ReserveRevisions int64
+	// Repair opens a store whose LevelDB files are damaged (Open fails with
+	// ErrDamaged without it): what is readable is recovered, the revisions
+	// that may be lost are recorded as gaps, and CatchingUp is true (the
+	// node refuses client reads) until a complete anti-entropy session with
+	// a peer has brought back the rest (SetLastContact). On an undamaged store it does
+	// nothing. Default false.
+	Repair bool
 	// OnCommit, if set, is called by the writer goroutine with every batch's changes,
 	// in revision order, after the batch is written (and fsynced, unless it
 	// holds only ApplyBuffered requests) and before its writers are

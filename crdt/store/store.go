@@ -15,7 +15,6 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	leveldb "github.com/ipfs/go-ds-leveldb"
 	goleveldb "github.com/syndtr/goleveldb/leveldb"
-	"github.com/syndtr/goleveldb/leveldb/filter"
 	"github.com/syndtr/goleveldb/leveldb/opt"
 	"github.com/syndtr/goleveldb/leveldb/util"
 
@@ -58,7 +57,10 @@ type Store struct {
 	}
 	// taken counts requests the committer has taken from the queue (tests).
 	taken atomic.Int64
-	stats struct {
+	// catchingUp is set while the store, repaired after damage, waits for a
+	// complete anti-entropy session (see CatchingUp).
+	catchingUp atomic.Bool
+	stats      struct {
 		batches, syncs, changes atomic.Int64
 		skipped                 int64 // set by Open
 	}
@@ -72,27 +74,39 @@ type Store struct {
 }
 
 // Open opens (or creates) the store at cfg.Path and starts its committer.
+// Damaged LevelDB files fail it with ErrDamaged, unless cfg.Repair is set.
 func Open(cfg Config) (*Store, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d, err := leveldb.NewDatastore(cfg.Path, &leveldb.Options{
-		// Every Put first reads its key, and most keys are new: the misses
-		// would trigger seek compactions that cost more than they save.
-		DisableSeeksCompaction: true,
-		// A larger memtable means fewer level-0 flushes and compactions
-		// under write load; it is replayed from the journal after a crash.
-		WriteBuffer:        32 << 20,
-		BlockCacheCapacity: 32 << 20,
-		// Most reads on the write path are for keys that do not exist yet.
-		Filter: filter.NewBloomFilter(10),
-	})
+	s, err := open(cfg, false)
+	if errors.Is(err, ErrDamaged) && cfg.Repair {
+		if rerr := recoverFiles(cfg.Path); rerr != nil {
+			return nil, fmt.Errorf("%w; %w", err, rerr)
+		}
+		s, err = open(cfg, true)
+	}
+	return s, err
+}
+
+// open is Open after the checks; repaired says recoverFiles has just run.
+func open(cfg Config, repaired bool) (*Store, error) {
+	if cfg.Path != "" {
+		if err := checkFiles(cfg.Path); err != nil {
+			if errors.Is(err, syscall.EAGAIN) {
+				return nil, fmt.Errorf("%w: %q is locked by another process (is another chorus agent using this data folder?): %w", ErrInUse, cfg.Path, err)
+			}
+			return nil, err
+		}
+	}
+	o := leveldb.Options(leveldbOptions())
+	d, err := leveldb.NewDatastore(cfg.Path, &o)
 	if errors.Is(err, syscall.EAGAIN) {
 		return nil, fmt.Errorf("%w: %q is locked by another process (is another chorus agent using this data folder?): %w", ErrInUse, cfg.Path, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: open leveldb at %q: %w", cfg.Path, err)
+		return nil, fmt.Errorf("store: open leveldb at %q: %w", cfg.Path, damaged(cfg.Path, err))
 	}
 	s := &Store{
 		cfg:       cfg,
@@ -101,17 +115,15 @@ func Open(cfg Config) (*Store, error) {
 		committed: make(chan struct{}),
 		failedCh:  make(chan struct{}),
 	}
-	if err := s.loadMeta(); err != nil {
-		_ = d.Close()
-		return nil, err
+	steps := []func() error{s.verify, s.loadMeta, s.buildTree, func() error { return s.loadContact(context.Background()) }, s.loadRepaired}
+	if repaired {
+		steps = append([]func() error{s.verify, s.afterRepair}, steps[1:]...)
 	}
-	if err := s.buildTree(); err != nil {
-		_ = d.Close()
-		return nil, err
-	}
-	if err := s.loadContact(context.Background()); err != nil {
-		_ = d.Close()
-		return nil, err
+	for _, step := range steps {
+		if err := step(); err != nil {
+			_ = d.Close()
+			return nil, err
+		}
 	}
 	go s.commitLoop()
 	return s, nil

@@ -37,7 +37,7 @@ func toGRPC(err error) error {
 		return status.Error(codes.InvalidArgument, "chorus: "+err.Error())
 	case errors.Is(err, store.ErrClosed), errors.Is(err, watch.ErrClosed), errors.Is(err, errStopped):
 		return rpctypes.ErrGRPCStopped
-	case errors.Is(err, store.ErrWriteFailed):
+	case errors.Is(err, store.ErrWriteFailed), errors.Is(err, store.ErrCatchingUp):
 		return status.Error(codes.Unavailable, "chorus: "+err.Error())
 	case errors.Is(err, watch.ErrTooManyWatchers):
 		return status.Error(codes.ResourceExhausted, "chorus: "+err.Error()+" (--max-watches)")

@@ -193,6 +193,9 @@ func (s *Server) forEach(sp keySpan, keysOnly bool, fn func(*store.Record) (bool
 // range, Kvs those that pass the filters, sorted, up to Limit. The key-values
 // it holds are taken from budget (nil: no bound).
 func (s *Server) rangeKeys(req *pb.RangeRequest, budget *respBudget) (*pb.RangeResponse, error) {
+	if s.store.CatchingUp() {
+		return nil, store.ErrCatchingUp
+	}
 	if err := checkRange(req, s.store.Limits()); err != nil {
 		return nil, err
 	}

@@ -31,6 +31,9 @@ func (k *kvServer) RangeStream(req *pb.RangeRequest, stream grpc.ServerStreaming
 }
 
 func (s *Server) rangeStream(req *pb.RangeRequest, stream grpc.ServerStreamingServer[pb.RangeStreamResponse]) error {
+	if s.store.CatchingUp() {
+		return store.ErrCatchingUp
+	}
 	if err := checkRange(req, s.store.Limits()); err != nil {
 		return err
 	}

@@ -251,6 +251,9 @@ func (x *txnExec) txn(req *pb.TxnRequest) (*pb.TxnResponse, error) {
 // txn serves a Txn, atomically against every other etcd-API writer of this
 // node (see keyLocks).
 func (s *Server) txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if s.store.CatchingUp() { // its comparisons and reads would see what damage left
+		return nil, store.ErrCatchingUp
+	}
 	if n := proto.Size(req); n > MaxRequestBytes {
 		return nil, errTooLarge("txn request", n)
 	}

@@ -99,6 +99,12 @@ type Config struct {
 	// folder holds a store but no key (see LoadIdentity). Without it, such a
 	// folder is refused: a lost key must not silently make a new member.
 	NewIdentity bool
+	// Repair starts a node whose store is damaged (a journal or table that
+	// fails its checksum; without it the node refuses to start): what is
+	// readable is kept, and client reads fail with Unavailable until a
+	// complete anti-entropy session with a peer has brought back the rest.
+	// Default false.
+	Repair bool
 	// JoinSecretFile, when set, is a file holding the cluster's join secret
 	// (at least 16 bytes): the libp2p private-network key is derived from it
 	// and the cluster name, so a host without it cannot complete a

@@ -61,6 +61,8 @@ func toStatus(err error) error {
 		return apierr.New(codes.ResourceExhausted, apierr.ReasonWatcherTooSlow, msg, nil)
 	case errors.Is(err, p2p.ErrStale):
 		return apierr.New(codes.FailedPrecondition, apierr.ReasonStale, msg, nil)
+	case errors.Is(err, store.ErrCatchingUp):
+		return apierr.New(codes.Unavailable, apierr.ReasonNodeUnavailable, msg, nil)
 	case errors.Is(err, store.ErrWriteFailed):
 		return apierr.New(codes.Unavailable, apierr.ReasonNodeUnavailable, msg, nil)
 	case errors.Is(err, store.ErrClosed), errors.Is(err, watch.ErrClosed):

@@ -71,6 +71,9 @@ func (s *kvServer) replicate(ctx context.Context, c *store.Change, k uint32) err
 
 func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {
 	hdr := s.header() // before the read: the value is at least this fresh
+	if s.node.store.CatchingUp() {
+		return nil, toStatus(store.ErrCatchingUp)
+	}
 	r, err := s.node.store.Get(req.GetKey())
 	if err != nil {
 		return nil, toStatus(err)
@@ -117,6 +120,9 @@ func (s *kvServer) Range(ctx context.Context, req *kvv1.RangeRequest) (*kvv1.Ran
 	}
 	if err := checkRangeKeys(s.node.store.Limits(), req); err != nil {
 		return nil, toStatus(err)
+	}
+	if s.node.store.CatchingUp() {
+		return nil, toStatus(store.ErrCatchingUp)
 	}
 	if req.GetLimit() < 0 {
 		return nil, apierr.New(codes.InvalidArgument, apierr.ReasonBadRange,

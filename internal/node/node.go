@@ -41,20 +41,25 @@ type Node struct {
 	sync      *p2p.Syncer
 	admission *p2p.Admission
 	members   *p2p.Membership
-	skipLeave bool         // tests: stop as if crashed, without announcing a leave
-	removed   chan peer.ID // members removed, for enforceAdmission
-	boot      *p2p.Bootstrapper
-	mdns      *p2p.MDNS
-	grpc      *grpc.Server
-	listener  net.Listener
-	etcd      *etcdapi.Server // nil unless Config.ListenEtcd is set
-	httpLis   net.Listener    // nil when Config.ListenHTTP is off
-	httpMux   *http.ServeMux
-	httpSrv   *http.Server
-	httpDone  chan struct{}
-	metrics   *metrics      // nil when the HTTP listener is off
-	firstSync atomic.Bool   // an anti-entropy session with a peer completed (readiness)
-	syncedCh  chan struct{} // a sync completed: enforceAdmission checks self-admission
+	skipLeave bool        // tests: stop as if crashed, without announcing a leave
+	repairing atomic.Bool // the store was repaired and has not caught up (logged once)
+	// refused is closed when a member reports this node's identity live in
+	// an older process; refusedErr says so (see Refused).
+	refused    chan struct{}
+	refusedErr error
+	removed    chan peer.ID // members removed, for enforceAdmission
+	boot       *p2p.Bootstrapper
+	mdns       *p2p.MDNS
+	grpc       *grpc.Server
+	listener   net.Listener
+	etcd       *etcdapi.Server // nil unless Config.ListenEtcd is set
+	httpLis    net.Listener    // nil when Config.ListenHTTP is off
+	httpMux    *http.ServeMux
+	httpSrv    *http.Server
+	httpDone   chan struct{}
+	metrics    *metrics      // nil when the HTTP listener is off
+	firstSync  atomic.Bool   // an anti-entropy session with a peer completed (readiness)
+	syncedCh   chan struct{} // a sync completed: enforceAdmission checks self-admission
 	// removedLogged: selfAdmit said once that this node was removed (owned
 	// by enforceAdmission's goroutine).
 	removedLogged bool
@@ -133,7 +138,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		}
 	}
 	n := &Node{cfg: cfg, identity: id, serveDone: make(chan struct{}), removed: make(chan peer.ID, 256), closing: make(chan struct{}),
-		syncedCh: make(chan struct{}, 1)}
+		syncedCh: make(chan struct{}, 1), refused: make(chan struct{})}
 	n.planDescriptors()
 	if cfg.ListenHTTP != ListenHTTPOff {
 		n.metrics = newMetrics() // served on the HTTP listener (see metrics.go)
@@ -158,15 +163,24 @@ func Start(cfg Config) (_ *Node, err error) {
 		TombstoneGrace:  cfg.TombstoneGrace,
 		OnCommit:        n.onCommit,
 		OnWrite:         n.metrics.storeHook(),
+		Repair:          cfg.Repair,
 	})
+	if errors.Is(err, store.ErrDamaged) {
+		return nil, fmt.Errorf("node: %w (start with --repair to keep what is readable and catch up from the other members before serving reads)", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.store = st
+	n.repairing.Store(st.CatchingUp())
 	cleanup = append(cleanup, func() { _ = st.Close() })
 	if skipped := st.Stats().SkippedRevisions; skipped > 0 {
 		cfg.Logger.Warn("the store was not closed cleanly and the machine may have restarted since: skipped the revisions that gossip applied without an fsync may have used (anti-entropy brings back what was lost)",
 			"skipped", skipped, "revision", st.Revision())
+	}
+	if st.CatchingUp() {
+		cfg.Logger.Warn("the store was repaired after damage: client reads fail with Unavailable until a complete anti-entropy session with another member",
+			"revision", st.Revision(), "skipped", st.Stats().SkippedRevisions)
 	}
 	if n.hub, err = watch.NewHub(st, watch.Config{BufferSize: cfg.WatchBuffer, MaxWatchers: cfg.MaxWatches}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -211,7 +225,10 @@ func Start(cfg Config) (_ *Node, err error) {
 		Interval: cfg.SyncInterval,
 		Timeout:  cfg.SyncTimeout,
 		Admit:    n.admission.Check,
-		OnComplete: func(peer.ID) {
+		OnComplete: func(p peer.ID) {
+			if n.repairing.CompareAndSwap(true, false) {
+				cfg.Logger.Warn("caught up after the repair: serving reads again", "peer", p)
+			}
 			n.admission.Synced()
 			n.firstSync.Store(true)
 			select {
@@ -232,6 +249,14 @@ func Start(cfg Config) (_ *Node, err error) {
 		Detector:   cfg.FailureDetector,
 		Admit:      n.admission.Check,
 		ProbeDelay: cfg.ProbeDelay,
+		// A member back from a partition (often on connections that never
+		// closed, so no new connection starts a session) is repaired now,
+		// not at the next periodic session.
+		OnRecovered: n.sync.Kick,
+		OnDuplicateIdentity: func(err error) { // called once
+			n.refusedErr = err
+			close(n.refused)
+		},
 	}
 	if !cfg.OpenAdmission {
 		mcfg.Members = n.admission.SortedIDs
@@ -410,6 +435,24 @@ func (n *Node) Syncer() *p2p.Syncer { return n.sync }
 // disk error); Err says why. The agent exits then, so a supervisor restarts it.
 func (n *Node) Failed() <-chan struct{} { return n.store.Failed() }
 
+// Refused is closed when a member reports that this node's identity is live
+// in another process started before it (its data folder was copied from a
+// running node); RefusedErr says so, and how to give the copy an identity of
+// its own. The agent exits then; Close does not announce a leave, which
+// would mark the other process left.
+func (n *Node) Refused() <-chan struct{} { return n.refused }
+
+// RefusedErr returns the *p2p.DuplicateIdentityError once Refused is closed,
+// nil before.
+func (n *Node) RefusedErr() error {
+	select {
+	case <-n.refused:
+		return n.refusedErr
+	default:
+		return nil
+	}
+}
+
 // Err returns why the node failed, or nil.
 func (n *Node) Err() error { return n.store.Err() }
 
@@ -437,7 +480,7 @@ func (n *Node) Store() *store.Store { return n.store }
 // durable. It is safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		if !n.skipLeave {
+		if !n.skipLeave && n.RefusedErr() == nil {
 			// Announce the leave while the links are up, so members mark this
 			// node left at once instead of suspecting it.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)

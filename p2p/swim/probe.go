@@ -62,6 +62,20 @@ func (d *Detector) StartProbe(now time.Time) (target string, ok bool) {
 	}
 }
 
+// Reachable records a sign that id is reachable again at now (a new
+// connection to it, a message from it): a Dead member becomes probeable at
+// once, its backoff back to DeadRetryMin, so that a partition's heal is
+// found by the next probe of it (which carries the accusation it refutes)
+// rather than by a probe backed off to DeadRetryMax.
+func (d *Detector) Reachable(id string, now time.Time) {
+	m, ok := d.members[id]
+	if !ok || m.State != Dead || !now.Before(m.nextDeadProbe) {
+		return
+	}
+	m.deadBackoff = d.cfg.DeadRetryMin / 2 // doubled when probed
+	m.nextDeadProbe = now
+}
+
 // probeable reports whether m may be probed at now.
 func (d *Detector) probeable(m *member, now time.Time) bool {
 	switch m.State {

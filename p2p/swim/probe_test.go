@@ -256,3 +256,36 @@ func TestAwareness(t *testing.T) {
 		t.Fatalf("next probe %v, want now+7s", got.Sub(now))
 	}
 }
+
+// A dead member found reachable again (a new connection, a message from it)
+// is probed at the next probe, not after its backed-off wait.
+func TestReachableDeadMemberProbedAtOnce(t *testing.T) {
+	cfg := LoopbackConfig() // retry 200ms..2s
+	cfg.Rand = seeded(10)
+	d := cluster(t, cfg, 2)
+	d.Apply(Update{ID: "m01", State: Dead, From: "m99"}, t0)
+	now := t0
+	// Back the probes off to the maximum.
+	for range 6 {
+		now = now.Add(cfg.DeadRetryMax)
+		if _, ok := d.StartProbe(now); !ok {
+			t.Fatal("dead member not probed after DeadRetryMax")
+		}
+	}
+	soon := now.Add(cfg.ProbeInterval)
+	if _, ok := d.StartProbe(soon); ok {
+		t.Fatal("probed before its backoff")
+	}
+	d.Reachable("m01", soon)
+	if target, ok := d.StartProbe(soon.Add(time.Millisecond)); !ok || target != "m01" {
+		t.Fatalf("after Reachable: StartProbe = %q, %v; want m01 at once", target, ok)
+	}
+	// The backoff starts over from DeadRetryMin.
+	if _, ok := d.StartProbe(soon.Add(time.Millisecond + cfg.DeadRetryMin)); !ok {
+		t.Fatal("not probed DeadRetryMin after the reset")
+	}
+	// Reachable does nothing to members that are not dead.
+	d.Reachable("self", soon)
+	d.Reachable("unknown", soon)
+	mustState(t, d, "m01", Dead) // only its refutation revives it
+}

@@ -142,9 +142,15 @@ type MemberUpdate struct {
 	// A member's own alive update (id == from) carries its listen addresses
 	// (binary multiaddrs, at most 16), so members that are not connected to
 	// it can reach it, after a restart on new ports too.
-	Addrs         [][]byte `protobuf:"bytes,5,rep,name=addrs,proto3" json:"addrs,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Addrs [][]byte `protobuf:"bytes,5,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	// A member's own alive update also carries its process's boot: a random
+	// number drawn at start, and the start time (Unix nanoseconds). Two boots
+	// of one id heard alive at once are two processes sharing an identity
+	// (a copied data folder): the one started last is refused.
+	Boot            uint64 `protobuf:"fixed64,6,opt,name=boot,proto3" json:"boot,omitempty"`
+	StartedUnixNano int64  `protobuf:"varint,7,opt,name=started_unix_nano,json=startedUnixNano,proto3" json:"started_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *MemberUpdate) Reset() {
@@ -210,6 +216,20 @@ func (x *MemberUpdate) GetAddrs() [][]byte {
 		return x.Addrs
 	}
 	return nil
+}
+
+func (x *MemberUpdate) GetBoot() uint64 {
+	if x != nil {
+		return x.Boot
+	}
+	return 0
+}
+
+func (x *MemberUpdate) GetStartedUnixNano() int64 {
+	if x != nil {
+		return x.StartedUnixNano
+	}
+	return 0
 }
 
 // MemberUpdates is one message on the membership topic
@@ -326,7 +346,14 @@ func (x *Probe) GetUpdates() []*MemberUpdate {
 type ProbeAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// False for a nack: a PING_REQ whose target did not answer in time.
-	Ack           bool `protobuf:"varint,1,opt,name=ack,proto3" json:"ack,omitempty"`
+	Ack bool `protobuf:"varint,1,opt,name=ack,proto3" json:"ack,omitempty"`
+	// Set when the prober's identity is also live in another process started
+	// before it: the prober must stop.
+	Duplicate *DuplicateIdentity `protobuf:"bytes,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// What the responder holds of the prober when it holds it suspect or
+	// dead (after a partition, say): the prober refutes it at once, instead
+	// of waiting for the responder's backed-off probe of a dead member.
+	Updates       []*MemberUpdate `protobuf:"bytes,3,rep,name=updates,proto3" json:"updates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -368,17 +395,96 @@ func (x *ProbeAck) GetAck() bool {
 	return false
 }
 
+func (x *ProbeAck) GetDuplicate() *DuplicateIdentity {
+	if x != nil {
+		return x.Duplicate
+	}
+	return nil
+}
+
+func (x *ProbeAck) GetUpdates() []*MemberUpdate {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
+// DuplicateIdentity tells a process that its peer id is live elsewhere.
+type DuplicateIdentity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The refused process's boot (as in its MemberUpdate).
+	Boot uint64 `protobuf:"fixed64,1,opt,name=boot,proto3" json:"boot,omitempty"`
+	// The other process: its start time and its listen addresses as announced.
+	OtherStartedUnixNano int64    `protobuf:"varint,2,opt,name=other_started_unix_nano,json=otherStartedUnixNano,proto3" json:"other_started_unix_nano,omitempty"`
+	OtherAddrs           [][]byte `protobuf:"bytes,3,rep,name=other_addrs,json=otherAddrs,proto3" json:"other_addrs,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *DuplicateIdentity) Reset() {
+	*x = DuplicateIdentity{}
+	mi := &file_chorus_replication_v1_membership_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DuplicateIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DuplicateIdentity) ProtoMessage() {}
+
+func (x *DuplicateIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_chorus_replication_v1_membership_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DuplicateIdentity.ProtoReflect.Descriptor instead.
+func (*DuplicateIdentity) Descriptor() ([]byte, []int) {
+	return file_chorus_replication_v1_membership_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DuplicateIdentity) GetBoot() uint64 {
+	if x != nil {
+		return x.Boot
+	}
+	return 0
+}
+
+func (x *DuplicateIdentity) GetOtherStartedUnixNano() int64 {
+	if x != nil {
+		return x.OtherStartedUnixNano
+	}
+	return 0
+}
+
+func (x *DuplicateIdentity) GetOtherAddrs() [][]byte {
+	if x != nil {
+		return x.OtherAddrs
+	}
+	return nil
+}
+
 var File_chorus_replication_v1_membership_proto protoreflect.FileDescriptor
 
 const file_chorus_replication_v1_membership_proto_rawDesc = "" +
 	"\n" +
-	"&chorus/replication/v1/membership.proto\x12\x15chorus.replication.v1\"\x8f\x02\n" +
+	"&chorus/replication/v1/membership.proto\x12\x15chorus.replication.v1\"\xcf\x02\n" +
 	"\fMemberUpdate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12?\n" +
 	"\x05state\x18\x02 \x01(\x0e2).chorus.replication.v1.MemberUpdate.StateR\x05state\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x12\n" +
 	"\x04from\x18\x04 \x01(\tR\x04from\x12\x14\n" +
-	"\x05addrs\x18\x05 \x03(\fR\x05addrs\"b\n" +
+	"\x05addrs\x18\x05 \x03(\fR\x05addrs\x12\x12\n" +
+	"\x04boot\x18\x06 \x01(\x06R\x04boot\x12*\n" +
+	"\x11started_unix_nano\x18\a \x01(\x03R\x0fstartedUnixNano\"b\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vSTATE_ALIVE\x10\x01\x12\x11\n" +
@@ -398,9 +504,16 @@ const file_chorus_replication_v1_membership_proto_rawDesc = "" +
 	"\tKIND_PING\x10\x01\x12\x11\n" +
 	"\rKIND_PING_REQ\x10\x02\x12\x0e\n" +
 	"\n" +
-	"KIND_LEAVE\x10\x03\"\x1c\n" +
+	"KIND_LEAVE\x10\x03\"\xa3\x01\n" +
 	"\bProbeAck\x12\x10\n" +
-	"\x03ack\x18\x01 \x01(\bR\x03ackBGZEgithub.com/chorus-kv/chorus/proto/chorus/replication/v1;replicationv1b\x06proto3"
+	"\x03ack\x18\x01 \x01(\bR\x03ack\x12F\n" +
+	"\tduplicate\x18\x02 \x01(\v2(.chorus.replication.v1.DuplicateIdentityR\tduplicate\x12=\n" +
+	"\aupdates\x18\x03 \x03(\v2#.chorus.replication.v1.MemberUpdateR\aupdates\"\x7f\n" +
+	"\x11DuplicateIdentity\x12\x12\n" +
+	"\x04boot\x18\x01 \x01(\x06R\x04boot\x125\n" +
+	"\x17other_started_unix_nano\x18\x02 \x01(\x03R\x14otherStartedUnixNano\x12\x1f\n" +
+	"\vother_addrs\x18\x03 \x03(\fR\n" +
+	"otherAddrsBGZEgithub.com/chorus-kv/chorus/proto/chorus/replication/v1;replicationv1b\x06proto3"
 
 var (
 	file_chorus_replication_v1_membership_proto_rawDescOnce sync.Once
@@ -415,25 +528,28 @@ func file_chorus_replication_v1_membership_proto_rawDescGZIP() []byte {
 }
 
 var file_chorus_replication_v1_membership_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_chorus_replication_v1_membership_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_chorus_replication_v1_membership_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_chorus_replication_v1_membership_proto_goTypes = []any{
-	(MemberUpdate_State)(0), // 0: chorus.replication.v1.MemberUpdate.State
-	(Probe_Kind)(0),         // 1: chorus.replication.v1.Probe.Kind
-	(*MemberUpdate)(nil),    // 2: chorus.replication.v1.MemberUpdate
-	(*MemberUpdates)(nil),   // 3: chorus.replication.v1.MemberUpdates
-	(*Probe)(nil),           // 4: chorus.replication.v1.Probe
-	(*ProbeAck)(nil),        // 5: chorus.replication.v1.ProbeAck
+	(MemberUpdate_State)(0),   // 0: chorus.replication.v1.MemberUpdate.State
+	(Probe_Kind)(0),           // 1: chorus.replication.v1.Probe.Kind
+	(*MemberUpdate)(nil),      // 2: chorus.replication.v1.MemberUpdate
+	(*MemberUpdates)(nil),     // 3: chorus.replication.v1.MemberUpdates
+	(*Probe)(nil),             // 4: chorus.replication.v1.Probe
+	(*ProbeAck)(nil),          // 5: chorus.replication.v1.ProbeAck
+	(*DuplicateIdentity)(nil), // 6: chorus.replication.v1.DuplicateIdentity
 }
 var file_chorus_replication_v1_membership_proto_depIdxs = []int32{
 	0, // 0: chorus.replication.v1.MemberUpdate.state:type_name -> chorus.replication.v1.MemberUpdate.State
 	2, // 1: chorus.replication.v1.MemberUpdates.updates:type_name -> chorus.replication.v1.MemberUpdate
 	1, // 2: chorus.replication.v1.Probe.kind:type_name -> chorus.replication.v1.Probe.Kind
 	2, // 3: chorus.replication.v1.Probe.updates:type_name -> chorus.replication.v1.MemberUpdate
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	6, // 4: chorus.replication.v1.ProbeAck.duplicate:type_name -> chorus.replication.v1.DuplicateIdentity
+	2, // 5: chorus.replication.v1.ProbeAck.updates:type_name -> chorus.replication.v1.MemberUpdate
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_chorus_replication_v1_membership_proto_init() }
@@ -447,7 +563,7 @@ func file_chorus_replication_v1_membership_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chorus_replication_v1_membership_proto_rawDesc), len(file_chorus_replication_v1_membership_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
