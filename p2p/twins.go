@@ -139,6 +139,3 @@ func (t *twins) refused(id string, b boot) (winner boot, addrs []string, ok bool
 	}
 	return winner, addrs, ok
 }
-
-// forget drops what is known of id (a member removed).
-func (t *twins) forget(id string) { delete(t.peers, id) }
