@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"id":          {"id [--data-dir DIR]: print a data folder's peer id (created if missing), to admit the node before it starts", runID},
 	"swarm-key":   {"swarm-key: print a new swarm key for --swarm-key", runSwarmKey},
 	"join-secret": {"join-secret: print a new random join secret for --join-secret", runJoinSecret},
+	"snapshot":    {"snapshot save FILE | restore FILE --data-dir DIR | status FILE: back a node up, build a new node from a backup", runSnapshot},
 	"health":      {"health [--endpoint URL]: exit 0 if the node's /readyz (or URL) answers 200, else 1", runHealth},
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/chorus-kv/chorus/p2p"
 	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
 	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
+	maintenancev1 "github.com/chorus-kv/chorus/proto/chorus/maintenance/v1"
 	"github.com/chorus-kv/chorus/watch"
 )
 
@@ -245,6 +246,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}, serverTuning(cfg.ShutdownTimeout)...)...)
 	kvv1.RegisterKVServiceServer(n.grpc, &kvServer{node: n})
 	clusterv1.RegisterClusterServiceServer(n.grpc, &clusterServer{node: n})
+	maintenancev1.RegisterMaintenanceServiceServer(n.grpc, &maintenanceServer{node: n})
 	go func() {
 		defer close(n.serveDone)
 		n.serveErr = n.grpc.Serve(lis)
