@@ -134,6 +134,8 @@ type Server struct {
 	grpc      *grpc.Server
 	health    *health.Server
 	listener  net.Listener
+	split     *splitListener // gRPC and HTTP/1.x JSON on one port
+	gateway   *gateway
 
 	// done is closed by Close: stream handlers and the lease loop end.
 	done chan struct{}
@@ -198,9 +200,19 @@ func Start(cfg Config) (*Server, error) {
 			s.refreshMembers()
 		}()
 	}
+	s.split = newSplitListener(lis)
+	if s.gateway, err = startGateway(s.split.http, lis.Addr(), cfg.Logger.Warn); err != nil {
+		s.split.Close()
+		if cfg.Host != nil {
+			cfg.Host.RemoveStreamHandler(memberProtocol(cfg.Cluster))
+		}
+		close(s.done)
+		s.wg.Wait()
+		return nil, err
+	}
 	go func() {
 		defer close(s.serveDone)
-		_ = s.grpc.Serve(lis)
+		_ = s.grpc.Serve(s.split.grpc)
 	}()
 	cfg.Logger.Info("etcd API started", "addr", lis.Addr().String())
 	return s, nil
@@ -222,6 +234,7 @@ func (s *Server) Close() {
 		}
 		s.health.Shutdown() // NOT_SERVING to every health check from now on
 		close(s.done)
+		s.gateway.close(s.cfg.ShutdownTimeout) // its streams end with the server's
 		stopped := make(chan struct{})
 		go func() {
 			defer close(stopped)
@@ -236,6 +249,7 @@ func (s *Server) Close() {
 		}
 		timer.Stop()
 		<-s.serveDone
+		s.split.Close()
 		s.wg.Wait()
 	})
 }

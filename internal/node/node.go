@@ -52,6 +52,12 @@ type Node struct {
 	httpMux   *http.ServeMux
 	httpSrv   *http.Server
 	httpDone  chan struct{}
+
+	// The JSON API on the HTTP listener (gateway.go), and the cancel that
+	// ends the listener's requests (watch streams) at shutdown.
+	jsonAPI    *jsonGateway
+	httpCancel context.CancelFunc
+
 	firstSync atomic.Bool   // an anti-entropy session with a peer completed (readiness)
 	syncedCh  chan struct{} // a sync completed: enforceAdmission checks self-admission
 	// removedLogged: selfAdmit said once that this node was removed (owned
