@@ -8,11 +8,15 @@
 //  1. Start(cfg): loads or creates the identity, opens the store, starts the
 //     hub and serves the client API on cfg.ListenClient.
 //  2. ClientAddr tells where it listens (useful with port 0); HTTPAddr where
-//     /healthz and /readyz are served (Config.ListenHTTP), and HTTPMux lets
-//     a caller add handlers there.
+//     /healthz, /readyz and the JSON API (gateway.go, /v1/...) are served
+//     (Config.ListenHTTP), and HTTPMux lets a caller add handlers there.
 //  3. Close, once: ends watches, drains in-flight calls (for at most
 //     Config.ShutdownTimeout), stops the gRPC server, and closes the store
 //     after its queued writes are durable.
+//
+// Snapshots: MaintenanceService.Snapshot streams the store's entries from one
+// LevelDB snapshot; RestoreSnapshot builds a new data folder from such a
+// file, all or nothing (restore.go).
 //
 // Invariants: the node owns every goroutine it starts (the gRPC and HTTP
 // servers'), and Close waits for them; /readyz answers 200 only once the
