@@ -120,7 +120,7 @@ func newRootCmd(cio *cmdIO) *cobra.Command {
 		c.GroupID = "cluster"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newAgentCmd(cio), newIDCmd(cio), newSwarmKeyCmd(cio), newJoinSecretCmd(cio), newHealthCmd(cio)} {
+	for _, c := range []*cobra.Command{newAgentCmd(cio), newIDCmd(cio), newSwarmKeyCmd(cio), newJoinSecretCmd(cio), newHealthCmd(cio), newSnapshotCmd(cio)} {
 		c.GroupID = "node"
 		root.AddCommand(c)
 	}

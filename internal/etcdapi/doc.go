@@ -1,7 +1,10 @@
 // Package etcdapi serves the etcd v3 gRPC API (the official generated code of
 // go.etcd.io/etcd/api/v3) over a Chorus node's store, so that etcd clients
 // and tools (clientv3, etcdctl, kube-apiserver's storage layer) can use a
-// Chorus node. See README, "The etcd v3 API", for the user's view.
+// Chorus node. See README, "The etcd v3 API", for the user's view. The same
+// port answers HTTP/1.1 JSON with etcd's own gateway (etcdserverpb/gw),
+// calling the gRPC API over a loopback connection: a connection that starts
+// with the HTTP/2 preface is gRPC's, any other the gateway's (split.go).
 //
 // What maps to what:
 //

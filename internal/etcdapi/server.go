@@ -173,6 +173,8 @@ type Server struct {
 	health    *health.Server
 	listener  net.Listener
 	reads     chan struct{} // the expensive-read semaphore (acquireRead)
+	split     *splitListener // gRPC and HTTP/1.x JSON on one port
+	gateway   *gateway
 
 	// done is closed by Close: stream handlers and the lease loop end.
 	done chan struct{}
@@ -242,9 +244,19 @@ func Start(cfg Config) (*Server, error) {
 			s.refreshMembers()
 		}()
 	}
+	s.split = newSplitListener(lis)
+	if s.gateway, err = startGateway(s.split.http, lis.Addr(), cfg.Logger.Warn); err != nil {
+		s.split.Close()
+		if cfg.Host != nil {
+			cfg.Host.RemoveStreamHandler(memberProtocol(cfg.Cluster))
+		}
+		close(s.done)
+		s.wg.Wait()
+		return nil, err
+	}
 	go func() {
 		defer close(s.serveDone)
-		_ = s.grpc.Serve(lis)
+		_ = s.grpc.Serve(s.split.grpc)
 	}()
 	cfg.Logger.Info("etcd API started", "addr", lis.Addr().String())
 	return s, nil
@@ -266,6 +278,7 @@ func (s *Server) Close() {
 		}
 		s.health.Shutdown() // NOT_SERVING to every health check from now on
 		close(s.done)
+		s.gateway.close(s.cfg.ShutdownTimeout) // its streams end with the server's
 		stopped := make(chan struct{})
 		go func() {
 			defer close(stopped)
@@ -280,6 +293,7 @@ func (s *Server) Close() {
 		}
 		timer.Stop()
 		<-s.serveDone
+		s.split.Close()
 		s.wg.Wait()
 	})
 }

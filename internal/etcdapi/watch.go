@@ -94,6 +94,10 @@ func (ws *watchServer) Watch(stream pb.Watch_WatchServer) error {
 		for {
 			req, err := stream.Recv()
 			if err == io.EOF {
+				// As in etcd, a client that closed its side keeps its
+				// watches until it goes: the JSON gateway closes it after
+				// the request body's one create request.
+				<-ctx.Done()
 				return nil
 			}
 			if err != nil {

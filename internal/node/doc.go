@@ -8,13 +8,17 @@
 //  1. Start(cfg): loads or creates the identity, opens the store, starts the
 //     hub and serves the client API on cfg.ListenClient.
 //  2. ClientAddr tells where it listens (useful with port 0); HTTPAddr where
-//     /healthz, /readyz and /metrics are served (Config.ListenHTTP), and
-//     HTTPMux lets a caller add handlers there; RegisterMetrics adds
-//     Prometheus collectors to the node's own registry (metrics.go says
-//     where a new metric goes).
+//     /healthz, /readyz, /metrics and the JSON API (gateway.go, /v1/...)
+//     are served (Config.ListenHTTP), and HTTPMux lets a caller add
+//     handlers there; RegisterMetrics adds Prometheus collectors to the
+//     node's own registry (metrics.go says where a new metric goes).
 //  3. Close, once: ends watches, drains in-flight calls (for at most
 //     Config.ShutdownTimeout), stops the gRPC server, and closes the store
 //     after its queued writes are durable.
+//
+// Snapshots: MaintenanceService.Snapshot streams the store's entries from one
+// LevelDB snapshot; RestoreSnapshot builds a new data folder from such a
+// file, all or nothing (restore.go).
 //
 // Invariants: the node owns every goroutine it starts (the gRPC and HTTP
 // servers'), and Close waits for them; /readyz answers 200 only once the

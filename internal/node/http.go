@@ -72,7 +72,8 @@ func (n *Node) HTTPAddr() net.Addr {
 
 // startHTTP listens on cfg.ListenHTTP and serves /healthz (200 while the
 // process serves) and /readyz (200 when Readiness is ready, else 503), each
-// with a JSON body.
+// with a JSON body, and the JSON API (gateway.go). It runs after the gRPC
+// server has started.
 func (n *Node) startHTTP() error {
 	if n.cfg.ListenHTTP == ListenHTTPOff {
 		return nil
@@ -95,8 +96,26 @@ func (n *Node) startHTTP() error {
 		writeJSON(w, code, r)
 	})
 	n.serveMetrics()
+	gw, err := n.newJSONGateway()
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	n.jsonAPI = gw
+	// The JSON API's paths go to it before the mux, which would clean (and
+	// redirect) the keys in them.
+	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if gw.owns(r.URL.Path) {
+			gw.ServeHTTP(w, r)
+			return
+		}
+		n.httpMux.ServeHTTP(w, r)
+	})
+	baseCtx, cancel := context.WithCancel(context.Background())
+	n.httpCancel = cancel // ends JSON watch streams at shutdown
 	n.httpSrv = &http.Server{
-		Handler:           n.httpMux,
+		Handler:           handler,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -118,12 +137,14 @@ func (n *Node) stopHTTP(timeout time.Duration) {
 	if n.httpSrv == nil {
 		return
 	}
+	n.httpCancel()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := n.httpSrv.Shutdown(ctx); err != nil {
 		_ = n.httpSrv.Close()
 	}
 	<-n.httpDone
+	n.jsonAPI.close()
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

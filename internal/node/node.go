@@ -27,6 +27,7 @@ import (
 	"github.com/chorus-kv/chorus/p2p"
 	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
 	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
+	maintenancev1 "github.com/chorus-kv/chorus/proto/chorus/maintenance/v1"
 	"github.com/chorus-kv/chorus/watch"
 )
 
@@ -60,6 +61,12 @@ type Node struct {
 	metrics    *metrics      // nil when the HTTP listener is off
 	firstSync  atomic.Bool   // an anti-entropy session with a peer completed (readiness)
 	syncedCh   chan struct{} // a sync completed: enforceAdmission checks self-admission
+
+	// The JSON API on the HTTP listener (gateway.go), and the cancel that
+	// ends the listener's requests (watch streams) at shutdown.
+	jsonAPI    *jsonGateway
+	httpCancel context.CancelFunc
+
 	// removedLogged: selfAdmit said once that this node was removed (owned
 	// by enforceAdmission's goroutine).
 	removedLogged bool
@@ -285,6 +292,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}, append(append(serverTuning(cfg.ShutdownTimeout), idleOptions(cfg.ClientIdleTimeout)...), n.metrics.grpcOptions()...)...)...)
 	kvv1.RegisterKVServiceServer(n.grpc, &kvServer{node: n})
 	clusterv1.RegisterClusterServiceServer(n.grpc, &clusterServer{node: n})
+	maintenancev1.RegisterMaintenanceServiceServer(n.grpc, &maintenanceServer{node: n})
 	go func() {
 		defer close(n.serveDone)
 		n.serveErr = n.grpc.Serve(n.listener)
