@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 
@@ -29,6 +30,13 @@ var (
 	ErrStale = errors.New("chorus: node out of contact for longer than the tombstone grace period")
 	// ErrPeerNotConnected: the peer named is not connected to the node.
 	ErrPeerNotConnected = errors.New("chorus: peer not connected")
+	// ErrNotConverged: the write is durable on the node it reached and will
+	// still spread, but not every live member confirmed it before the
+	// deadline (WithWaitConverged); Error.Missing names them.
+	ErrNotConverged = errors.New("chorus: not every live member confirmed the write")
+	// ErrConvergedBacklog: a converged watch held back more changes than
+	// the node's limit (a member far behind); resume it later.
+	ErrConvergedBacklog = errors.New("chorus: too many changes waiting to converge")
 )
 
 var reasons = map[string]error{
@@ -43,6 +51,8 @@ var reasons = map[string]error{
 	apierr.ReasonReplicasNotReached: ErrReplicasNotReached,
 	apierr.ReasonStale:              ErrStale,
 	apierr.ReasonPeerNotConnected:   ErrPeerNotConnected,
+	apierr.ReasonNotConverged:       ErrNotConverged,
+	apierr.ReasonConvergedBacklog:   ErrConvergedBacklog,
 }
 
 // Error is an error the node returned for a known cause.
@@ -57,6 +67,9 @@ type Error struct {
 	OldestRevision int64
 	// Acked and Wanted are set for ErrReplicasNotReached.
 	Acked, Wanted int64
+	// Missing is set for ErrNotConverged: the peer ids of the live members
+	// that did not confirm the write.
+	Missing []string
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code) }
@@ -82,6 +95,7 @@ func fromStatus(op string, err error) error {
 				OldestRevision: apierr.MetaInt(info, apierr.MetaOldestRevision),
 				Acked:          apierr.MetaInt(info, apierr.MetaAcked),
 				Wanted:         apierr.MetaInt(info, apierr.MetaWanted),
+				Missing:        splitIDs(info.GetMetadata()[apierr.MetaMissing]),
 			}
 		}
 	}
@@ -89,4 +103,11 @@ func fromStatus(op string, err error) error {
 		return fmt.Errorf("chorus %s: %w: %w", op, ErrUnavailable, err)
 	}
 	return fmt.Errorf("chorus %s: %w", op, err)
+}
+
+func splitIDs(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }

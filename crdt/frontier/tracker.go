@@ -137,10 +137,13 @@ func (t *Tracker) Pending(o string) []Range {
 	return nil
 }
 
-// LocalWrite records this node's own committed writes, first to last.
+// LocalWrite records this node's own committed writes, first to last. It
+// allocates nothing in the steady state: it runs on the store's write path.
 func (t *Tracker) LocalWrite(first, last crdt.Timestamp) {
 	st := t.origin(t.cfg.Self)
-	t.mark(st, first)
+	if len(t.live) > 0 { // alone, every write is stable at once: no mark
+		t.mark(st, first)
+	}
 	t.raise(t.cfg.Self, st, last)
 }
 
@@ -436,5 +439,15 @@ func (t *Tracker) targets() Vector {
 			}
 		}
 	}
+	return out
+}
+
+// Members returns the members that announced frontiers, sorted.
+func (t *Tracker) Members() []string {
+	out := make([]string, 0, len(t.peers))
+	for m := range t.peers {
+		out = append(out, m)
+	}
+	slices.Sort(out)
 	return out
 }

@@ -35,6 +35,13 @@ const (
 	ReasonStale = "STALE_NODE"
 	// ReasonPeerNotConnected: the peer named is not connected to this node.
 	ReasonPeerNotConnected = "PEER_NOT_CONNECTED"
+	// ReasonNotConverged: the write is durable on the node, but not every
+	// live member confirmed it before the deadline (wait_converged);
+	// MetaMissing names them.
+	ReasonNotConverged = "NOT_CONVERGED"
+	// ReasonConvergedBacklog: a converged watch held back more changes than
+	// its limit.
+	ReasonConvergedBacklog = "CONVERGED_BACKLOG"
 )
 
 // Metadata keys.
@@ -44,6 +51,8 @@ const (
 	MetaOldestRevision = "oldest_revision"
 	MetaAcked          = "acked"
 	MetaWanted         = "wanted"
+	// MetaMissing is a comma-separated list of peer ids.
+	MetaMissing = "missing"
 )
 
 // New builds a status error with an ErrorInfo.
