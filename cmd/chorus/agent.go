@@ -48,6 +48,7 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 	fs.StringVar(&cfg.ListenEtcd, "listen-etcd", "", "host:port of the etcd v3 API, e.g. 127.0.0.1:2379 (off when empty; port 0 picks a free one)")
 	fs.DurationVar(&cfg.WatchProgressNotifyInterval, "watch-progress-notify-interval", etcdapi.DefaultProgressNotifyInterval, "etcd API: how often a watch created with progress_notify that had no events gets a progress notification (etcd's flag of the same name)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	faultPartitionFile := fs.String("fault-partition", "", "tests only: a file of peer ids, one per line, re-read every 100 ms, that this node is cut off from as by a network partition")
 	listenDebug := fs.String("listen-debug", "", "host:port serving Go's profiles at /debug/pprof/ (off when empty; port 0 picks a free one); keep it on loopback or a trusted network: profiles reveal the process's internals")
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -79,9 +80,18 @@ func runAgent(ctx context.Context, args []string, _ io.Reader, _, stderr io.Writ
 		}
 		defer d.stop()
 	}
+	var fault *faultPartition
+	if *faultPartitionFile != "" {
+		fault = newFaultPartition(*faultPartitionFile)
+		cfg.Gater = fault
+	}
 	n, err := node.Start(cfg)
 	if err != nil {
 		return err
+	}
+	if fault != nil {
+		fault.run(n)
+		defer fault.close()
 	}
 	select {
 	case <-ctx.Done():

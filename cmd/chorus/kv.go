@@ -64,7 +64,12 @@ func runPut(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	fs, cf := newClientFlagSet("put", stderr)
 	prev := fs.Bool("prev-kv", false, "print the previous value")
 	minReplicas := fs.Uint("min-replicas", 0, "also wait until this many connected peers have the write durably")
+	wait := waitFlag(fs)
 	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	waitOpts, err := waitOptions(*wait)
 	if err != nil {
 		return err
 	}
@@ -82,7 +87,7 @@ func runPut(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return fmt.Errorf("%w: put KEY [VALUE] (the value is read from stdin when omitted)", errUsage)
 	}
 	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-		opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
+		opts := append([]client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}, waitOpts...)
 		if *prev {
 			opts = append(opts, client.WithPrevKV())
 		}
@@ -162,7 +167,12 @@ func runDel(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	fs, cf := newClientFlagSet("del", stderr)
 	prev := fs.Bool("prev-kv", false, "print the deleted value")
 	minReplicas := fs.Uint("min-replicas", 0, "also wait until this many connected peers have the delete durably")
+	wait := waitFlag(fs)
 	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	waitOpts, err := waitOptions(*wait)
 	if err != nil {
 		return err
 	}
@@ -170,7 +180,7 @@ func runDel(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		return fmt.Errorf("%w: del KEY", errUsage)
 	}
 	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
-		opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
+		opts := append([]client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}, waitOpts...)
 		if *prev {
 			opts = append(opts, client.WithPrevKV())
 		}
@@ -198,6 +208,7 @@ func runWatch(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	rev := fs.Int64("rev", 0, "replay changes from this revision on (0: from now)")
 	exact := fs.Bool("exact", false, "watch only the key PREFIX itself, not the keys under it")
 	prevKV := fs.Bool("prev-kv", false, "print each event's previous value")
+	converged := convergedFlag(fs)
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -224,6 +235,9 @@ func runWatch(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *prevKV {
 		opts = append(opts, client.WithWatchPrevKV())
 	}
+	if *converged {
+		opts = append(opts, client.WithConverged())
+	}
 	// The watch lives until SIGINT: --timeout does not apply to it.
 	w, err := c.Watch(ctx, key, opts...)
 	if err != nil {
@@ -239,7 +253,7 @@ func runWatch(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			return err
 		}
 		if cf.output == "json" {
-			if err := enc.Encode(map[string]any{"type": ev.Type.String(), "revision": ev.KV.ModRevision, "kv": jsonKV(ev.KV), "prev_kv": jsonKV(ev.Prev)}); err != nil {
+			if err := enc.Encode(map[string]any{"type": ev.Type.String(), "revision": ev.KV.ModRevision, "kv": jsonKV(ev.KV), "prev_kv": jsonKV(ev.Prev), "converged_hlc": ev.ConvergedHLC}); err != nil {
 				return err
 			}
 			continue
@@ -251,6 +265,7 @@ func runWatch(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if ev.Prev != nil {
 			line += " prev=" + quote(ev.Prev.Value)
 		}
+		line += convergedSuffix(ev)
 		if _, err := fmt.Fprintln(stdout, line); err != nil {
 			return err
 		}
@@ -385,7 +400,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 		}
 		fmt.Fprintf(stdout, "cluster %s\n", cluster)
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PEER ID\tNAME\tSTATE\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tADDRS")
+		fmt.Fprintln(tw, "PEER ID\tNAME\tSTATE\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tLAG\tADDRS")
 		for _, m := range members {
 			role := "peer"
 			switch {
@@ -408,7 +423,7 @@ func runMembers(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 			if name == "" {
 				name = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.PeerID, name, m.State, role, root, converged, rev, keys, strings.Join(m.Addrs, ","))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.PeerID, name, m.State, role, root, converged, rev, keys, lagColumn(m), strings.Join(m.Addrs, ","))
 		}
 		return tw.Flush()
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/grpc/codes"
@@ -78,6 +79,13 @@ func (s *kvServer) replicate(ctx context.Context, c *store.Change, k uint32) err
 func (s *kvServer) waitConverged(ctx context.Context, c *store.Change, wait bool) error {
 	if !wait {
 		return nil
+	}
+	// Stop waiting a little before the call's deadline, so that the answer
+	// naming the missing members reaches the client before it gives up.
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Until(d)/10, 250*time.Millisecond)))
+		defer cancel()
 	}
 	return toStatus(s.node.Convergence().WaitConverged(ctx, c.Record.Origin, c.Record.HLC))
 }
