@@ -157,11 +157,12 @@ type Replicator struct {
 		sync.Mutex
 		queue        []queued // local writes waiting to be published
 		queueBytes   int
-		// lastOwn is the HLC of this node's newest write seen by Enqueue,
-		// gossiped or not: the prev of the next one.
-		lastOwn      crdt.Timestamp
 		closed       bool // no new push handlers
 		pushHandlers int  // push handlers running
+
+		// lastOwn is the HLC of this node's newest write seen by Enqueue,
+		// gossiped or not: the prev of the next one.
+		lastOwn crdt.Timestamp
 	}
 	handlers sync.WaitGroup // running push handlers
 

@@ -483,12 +483,12 @@ func (ss *session) hello() *replicationv1.SyncHello {
 		}
 	}
 	return &replicationv1.SyncHello{
-		Frontier: fr,
 		Fanout: merkle.Fanout, Depth: merkle.Depth,
 		Root:          ss.store.MerkleRoot(),
 		LastContact:   uint64(ss.store.LastContact()),
 		PurgedThrough: uint64(ss.store.PurgedThrough()),
 		MaxDiffNodes:  uint32(ss.maxDiff),
+		Frontier:      fr,
 	}
 }
 
