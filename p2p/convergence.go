@@ -129,6 +129,8 @@ type ConvergenceStats struct {
 	Announcements, AnnouncedBytes int64 // sent
 	Received, ReceivedBytes       int64 // accepted from members
 	Rejected                      int64
+	// HelloBytes is the frontier bytes this node put in its sync hellos.
+	HelloBytes int64
 }
 
 // MemberLag is one member's lag, as this node knows it.
@@ -162,6 +164,7 @@ type Convergence struct {
 	}
 
 	announcements, announcedBytes, received, receivedBytes, rejected atomic.Int64
+	helloBytes                                                       atomic.Int64
 	closeOnce                                                        sync.Once
 }
 
@@ -291,8 +294,14 @@ func (c *Convergence) ObserveBatch(origin peer.ID, prev, first, last crdt.Timest
 // (SyncConfig.LocalFrontier).
 func (c *Convergence) LocalFrontier() frontier.Vector {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.mu.tr.Vector()
+	v := c.mu.tr.Vector()
+	c.mu.Unlock()
+	n := 0
+	for o := range v {
+		n += len(o) + 14 // an OriginFrontier: tags, lengths, a varint HLC
+	}
+	c.helloBytes.Add(int64(n))
+	return v
 }
 
 // Merge takes the frontiers a peer sent in the hello of a session that
@@ -401,7 +410,8 @@ func (c *Convergence) Lag() map[peer.ID]MemberLag {
 // Stats returns the bookkeeping's traffic counters.
 func (c *Convergence) Stats() ConvergenceStats {
 	return ConvergenceStats{Announcements: c.announcements.Load(), AnnouncedBytes: c.announcedBytes.Load(),
-		Received: c.received.Load(), ReceivedBytes: c.receivedBytes.Load(), Rejected: c.rejected.Load()}
+		Received: c.received.Load(), ReceivedBytes: c.receivedBytes.Load(), Rejected: c.rejected.Load(),
+		HelloBytes: c.helloBytes.Load()}
 }
 
 // announceLoop announces this node's frontiers: what moved, at most every

@@ -485,6 +485,10 @@ func (n *Node) Close() error {
 		<-n.gcDone
 		close(n.stopAdmit)
 		<-n.admitDone
+		cs, rs := n.conv.Load().Stats(), n.repl.Load().Stats()
+		n.cfg.Logger.Info("convergence bookkeeping", "announcements", cs.Announcements, "announced_bytes", cs.AnnouncedBytes,
+			"received", cs.Received, "received_bytes", cs.ReceivedBytes, "hello_frontier_bytes", cs.HelloBytes,
+			"gossip_batches", rs.Published, "gossip_entries", rs.PublishedEntries)
 		n.conv.Load().Close()
 		n.members.Close()
 		_ = n.sync.Close()
