@@ -68,6 +68,12 @@
 //     gossip applied without an fsync; the restarted member announces a
 //     lower frontier under its new epoch, and anti-entropy brings the writes
 //     back.
+//   - A node whose store was removed and rebuilt from its peers (the reset
+//     after ErrStale keeps the identity) claims its own earlier writes from
+//     its epoch on, before anti-entropy brings them back. They are the
+//     writes of a node out of contact for longer than the tombstone grace
+//     period: those its peers got converged long ago, and those they never
+//     got are gone with its store, so no event waits for them.
 //   - A member removed from the member list (Forget) is dropped entirely:
 //     its announcements and its frontier as an origin. Its writes that had
 //     not converged by then never will; the state stays bounded by the
