@@ -144,7 +144,7 @@ func TestConvergedWatchAndPutAcrossAPartition(t *testing.T) {
 	})
 	// C stays alive or suspect for at least the suspicion timeout (4 s on
 	// three nodes) after its first failed probe: the put cannot converge.
-	r = a.cli(t, nil, "put", "/conv/cut", "x", "--wait", "converged", "--timeout", "1500ms")
+	r = a.cli(t, nil, "put", "/conv/cut", "x", "--wait", "converged", "--timeout", "2500ms")
 	if r.code == 0 || !strings.Contains(string(r.stderr), c.nodeID) || !strings.Contains(string(r.stderr), "did not confirm") {
 		t.Fatalf("put --wait converged across a partition: want a failure naming %s: %v", c.nodeID, r)
 	}

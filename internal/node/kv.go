@@ -84,7 +84,7 @@ func (s *kvServer) waitConverged(ctx context.Context, c *store.Change, wait bool
 	// naming the missing members reaches the client before it gives up.
 	if d, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Until(d)/10, 250*time.Millisecond)))
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Until(d)/4, 500*time.Millisecond)))
 		defer cancel()
 	}
 	return toStatus(s.node.Convergence().WaitConverged(ctx, c.Record.Origin, c.Record.HLC))
