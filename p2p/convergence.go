@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -161,6 +162,14 @@ type Convergence struct {
 		// changed is closed at the next change of the view, when someone
 		// waits on it (nil otherwise, so the write path allocates nothing).
 		changed chan struct{}
+		// detLive are the members the failure detector holds alive or
+		// suspect; inView every member in its table, in any state.
+		detLive []string
+		inView  map[string]bool
+		// heard is when each member's last announcement arrived: an
+		// admitted member the detector does not know yet (it just joined)
+		// counts as live while it announces.
+		heard map[string]time.Time
 	}
 
 	announcements, announcedBytes, received, receivedBytes, rejected atomic.Int64
@@ -184,6 +193,7 @@ func StartConvergence(cfg ConvergenceConfig) (*Convergence, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Convergence{cfg: cfg, self: string(cfg.Self), cancel: cancel, wake: make(chan struct{}, 1)}
 	c.mu.tr = tr
+	c.mu.inView, c.mu.heard = map[string]bool{}, map[string]time.Time{}
 	topic := FrontierTopic(cfg.Cluster)
 	if err := cfg.PubSub.RegisterTopicValidator(topic, c.validate); err != nil {
 		cancel()
@@ -319,8 +329,8 @@ func (c *Convergence) Merge(_ peer.ID, v frontier.Vector) {
 }
 
 // setMembers sets the live members from the failure detector's view and
-// forgets those no longer in it (removed, or reaped after staying dead). It
-// reports whether the live set changed.
+// forgets the announced members that are neither in it nor admitted
+// (removed from the member list). It reports whether the live set changed.
 func (c *Convergence) setMembers(ms []swim.Member) bool {
 	var live []string
 	inView := map[string]bool{c.self: true}
@@ -336,13 +346,33 @@ func (c *Convergence) setMembers(ms []swim.Member) bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	changed := c.mu.tr.SetLive(live)
+	c.mu.detLive, c.mu.inView = live, inView
 	for _, m := range c.mu.tr.Members() {
-		if !inView[m] {
+		if !inView[m] && c.cfg.Admit != nil && c.cfg.Admit(peer.ID(m)) != nil {
 			c.mu.tr.Forget(m)
-			changed = true
+			delete(c.mu.heard, m)
 		}
 	}
+	return c.refreshLiveLocked(time.Now())
+}
+
+// refreshLiveLocked sets the tracker's live members: the detector's alive
+// and suspect ones, and the admitted members it does not know yet that
+// announced within two full intervals (a member that just joined counts
+// before the detector adds it; one it forgot after staying dead does not,
+// since it no longer announces). REQUIRES: c.mu.
+func (c *Convergence) refreshLiveLocked(now time.Time) bool {
+	live := slices.Clone(c.mu.detLive)
+	for m, at := range c.mu.heard {
+		if c.mu.inView[m] || now.Sub(at) > 2*c.cfg.FullInterval {
+			continue
+		}
+		if c.cfg.Admit != nil && c.cfg.Admit(peer.ID(m)) != nil {
+			continue
+		}
+		live = append(live, m)
+	}
+	changed := c.mu.tr.SetLive(live)
 	if changed {
 		c.notifyLocked()
 	}
@@ -450,6 +480,7 @@ func (c *Convergence) announceLoop(ctx context.Context) {
 			full = true
 		}
 		c.mu.Lock()
+		c.refreshLiveLocked(now) // members heard but unknown to the detector expire
 		delta := c.mu.tr.TakeDelta()
 		if full {
 			delta = c.mu.tr.Vector()
@@ -526,6 +557,12 @@ func (c *Convergence) receiveLoop(ctx context.Context) {
 		c.mu.Lock()
 		if c.mu.tr.Announce(string(msg.GetFrom()), a.Epoch, a.Frontier) {
 			c.notifyLocked()
+		}
+		m := string(msg.GetFrom())
+		_, before := c.mu.heard[m]
+		c.mu.heard[m] = time.Now()
+		if !before || !c.mu.inView[m] {
+			c.refreshLiveLocked(time.Now())
 		}
 		c.mu.Unlock()
 	}

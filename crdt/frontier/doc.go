@@ -43,7 +43,10 @@
 // Members, joins, leaves, deaths and restarts:
 //
 //   - Live members are those the failure detector holds Alive or Suspect;
-//     Dead and Left members do not count (SetLive). The stable frontier
+//     Dead and Left members do not count (SetLive). An admitted member the
+//     detector has not added yet (it joined a moment ago) counts as live
+//     while it announces (package p2p's Convergence decides; without that,
+//     a write could converge before the newcomer holds it). The stable frontier
 //     therefore moves up when a member dies or leaves, and a member coming
 //     back counts again from its last announced frontier: the stable
 //     frontier is not monotone across membership changes, and a write that
