@@ -86,8 +86,9 @@ type PutResult struct {
 type OpOption func(*opOptions)
 
 type opOptions struct {
-	prevKV      bool
-	minReplicas uint32
+	prevKV        bool
+	minReplicas   uint32
+	waitConverged bool
 }
 
 // WithPrevKV asks for the previous value of the key.
@@ -97,6 +98,13 @@ func WithPrevKV() OpOption { return func(o *opOptions) { o.prevKV = true } }
 // returns only once they have it durably. On a shortfall the error is
 // ErrReplicasNotReached (the write is durable on the node and still spreads).
 func WithMinReplicas(k uint32) OpOption { return func(o *opOptions) { o.minReplicas = k } }
+
+// WithWaitConverged returns only once every live member of the cluster
+// (alive or suspect in the node's failure detector) holds the write, or a
+// newer one for the key. ctx's deadline bounds the wait: past it the error
+// is ErrNotConverged and Error.Missing names the members that did not
+// confirm (the write is durable on the node and still spreads).
+func WithWaitConverged() OpOption { return func(o *opOptions) { o.waitConverged = true } }
 
 func collect(opts []OpOption) opOptions {
 	var o opOptions
@@ -109,7 +117,7 @@ func collect(opts []OpOption) opOptions {
 // Put writes value under key. It returns once the write is durable on the node.
 func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...OpOption) (*PutResult, error) {
 	o := collect(opts)
-	resp, err := c.kv.Put(ctx, &kvv1.PutRequest{Key: []byte(key), Value: value, PrevKv: o.prevKV, MinReplicas: o.minReplicas})
+	resp, err := c.kv.Put(ctx, &kvv1.PutRequest{Key: []byte(key), Value: value, PrevKv: o.prevKV, MinReplicas: o.minReplicas, WaitConverged: o.waitConverged})
 	if err != nil {
 		return nil, fromStatus("put", err)
 	}
@@ -138,7 +146,7 @@ type DeleteResult struct {
 // Delete deletes key. Deleting a missing key is not an error (Deleted is false).
 func (c *Client) Delete(ctx context.Context, key string, opts ...OpOption) (*DeleteResult, error) {
 	o := collect(opts)
-	resp, err := c.kv.Delete(ctx, &kvv1.DeleteRequest{Key: []byte(key), PrevKv: o.prevKV, MinReplicas: o.minReplicas})
+	resp, err := c.kv.Delete(ctx, &kvv1.DeleteRequest{Key: []byte(key), PrevKv: o.prevKV, MinReplicas: o.minReplicas, WaitConverged: o.waitConverged})
 	if err != nil {
 		return nil, fromStatus("delete", err)
 	}
@@ -295,6 +303,11 @@ type Member struct {
 	Incarnation uint64
 	LastHeard   time.Time
 	HLC         uint64
+	// Lag is how far behind the member is, as the answering node knows it:
+	// the age of the oldest write it is not known to hold (0: none).
+	// LagKnown is false when the member announced no frontier yet.
+	Lag      time.Duration
+	LagKnown bool
 }
 
 // Members lists the answering node and the peers it is connected to.
@@ -477,6 +490,9 @@ func memberFromProto(m *clusterv1.Member) Member {
 	}
 	if ms := m.GetLastHeardUnixMs(); ms != 0 {
 		out.LastHeard = time.UnixMilli(ms)
+	}
+	if m.LagMs != nil {
+		out.Lag, out.LagKnown = time.Duration(m.GetLagMs())*time.Millisecond, true
 	}
 	return out
 }

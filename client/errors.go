@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 
@@ -32,6 +33,13 @@ var (
 	// ErrTooManyWatches: the node holds as many watches as it allows
 	// (--max-watches); retry later, or watch a common prefix.
 	ErrTooManyWatches = errors.New("chorus: too many watches on the node")
+	// ErrNotConverged: the write is durable on the node it reached and will
+	// still spread, but not every live member confirmed it before the
+	// deadline (WithWaitConverged); Error.Missing names them.
+	ErrNotConverged = errors.New("chorus: not every live member confirmed the write")
+	// ErrConvergedBacklog: a converged watch held back more changes than
+	// the node's limit (a member far behind); resume it later.
+	ErrConvergedBacklog = errors.New("chorus: too many changes waiting to converge")
 )
 
 var reasons = map[string]error{
@@ -47,6 +55,8 @@ var reasons = map[string]error{
 	apierr.ReasonStale:              ErrStale,
 	apierr.ReasonPeerNotConnected:   ErrPeerNotConnected,
 	apierr.ReasonTooManyWatches:     ErrTooManyWatches,
+	apierr.ReasonNotConverged:       ErrNotConverged,
+	apierr.ReasonConvergedBacklog:   ErrConvergedBacklog,
 }
 
 // Error is an error the node returned for a known cause.
@@ -61,6 +71,9 @@ type Error struct {
 	OldestRevision int64
 	// Acked and Wanted are set for ErrReplicasNotReached.
 	Acked, Wanted int64
+	// Missing is set for ErrNotConverged: the peer ids of the live members
+	// that did not confirm the write.
+	Missing []string
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code) }
@@ -86,6 +99,7 @@ func fromStatus(op string, err error) error {
 				OldestRevision: apierr.MetaInt(info, apierr.MetaOldestRevision),
 				Acked:          apierr.MetaInt(info, apierr.MetaAcked),
 				Wanted:         apierr.MetaInt(info, apierr.MetaWanted),
+				Missing:        splitIDs(info.GetMetadata()[apierr.MetaMissing]),
 			}
 		}
 	}
@@ -93,4 +107,11 @@ func fromStatus(op string, err error) error {
 		return fmt.Errorf("chorus %s: %w: %w", op, ErrUnavailable, err)
 	}
 	return fmt.Errorf("chorus %s: %w", op, err)
+}
+
+func splitIDs(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }

@@ -34,6 +34,9 @@ type Event struct {
 	KV *KeyValue
 	// Prev is the key before the change, with WithWatchPrevKV, when known.
 	Prev *KeyValue
+	// ConvergedHLC is, with WithConverged, the node's HLC when it saw every
+	// live member hold the change; 0 otherwise.
+	ConvergedHLC uint64
 }
 
 // WatchOption modifies a Watch.
@@ -50,11 +53,19 @@ func WithStartRevision(rev int64) WatchOption {
 // WithWatchPrevKV asks for each event's previous value.
 func WithWatchPrevKV() WatchOption { return func(r *kvv1.WatchRequest) { r.PrevKv = true } }
 
+// WithConverged emits a change only once every live member of the cluster
+// holds it (or a newer write for the key). Events then come in the order
+// they converge (a key's events in revision order) and carry ConvergedHLC;
+// resume a broken watch from ConvergedRevision()+1 (some events may come
+// again: compare ModRevision).
+func WithConverged() WatchOption { return func(r *kvv1.WatchRequest) { r.Converged = true } }
+
 // Watcher is an open watch. Next may be called from one goroutine at a time.
 type Watcher struct {
 	stream       kvv1.KVService_WatchClient
 	cancel       context.CancelFunc
 	startedAfter int64
+	converged    int64
 	err          error
 }
 
@@ -83,12 +94,17 @@ func (c *Client) Watch(ctx context.Context, key string, opts ...WatchOption) (*W
 		return nil, fmt.Errorf("chorus watch: the node's first response was not a creation")
 	}
 	w.startedAfter = first.GetHeader().GetRevision()
+	w.converged = first.GetConvergedRevision()
 	return w, nil
 }
 
 // StartedAfter is the revision the watch starts after: every event has a
 // greater revision. Resume a broken watch from the last event's revision + 1.
 func (w *Watcher) StartedAfter() int64 { return w.startedAfter }
+
+// ConvergedRevision is, for a watch WithConverged, a revision at or below
+// which every matching change has been received.
+func (w *Watcher) ConvergedRevision() int64 { return w.converged }
 
 func (w *Watcher) recv() (*kvv1.WatchResponse, error) {
 	resp, err := w.stream.Recv()
@@ -119,9 +135,12 @@ func (w *Watcher) Next() ([]Event, error) {
 		w.err = err
 		return nil, err
 	}
+	if r := resp.GetConvergedRevision(); r > 0 {
+		w.converged = r
+	}
 	events := make([]Event, len(resp.GetEvents()))
 	for i, ev := range resp.GetEvents() {
-		events[i] = Event{Type: EventPut, KV: fromKV(ev.GetKv()), Prev: fromKV(ev.GetPrevKv())}
+		events[i] = Event{Type: EventPut, KV: fromKV(ev.GetKv()), Prev: fromKV(ev.GetPrevKv()), ConvergedHLC: ev.GetConvergedHlc()}
 		if ev.GetType() == kvv1.Event_TYPE_DELETE {
 			events[i].Type = EventDelete
 		}

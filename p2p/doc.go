@@ -87,6 +87,15 @@
 //     a newer one was first heard (by more than twinGrace) answers the
 //     newer's probes with a DuplicateIdentity, and that process calls
 //     MembershipConfig.OnDuplicateIdentity (the node stops).
+//   - Convergence (package crdt/frontier holds the logic): every gossip
+//     batch carries the HLC of its origin's previous write (prev_hlc,
+//     checked by the validator: below the batch's strictly ascending
+//     entries), every sync hello carries the sender's frontiers (read before
+//     its root; taken by the other side once the session completes), and
+//     each node announces its frontiers on FrontierTopic, what moved at most
+//     every ConvergenceConfig.Interval and everything every FullInterval,
+//     accepted only from members and within MaxFrontierOrigins. A write has
+//     converged once every live member's frontier for its origin reaches it.
 //   - A session is refused (ErrStale) when either side's last completed sync
 //     is older than a tombstone the other has purged: it could bring deleted
 //     keys back.
@@ -95,9 +104,13 @@
 //     Close, which waits for it.
 //
 // What a caller does, in order: LoadOrCreateIdentity; NewHost;
-// StartReplicator with the host and the store, and pass Enqueue to the
-// store's commit hook; StartSyncer; StartBootstrapper (and StartMDNS); at
-// the end Close the bootstrapper and mDNS, then the syncer, the replicator,
+// StartReplicator with the host and the store (ChainStart: the clock's
+// value now, the epoch; OnBatch: Convergence.ObserveBatch), and pass
+// Enqueue to the store's commit hook; StartSyncer (LocalFrontier and
+// OnMerge: the Convergence's); StartMembership; StartConvergence with the
+// same epoch, and pass LocalCommit to the commit hook too;
+// StartBootstrapper (and StartMDNS); at the end Close the bootstrapper and
+// mDNS, then the convergence, the membership, the syncer, the replicator,
 // and the host.
 //
 // GossipSub is best effort: a message published before the streams to a new

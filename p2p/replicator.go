@@ -54,6 +54,14 @@ type ReplicatorConfig struct {
 	// Admit, when set, is asked about the signer of every gossip message and
 	// the sender of every push; an error rejects the message (admission).
 	Admit func(peer.ID) error
+	// ChainStart is the HLC this node's gossip chain starts from (the
+	// convergence tracker's epoch: above every write made before this run).
+	// 0 means batches carry no chain and prove nothing to receivers.
+	ChainStart crdt.Timestamp
+	// OnBatch, when set, is called after a gossip batch that carries its
+	// chain (Batch.prev_hlc) is applied: it holds every write of origin in
+	// (prev, last]. From the apply workers, concurrently.
+	OnBatch func(origin peer.ID, prev, first, last crdt.Timestamp)
 	// DropGossip injects a fault for tests: when it returns true, a gossip
 	// message received from a peer is dropped as if lost. GossipSub does lose
 	// messages (slow readers, partitions), but not on demand.
@@ -153,10 +161,14 @@ type Replicator struct {
 
 	mu struct {
 		sync.Mutex
-		queue        []crdt.Entry // local writes waiting to be published
+		queue        []queued // local writes waiting to be published
 		queueBytes   int
 		closed       bool // no new push handlers
 		pushHandlers int  // push handlers running
+
+		// lastOwn is the HLC of this node's newest write seen by Enqueue,
+		// gossiped or not: the prev of the next one.
+		lastOwn crdt.Timestamp
 	}
 	handlers sync.WaitGroup // running push handlers
 
@@ -166,6 +178,14 @@ type Replicator struct {
 	droppedLocal, applyErrors          atomic.Int64
 	skippedAlone                       atomic.Int64
 	closeOnce                          sync.Once
+}
+
+// queued is a local write waiting to be gossiped, with the HLC of this
+// node's write before it (0 when the chain is unknown: the write is older
+// than one already seen).
+type queued struct {
+	entry crdt.Entry
+	prev  crdt.Timestamp
 }
 
 // MaxMessageBytes is the largest gossip message or push accepted for limits:
@@ -193,6 +213,7 @@ func StartReplicator(cfg ReplicatorConfig) (*Replicator, error) {
 		cancel: cancel,
 		wake:   make(chan struct{}, 1),
 	}
+	r.mu.lastOwn = cfg.ChainStart
 	fail := func(err error) (*Replicator, error) {
 		cancel()
 		return nil, err
@@ -253,13 +274,13 @@ func (r *Replicator) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 			return pubsub.ValidationReject
 		}
 	}
-	entries, err := r.validator.DecodeBatch(msg.GetData(), msg.GetFrom(), true)
+	b, err := r.validator.DecodeGossip(msg.GetData(), msg.GetFrom(), true)
 	if err != nil {
 		r.rejected.count(err)
 		r.cfg.Logger.Warn("rejected gossip", "from", msg.GetFrom(), "via", msg.ReceivedFrom, "err", err)
 		return pubsub.ValidationReject
 	}
-	msg.ValidatorData = entries
+	msg.ValidatorData = b
 	return pubsub.ValidationAccept
 }
 
@@ -276,12 +297,19 @@ func (r *Replicator) PubSub() *pubsub.PubSub { return r.ps }
 func (r *Replicator) Enqueue(changes []store.Change) {
 	if r.connected.Load() <= 0 {
 		n := 0
+		var last crdt.Timestamp
 		for i := range changes {
 			if peer.ID(changes[i].Record.Origin) == r.self {
 				n++
+				last = max(last, changes[i].Record.HLC)
 			}
 		}
-		r.skippedAlone.Add(int64(n))
+		if n > 0 {
+			r.skippedAlone.Add(int64(n))
+			r.mu.Lock()
+			r.mu.lastOwn = max(r.mu.lastOwn, last) // the chain breaks here: anti-entropy repairs
+			r.mu.Unlock()
+		}
 		return
 	}
 	r.mu.Lock()
@@ -291,12 +319,20 @@ func (r *Replicator) Enqueue(changes []store.Change) {
 		if peer.ID(e.Origin) != r.self {
 			continue // others' writes are spread by their origin (and anti-entropy)
 		}
+		// Own writes arrive in HLC order (one committer stamps them); one
+		// that does not (an old own write brought back by anti-entropy)
+		// carries no chain.
+		var prev crdt.Timestamp
+		if r.mu.lastOwn != 0 && e.HLC > r.mu.lastOwn {
+			prev = r.mu.lastOwn
+		}
+		r.mu.lastOwn = max(r.mu.lastOwn, e.HLC)
 		size := entryWireBytes(&e)
 		if r.mu.queueBytes+size > r.cfg.MaxQueueBytes {
 			r.droppedLocal.Add(1)
 			continue
 		}
-		r.mu.queue = append(r.mu.queue, e)
+		r.mu.queue = append(r.mu.queue, queued{entry: e, prev: prev})
 		r.mu.queueBytes += size
 		added = true
 	}
@@ -326,8 +362,14 @@ func (r *Replicator) publishLoop(ctx context.Context) {
 		r.mu.Unlock()
 		for len(entries) > 0 {
 			n, size := 0, 0
-			for n < len(entries) && (n == 0 || size+entryWireBytes(&entries[n]) <= r.cfg.MaxBatchBytes) {
-				size += entryWireBytes(&entries[n])
+			for n < len(entries) && (n == 0 || size+entryWireBytes(&entries[n].entry) <= r.cfg.MaxBatchBytes) {
+				// A break in the chain (a write dropped from gossip, or one
+				// with no chain) starts a new batch: a batch's chain must
+				// cover every write in it.
+				if n > 0 && entries[n].prev != entries[n-1].entry.HLC {
+					break
+				}
+				size += entryWireBytes(&entries[n].entry)
 				n++
 			}
 			if err := r.publish(ctx, entries[:n]); err != nil {
@@ -342,8 +384,8 @@ func (r *Replicator) publishLoop(ctx context.Context) {
 	}
 }
 
-func (r *Replicator) publish(ctx context.Context, entries []crdt.Entry) error {
-	data, err := EncodeBatch(entries)
+func (r *Replicator) publish(ctx context.Context, entries []queued) error {
+	data, err := encodeGossip(entries)
 	if err != nil {
 		return fmt.Errorf("p2p: encode batch: %w", err)
 	}
@@ -369,10 +411,11 @@ func (r *Replicator) applyLoop(ctx context.Context) {
 		if msg.Local || msg.GetFrom() == r.self {
 			continue
 		}
-		entries, ok := msg.ValidatorData.([]crdt.Entry)
+		b, ok := msg.ValidatorData.(*GossipBatch)
 		if !ok {
 			continue
 		}
+		entries := b.Entries
 		r.received.Add(1)
 		r.receivedEntries.Add(int64(len(entries)))
 		changes, err := r.cfg.Store.ApplyBuffered(ctx, entries)
@@ -387,6 +430,9 @@ func (r *Replicator) applyLoop(ctx context.Context) {
 		r.applied.Add(int64(len(changes)))
 		if r.cfg.OnApply != nil {
 			r.cfg.OnApply(len(entries), applyLag(r.cfg.Store.Clock().Wall(), entries))
+		}
+		if b.HasPrev && r.cfg.OnBatch != nil {
+			r.cfg.OnBatch(msg.GetFrom(), b.Prev, entries[0].HLC, entries[len(entries)-1].HLC)
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/frontier"
 	"github.com/chorus-kv/chorus/crdt/merkle"
 	"github.com/chorus-kv/chorus/crdt/store"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
@@ -86,6 +87,12 @@ type SyncConfig struct {
 	// started here or by the peer, complete or not (err says why not), from
 	// the session's goroutine (for metrics). It must not block.
 	OnSession func(st SyncStats, err error)
+	// LocalFrontier, when set, gives this node's frontiers (package
+	// crdt/frontier) for its hello; it is read before the Merkle root.
+	LocalFrontier func() frontier.Vector
+	// OnMerge, when set, is called after every complete session with the
+	// frontiers the peer sent in its hello: this node now holds all of it.
+	OnMerge func(peer.ID, frontier.Vector)
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -541,6 +548,8 @@ type session struct {
 	// buckets are the buckets of this session's leaf step; received entries
 	// must fall in them.
 	buckets map[uint32]bool
+	// peerFrontier is the frontier the peer sent in its hello.
+	peerFrontier []*replicationv1.OriginFrontier
 }
 
 // countingStream counts the bytes read and written on a stream.
@@ -599,12 +608,22 @@ func (ss *session) recv() (*replicationv1.SyncMessage, error) {
 }
 
 func (ss *session) hello() *replicationv1.SyncHello {
+	// The frontier is read before the root: everything it covers is in the
+	// tree the root describes (the store only gains entries, or newer ones).
+	var fr []*replicationv1.OriginFrontier
+	if f := ss.s.cfg.LocalFrontier; f != nil {
+		fr = toProtoFrontier(f())
+		if len(fr) > MaxFrontierOrigins {
+			fr = nil // a peer would refuse it; this session proves nothing then
+		}
+	}
 	return &replicationv1.SyncHello{
 		Fanout: merkle.Fanout, Depth: merkle.Depth,
 		Root:          ss.store.MerkleRoot(),
 		LastContact:   uint64(ss.store.LastContact()),
 		PurgedThrough: uint64(ss.store.PurgedThrough()),
 		MaxDiffNodes:  uint32(ss.maxDiff),
+		Frontier:      fr,
 	}
 }
 
@@ -660,6 +679,13 @@ func (s *Syncer) exchange(ctx context.Context, st network.Stream, initiator bool
 		if s.cfg.OnComplete != nil {
 			s.cfg.OnComplete(p)
 		}
+		if s.cfg.OnMerge != nil && len(ss.peerFrontier) > 0 {
+			if v, err := FrontierFromProto(ss.peerFrontier, s.cfg.Store.Clock()); err != nil {
+				s.cfg.Logger.Warn("ignored the frontier in a peer's sync hello", "peer", p, "err", err)
+			} else {
+				s.cfg.OnMerge(p, v)
+			}
+		}
 	}
 	return ss.stats, nil
 }
@@ -694,6 +720,7 @@ func (ss *session) run(initiator bool) error {
 		}
 		ss.adoptCap(theirs)
 		ss.stats.PeerRoot = theirs.GetRoot()
+		ss.peerFrontier = theirs.GetFrontier()
 		if theirs.GetRoot() == mine.GetRoot() {
 			return nil
 		}
@@ -726,6 +753,7 @@ func (ss *session) run(initiator bool) error {
 		}
 		ss.adoptCap(theirs)
 		ss.stats.PeerRoot = theirs.GetRoot()
+		ss.peerFrontier = theirs.GetFrontier()
 		if err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Hello{Hello: mine}}); err != nil {
 			return err
 		}

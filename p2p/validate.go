@@ -20,6 +20,7 @@ var (
 	ErrBadEntry     = errors.New("p2p: entry out of limits")
 	ErrClockAhead   = errors.New("p2p: entry timestamp beyond the max clock offset")
 	ErrForeignEntry = errors.New("p2p: entry origin is not the signing peer")
+	ErrBadChain     = errors.New("p2p: batch's prev_hlc is not below its ascending entries")
 )
 
 // Rejections counts rejected messages, by reason.
@@ -74,6 +75,27 @@ type Validator struct {
 // offset, and, when ownOnly is set, every entry's origin must be from (a
 // node gossips only its own writes). It never panics on bad input.
 func (v *Validator) DecodeBatch(data []byte, from peer.ID, ownOnly bool) ([]crdt.Entry, error) {
+	b, err := v.DecodeGossip(data, from, ownOnly)
+	if err != nil {
+		return nil, err
+	}
+	return b.Entries, nil
+}
+
+// GossipBatch is a decoded, checked batch.
+type GossipBatch struct {
+	Entries []crdt.Entry
+	// Prev is the origin's write before the batch (Batch.prev_hlc), when
+	// HasPrev: the batch then holds every write of its origin in
+	// (Prev, last entry's HLC], entries in ascending HLC order.
+	Prev    crdt.Timestamp
+	HasPrev bool
+}
+
+// DecodeGossip is DecodeBatch that also checks and returns the batch's
+// chain (prev_hlc): when present, it must be below the first entry's HLC,
+// the entries strictly ascending, and not beyond the clock's max offset.
+func (v *Validator) DecodeGossip(data []byte, from peer.ID, ownOnly bool) (*GossipBatch, error) {
 	if len(data) > v.MaxMessageBytes {
 		return nil, fmt.Errorf("%w: %d bytes; the limit is %d", ErrTooLarge, len(data), v.MaxMessageBytes)
 	}
@@ -103,7 +125,21 @@ func (v *Validator) DecodeBatch(data []byte, from peer.ID, ownOnly bool) ([]crdt
 			return nil, fmt.Errorf("%w: entry %d: %w", ErrClockAhead, i, err)
 		}
 	}
-	return entries, nil
+	out := &GossipBatch{Entries: entries}
+	if b.PrevHlc != nil {
+		prev := crdt.Timestamp(b.GetPrevHlc())
+		if !ownOnly {
+			return nil, fmt.Errorf("%w: only an origin's own batch has a chain", ErrBadChain)
+		}
+		for i := range entries {
+			if entries[i].HLC <= prev {
+				return nil, fmt.Errorf("%w: entry %d at %d, prev_hlc %d", ErrBadChain, i, entries[i].HLC, prev)
+			}
+			prev = entries[i].HLC
+		}
+		out.Prev, out.HasPrev = crdt.Timestamp(b.GetPrevHlc()), true
+	}
+	return out, nil
 }
 
 // EncodeBatch encodes entries for the wire: only the replicated fields.
@@ -112,6 +148,21 @@ func EncodeBatch(entries []crdt.Entry) ([]byte, error) {
 	for i := range entries {
 		e := &entries[i]
 		b.Entries[i] = &replicationv1.Entry{Key: e.Key, Value: e.Value, Hlc: uint64(e.HLC), Origin: e.Origin, Tombstone: e.Tombstone}
+	}
+	return proto.Marshal(b)
+}
+
+// encodeGossip encodes a gossip batch: its entries and, when known, the
+// HLC of the origin's write before them.
+func encodeGossip(items []queued) ([]byte, error) {
+	b := &replicationv1.Batch{Entries: make([]*replicationv1.Entry, len(items))}
+	for i := range items {
+		e := &items[i].entry
+		b.Entries[i] = &replicationv1.Entry{Key: e.Key, Value: e.Value, Hlc: uint64(e.HLC), Origin: e.Origin, Tombstone: e.Tombstone}
+	}
+	if p := items[0].prev; p != 0 {
+		prev := uint64(p)
+		b.PrevHlc = &prev
 	}
 	return proto.Marshal(b)
 }

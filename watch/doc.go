@@ -26,6 +26,10 @@
 //   - The hub starts no goroutine. Next is driven by its caller; Close on a
 //     watcher or on the hub wakes a blocked Next.
 //
+// A ConvergedWatcher (Hub.WatchConverged) wraps a watcher and holds each
+// event back until a Stability (package p2p's Convergence) says every live
+// member holds it; see its doc for its order and how to resume it.
+//
 // What a caller does, in order: NewHub with the store as Source; pass
 // Hub.Publish as the store's OnCommit; Watch; call Next until it fails;
 // Close the watcher; Close the hub before the store.

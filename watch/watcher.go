@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
 )
 
@@ -37,6 +38,9 @@ type Event struct {
 	Record store.Record
 	// Prev is the key before the change, when asked for, live and still known.
 	Prev *store.Record
+	// Converged is, for a ConvergedWatcher, this node's HLC when it saw
+	// every live member hold the change; 0 otherwise.
+	Converged crdt.Timestamp
 }
 
 // Watcher is one watch. Next may be called from one goroutine at a time;

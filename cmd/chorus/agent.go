@@ -67,6 +67,7 @@ func newAgentCmd(cio *cmdIO) *cobra.Command {
 	fs.IntVar(&cfg.MaxConcurrentRangeReads, "max-concurrent-range-reads", etcdapi.DefaultMaxConcurrentRangeReads, "etcd API: expensive reads (ranges without a limit or above 1,000 keys, at a past revision, sorted or filtered) run at once; the others wait")
 
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	faultPartitionFile := fs.String("fault-partition", "", "tests only: a file of peer ids, one per line, re-read every 100 ms, that this node is cut off from as by a network partition")
 	listenDebug := fs.String("listen-debug", "", "host:port serving Go's profiles at /debug/pprof/ (off when empty; port 0 picks a free one); keep it on loopback or a trusted network: profiles reveal the process's internals")
 	_ = cmd.MarkFlagDirname("data-dir")
 	_ = cmd.MarkFlagFilename("join-secret")
@@ -75,12 +76,12 @@ func newAgentCmd(cio *cmdIO) *cobra.Command {
 	_ = cmd.RegisterFlagCompletionFunc("log-level", cobra.FixedCompletions([]string{"debug", "info", "warn", "error"}, cobra.ShellCompDirectiveNoFileComp))
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg.ListenP2P, cfg.Bootstrap = listenP2P, bootstrap
-		return runAgent(cmd.Context(), cfg, *admission, *logLevel, *listenDebug, cio.stderr)
+		return runAgent(cmd.Context(), cfg, *admission, *logLevel, *listenDebug, *faultPartitionFile, cio.stderr)
 	}
 	return cmd
 }
 
-func runAgent(ctx context.Context, cfg node.Config, admission, logLevel, listenDebug string, stderr io.Writer) error {
+func runAgent(ctx context.Context, cfg node.Config, admission, logLevel, listenDebug, faultPartitionFile string, stderr io.Writer) error {
 	switch admission {
 	case "members":
 	case "open":
@@ -111,9 +112,18 @@ func runAgent(ctx context.Context, cfg node.Config, admission, logLevel, listenD
 		}
 		defer d.stop()
 	}
+	var fault *faultPartition
+	if faultPartitionFile != "" {
+		fault = newFaultPartition(faultPartitionFile)
+		cfg.Gater = fault
+	}
 	n, err := node.Start(cfg)
 	if err != nil {
 		return err
+	}
+	if fault != nil {
+		fault.run(n)
+		defer fault.close()
 	}
 	select {
 	case <-ctx.Done():

@@ -82,19 +82,23 @@ func newPutCmd(cio *cmdIO) *cobra.Command {
 	cf := addClientFlags(cmd)
 	prev := cmd.Flags().Bool("prev-kv", false, "print the previous value")
 	minReplicas := cmd.Flags().Uint("min-replicas", 0, "also wait until this many connected peers have the write durably")
+	wait := waitFlag(cmd.Flags())
 	allowEmpty := cmd.Flags().Bool("allow-empty", false, "accept an empty value from stdin (otherwise refused, so that a forgotten value does not blank a key)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		waitOpts, err := waitOptions(*wait)
+		if err != nil {
+			return err
+		}
 		var value []byte
 		if len(args) == 2 {
 			value = []byte(args[1])
 		} else {
-			var err error
 			if value, err = readValue(cmd.Context(), cio.stdin, *allowEmpty); err != nil {
 				return err
 			}
 		}
 		return cf.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
-			opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
+			opts := append([]client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}, waitOpts...)
 			if *prev {
 				opts = append(opts, client.WithPrevKV())
 			}
@@ -212,9 +216,14 @@ func newDelCmd(cio *cmdIO) *cobra.Command {
 	prev := cmd.Flags().Bool("prev-kv", false, "print the deleted values")
 	prefix := cmd.Flags().Bool("prefix", false, "delete every key with KEY as prefix")
 	minReplicas := cmd.Flags().Uint("min-replicas", 0, "also wait until this many connected peers have the delete durably")
+	wait := waitFlag(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		waitOpts, err := waitOptions(*wait)
+		if err != nil {
+			return err
+		}
 		return cf.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
-			opts := []client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}
+			opts := append([]client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}, waitOpts...)
 			if *prev {
 				opts = append(opts, client.WithPrevKV())
 			}
@@ -284,6 +293,7 @@ func newWatchCmd(cio *cmdIO) *cobra.Command {
 	rev := cmd.Flags().Int64("rev", 0, "replay changes from this revision on (0: from now)")
 	exact := cmd.Flags().Bool("exact", false, "watch only the key PREFIX itself, not the keys under it")
 	prevKV := cmd.Flags().Bool("prev-kv", false, "print each event's previous value")
+	converged := convergedFlag(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
 		key := ""
@@ -305,6 +315,9 @@ func newWatchCmd(cio *cmdIO) *cobra.Command {
 		if *prevKV {
 			opts = append(opts, client.WithWatchPrevKV())
 		}
+		if *converged {
+			opts = append(opts, client.WithConverged())
+		}
 		w, err := c.Watch(ctx, key, opts...)
 		if err != nil {
 			return describeErr(err, cf.endpoint)
@@ -319,7 +332,7 @@ func newWatchCmd(cio *cmdIO) *cobra.Command {
 				return describeErr(err, cf.endpoint)
 			}
 			if cf.json() {
-				if err := enc.Encode(map[string]any{"type": ev.Type.String(), "revision": ev.KV.ModRevision, "kv": jsonKV(ev.KV), "prev_kv": jsonKV(ev.Prev)}); err != nil {
+				if err := enc.Encode(map[string]any{"type": ev.Type.String(), "revision": ev.KV.ModRevision, "kv": jsonKV(ev.KV), "prev_kv": jsonKV(ev.Prev), "converged_hlc": ev.ConvergedHLC}); err != nil {
 					return err
 				}
 				continue
@@ -331,6 +344,7 @@ func newWatchCmd(cio *cmdIO) *cobra.Command {
 			if ev.Prev != nil {
 				line += " prev=" + quote(ev.Prev.Value)
 			}
+			line += convergedSuffix(ev)
 			if _, err := fmt.Fprintln(cio.stdout, line); err != nil {
 				return err
 			}

@@ -32,6 +32,7 @@ type memberJSON struct {
 	Converged   bool     `json:"converged"`
 	Revision    int64    `json:"revision"`
 	Keys        int64    `json:"keys"`
+	Lag         string   `json:"lag"` // "?" when unknown
 	StatusError string   `json:"status_error,omitempty"`
 	Addrs       []string `json:"addrs"`
 }
@@ -39,7 +40,7 @@ type memberJSON struct {
 func toMemberJSON(m client.Member, withRoot bool) memberJSON {
 	j := memberJSON{
 		PeerID: m.PeerID, Name: m.Name, State: m.State, Role: role(m), Self: m.Self, Gossip: m.Gossip, Admitted: m.Admitted,
-		Incarnation: m.Incarnation, Converged: m.Converged, Revision: m.Revision, Keys: m.Keys, StatusError: m.StatusError, Addrs: m.Addrs,
+		Incarnation: m.Incarnation, Converged: m.Converged, Revision: m.Revision, Keys: m.Keys, Lag: lagColumn(m), StatusError: m.StatusError, Addrs: m.Addrs,
 	}
 	if j.Addrs == nil {
 		j.Addrs = []string{}
@@ -100,7 +101,7 @@ func newMembersCmd(cio *cmdIO) *cobra.Command {
 			members := l.Members
 			fmt.Fprintf(cio.stdout, "cluster %s\njoin state: %s\n", l.Cluster, joinLine(l.JoinState, l.JoinDetail))
 			tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER ID\tNAME\tSTATE\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tADDRS")
+			fmt.Fprintln(tw, "PEER ID\tNAME\tSTATE\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tLAG\tADDRS")
 			for _, m := range members {
 				root, converged, rev, keys := hexRoot(m.MerkleRoot), "no", fmt.Sprint(m.Revision), fmt.Sprint(m.Keys)
 				if m.Converged {
@@ -113,7 +114,7 @@ func newMembersCmd(cio *cmdIO) *cobra.Command {
 				if name == "" {
 					name = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.PeerID, name, m.State, role(m), root, converged, rev, keys, strings.Join(m.Addrs, ","))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.PeerID, name, m.State, role(m), root, converged, rev, keys, lagColumn(m), strings.Join(m.Addrs, ","))
 			}
 			return tw.Flush()
 		})

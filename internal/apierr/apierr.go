@@ -37,6 +37,13 @@ const (
 	ReasonPeerNotConnected = "PEER_NOT_CONNECTED"
 	// ReasonTooManyWatches: the node holds as many watches as it allows.
 	ReasonTooManyWatches = "TOO_MANY_WATCHES"
+	// ReasonNotConverged: the write is durable on the node, but not every
+	// live member confirmed it before the deadline (wait_converged);
+	// MetaMissing names them.
+	ReasonNotConverged = "NOT_CONVERGED"
+	// ReasonConvergedBacklog: a converged watch held back more changes than
+	// its limit.
+	ReasonConvergedBacklog = "CONVERGED_BACKLOG"
 )
 
 // Metadata keys.
@@ -46,6 +53,8 @@ const (
 	MetaOldestRevision = "oldest_revision"
 	MetaAcked          = "acked"
 	MetaWanted         = "wanted"
+	// MetaMissing is a comma-separated list of peer ids.
+	MetaMissing = "missing"
 )
 
 // New builds a status error with an ErrorInfo.

@@ -42,8 +42,15 @@ func (s *clusterServer) Members(ctx context.Context, _ *clusterv1.MembersRequest
 	}
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
+	lags := n.Convergence().Lag()
 	var wg sync.WaitGroup
 	for _, m := range members {
+		if p, err := peer.Decode(m.PeerId); err == nil {
+			if l := lags[p]; l.Known {
+				ms := l.Lag.Milliseconds()
+				m.LagMs = &ms
+			}
+		}
 		if m.Self {
 			local := n.sync.LocalStatus()
 			m.Addrs = n.P2PAddrs()

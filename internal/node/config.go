@@ -80,6 +80,11 @@ type Config struct {
 	SyncInterval time.Duration
 	// SyncTimeout bounds one anti-entropy session. Default 30 s.
 	SyncTimeout time.Duration
+	// FrontierInterval is the least time between two announcements of this
+	// node's frontiers (converged watches and puts that wait for
+	// convergence): it bounds how much later than plain gossip a converged
+	// event comes. Default 100 ms (p2p.DefaultFrontierInterval).
+	FrontierInterval time.Duration
 	// TombstoneGrace is how long deletes are remembered: older tombstones
 	// are purged. A node out of contact for longer must be reset before it
 	// syncs again. Default 24 h.

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -28,7 +29,20 @@ func toStatus(err error) error {
 	var limit *crdt.LimitError
 	var compacted *store.CompactedError
 	var replicas *p2p.ReplicasError
+	var notConverged *p2p.NotConvergedError
 	switch {
+	case errors.As(err, &notConverged):
+		ids := make([]string, len(notConverged.Missing))
+		for i, p := range notConverged.Missing {
+			ids[i] = p.String()
+		}
+		code := codes.DeadlineExceeded
+		if errors.Is(err, context.Canceled) {
+			code = codes.Canceled
+		}
+		return apierr.New(code, apierr.ReasonNotConverged, msg, map[string]string{apierr.MetaMissing: strings.Join(ids, ",")})
+	case errors.Is(err, watch.ErrConvergedBacklog):
+		return apierr.New(codes.ResourceExhausted, apierr.ReasonConvergedBacklog, msg, nil)
 	case errors.As(err, &replicas):
 		code := codes.Unavailable
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(replicas.Cause, context.DeadlineExceeded) {

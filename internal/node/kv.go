@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/grpc/codes"
@@ -39,6 +40,9 @@ func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResp
 	if err := s.replicate(ctx, c, req.GetMinReplicas()); err != nil {
 		return nil, err
 	}
+	if err := s.waitConverged(ctx, c, req.GetWaitConverged()); err != nil {
+		return nil, err
+	}
 	resp := &kvv1.PutResponse{Header: s.header(), Kv: keyValue(&c.Record)}
 	if req.GetPrevKv() && c.Prev.Live() {
 		resp.PrevKv = keyValue(c.Prev)
@@ -69,6 +73,23 @@ func (s *kvServer) replicate(ctx context.Context, c *store.Change, k uint32) err
 	return toStatus(err)
 }
 
+// waitConverged waits, when asked, until every live member holds the
+// durable local change c, and fails on ctx's deadline naming the members
+// that did not confirm it.
+func (s *kvServer) waitConverged(ctx context.Context, c *store.Change, wait bool) error {
+	if !wait {
+		return nil
+	}
+	// Stop waiting a little before the call's deadline, so that the answer
+	// naming the missing members reaches the client before it gives up.
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-min(time.Until(d)/4, 500*time.Millisecond)))
+		defer cancel()
+	}
+	return toStatus(s.node.Convergence().WaitConverged(ctx, c.Record.Origin, c.Record.HLC))
+}
+
 func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {
 	hdr := s.header() // before the read: the value is at least this fresh
 	if s.node.store.CatchingUp() {
@@ -97,6 +118,9 @@ func (s *kvServer) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.D
 		return nil, toStatus(err)
 	}
 	if err := s.replicate(ctx, c, req.GetMinReplicas()); err != nil {
+		return nil, err
+	}
+	if err := s.waitConverged(ctx, c, req.GetWaitConverged()); err != nil {
 		return nil, err
 	}
 	resp := &kvv1.DeleteResponse{Header: s.header(), Deleted: c.Prev.Live()}
@@ -157,6 +181,9 @@ func (s *kvServer) Watch(req *kvv1.WatchRequest, stream kvv1.KVService_WatchServ
 	if err := s.node.store.Limits().CheckKey(req.GetKey()); err != nil && !errors.Is(err, crdt.ErrKeyEmpty) {
 		return toStatus(fmt.Errorf("watch: %w", err))
 	}
+	if req.GetConverged() {
+		return s.watchConverged(req, stream)
+	}
 	w, err := s.node.hub.Watch(watch.Options{
 		Key:           req.GetKey(),
 		Prefix:        req.GetPrefix(),
@@ -183,6 +210,45 @@ func (s *kvServer) Watch(req *kvv1.WatchRequest, stream kvv1.KVService_WatchServ
 			return s.endWatch(stream, err)
 		}
 		resp := &kvv1.WatchResponse{Header: s.header(), Events: make([]*kvv1.Event, len(events))}
+		for i := range events {
+			resp.Events[i] = event(&events[i])
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// watchConverged serves a watch with converged set: events once every live
+// member holds them (watch.ConvergedWatcher).
+func (s *kvServer) watchConverged(req *kvv1.WatchRequest, stream kvv1.KVService_WatchServer) error {
+	w, err := s.node.hub.WatchConverged(watch.Options{
+		Key:           req.GetKey(),
+		Prefix:        req.GetPrefix(),
+		StartRevision: req.GetStartRevision(),
+		PrevKV:        req.GetPrevKv(),
+	}, s.node.Convergence(), 0)
+	if err != nil {
+		return s.endWatch(stream, err)
+	}
+	defer w.Close()
+	if err := stream.Send(&kvv1.WatchResponse{
+		Header:            &kvv1.Header{Revision: w.StartedAfter(), NodeId: s.node.ID()},
+		Created:           true,
+		ConvergedRevision: w.ConvergedRevision(),
+	}); err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	for {
+		events, err := w.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return toStatus(ctx.Err())
+			}
+			return s.endWatch(stream, err)
+		}
+		resp := &kvv1.WatchResponse{Header: s.header(), Events: make([]*kvv1.Event, len(events)), ConvergedRevision: w.ConvergedRevision()}
 		for i := range events {
 			resp.Events[i] = event(&events[i])
 		}
@@ -241,6 +307,7 @@ func event(ev *watch.Event) *kvv1.Event {
 	if ev.Prev != nil {
 		out.PrevKv = keyValue(ev.Prev)
 	}
+	out.ConvergedHlc = uint64(ev.Converged)
 	return out
 }
 

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/frontier"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/connlimit"
 	"github.com/chorus-kv/chorus/internal/etcdapi"
@@ -73,6 +74,9 @@ type Node struct {
 	// seen holds the peers this node had a connection to since it started
 	// (peer.ID -> true; watchSeen).
 	seen sync.Map
+
+	// conv is set once started; read by the commit hook and gossip.
+	conv atomic.Pointer[p2p.Convergence]
 
 	closing   chan struct{} // closed when Close begins: ends member watches
 	stopAdmit chan struct{}
@@ -210,6 +214,9 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	cleanup = append(cleanup, func() { _ = n.host.Close() })
 	n.watchSeen()
+	// This run's epoch: the gossip chain of this node's writes starts there,
+	// and its convergence tracker announces it.
+	epoch := st.Clock().Now()
 	repl, err := p2p.StartReplicator(p2p.ReplicatorConfig{
 		Cluster:    cfg.Cluster,
 		Host:       n.host,
@@ -218,6 +225,12 @@ func Start(cfg Config) (_ *Node, err error) {
 		DropGossip: cfg.DropGossip,
 		Admit:      n.admission.Check,
 		OnApply:    n.metrics.applyHook(),
+		ChainStart: epoch,
+		OnBatch: func(origin peer.ID, prev, first, last crdt.Timestamp) {
+			if c := n.conv.Load(); c != nil {
+				c.ObserveBatch(origin, prev, first, last)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -232,6 +245,17 @@ func Start(cfg Config) (_ *Node, err error) {
 		Interval: cfg.SyncInterval,
 		Timeout:  cfg.SyncTimeout,
 		Admit:    n.admission.Check,
+		LocalFrontier: func() frontier.Vector {
+			if c := n.conv.Load(); c != nil {
+				return c.LocalFrontier()
+			}
+			return nil
+		},
+		OnMerge: func(p peer.ID, v frontier.Vector) {
+			if c := n.conv.Load(); c != nil {
+				c.Merge(p, v)
+			}
+		},
 		OnComplete: func(p peer.ID) {
 			if n.repairing.CompareAndSwap(true, false) {
 				cfg.Logger.Warn("caught up after the repair: serving reads again", "peer", p)
@@ -272,6 +296,22 @@ func Start(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	cleanup = append(cleanup, n.members.Close)
+	conv, err := p2p.StartConvergence(p2p.ConvergenceConfig{
+		Cluster:    cfg.Cluster,
+		Self:       id.ID,
+		PubSub:     repl.PubSub(),
+		Clock:      st.Clock(),
+		Epoch:      epoch,
+		Logger:     cfg.Logger,
+		Interval:   cfg.FrontierInterval,
+		Membership: n.members,
+		Admit:      n.admission.Check,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.conv.Store(conv)
+	cleanup = append(cleanup, conv.Close)
 	n.stopAdmit, n.admitDone = make(chan struct{}), make(chan struct{})
 	go n.enforceAdmission()
 	cleanup = append(cleanup, func() { close(n.stopAdmit); <-n.admitDone })
@@ -412,6 +452,9 @@ func (n *Node) onCommit(changes []store.Change) {
 	if r := n.repl.Load(); r != nil {
 		r.Enqueue(changes)
 	}
+	if c := n.conv.Load(); c != nil {
+		c.LocalCommit(changes)
+	}
 }
 
 // collectTombstones purges tombstones older than the grace period, every
@@ -435,6 +478,11 @@ func (n *Node) collectTombstones() {
 		}
 	}
 }
+
+// Convergence returns the node's convergence tracker: which writes every
+// live member holds, and each member's lag (Convergence.Lag, which a
+// metric can read).
+func (n *Node) Convergence() *p2p.Convergence { return n.conv.Load() }
 
 // Syncer returns the node's anti-entropy syncer.
 func (n *Node) Syncer() *p2p.Syncer { return n.sync }
@@ -524,6 +572,11 @@ func (n *Node) Close() error {
 		<-n.gcDone
 		close(n.stopAdmit)
 		<-n.admitDone
+		cs, rs := n.conv.Load().Stats(), n.repl.Load().Stats()
+		n.cfg.Logger.Info("convergence bookkeeping", "announcements", cs.Announcements, "announced_bytes", cs.AnnouncedBytes,
+			"received", cs.Received, "received_bytes", cs.ReceivedBytes, "hello_frontier_bytes", cs.HelloBytes,
+			"gossip_batches", rs.Published, "gossip_entries", rs.PublishedEntries)
+		n.conv.Load().Close()
 		n.members.Close()
 		_ = n.sync.Close()
 		n.repl.Load().Close()

@@ -93,7 +93,12 @@ type Member struct {
 	// True when it is on the member list.
 	Admitted bool `protobuf:"varint,14,opt,name=admitted,proto3" json:"admitted,omitempty"`
 	// Its incarnation number (SWIM): it raises it to refute a suspicion.
-	Incarnation   uint64 `protobuf:"varint,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Incarnation uint64 `protobuf:"varint,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// How far behind the member is, as this node knows it: the age in
+	// milliseconds of the oldest write it is not known to hold (0: none).
+	// Absent when the member has announced no frontier (it just started, or
+	// runs a version without converged watches).
+	LagMs         *int64 `protobuf:"varint,16,opt,name=lag_ms,json=lagMs,proto3,oneof" json:"lag_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,6 +234,13 @@ func (x *Member) GetAdmitted() bool {
 func (x *Member) GetIncarnation() uint64 {
 	if x != nil {
 		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *Member) GetLagMs() int64 {
+	if x != nil && x.LagMs != nil {
+		return *x.LagMs
 	}
 	return 0
 }
@@ -780,7 +792,7 @@ var File_chorus_cluster_v1_cluster_proto protoreflect.FileDescriptor
 const file_chorus_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x1fchorus/cluster/v1/cluster.proto\x12\x11chorus.cluster.v1\"\x10\n" +
-	"\x0eMembersRequest\"\x9c\x03\n" +
+	"\x0eMembersRequest\"\xc3\x03\n" +
 	"\x06Member\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x14\n" +
 	"\x05addrs\x18\x02 \x03(\tR\x05addrs\x12\x12\n" +
@@ -798,7 +810,9 @@ const file_chorus_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x12last_heard_unix_ms\x18\f \x01(\x03R\x0flastHeardUnixMs\x12\x10\n" +
 	"\x03hlc\x18\r \x01(\x04R\x03hlc\x12\x1a\n" +
 	"\badmitted\x18\x0e \x01(\bR\badmitted\x12 \n" +
-	"\vincarnation\x18\x0f \x01(\x04R\vincarnation\"\xa0\x01\n" +
+	"\vincarnation\x18\x0f \x01(\x04R\vincarnation\x12\x1a\n" +
+	"\x06lag_ms\x18\x10 \x01(\x03H\x00R\x05lagMs\x88\x01\x01B\t\n" +
+	"\a_lag_ms\"\xa0\x01\n" +
 	"\x0fMembersResponse\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x123\n" +
 	"\amembers\x18\x02 \x03(\v2\x19.chorus.cluster.v1.MemberR\amembers\x12\x1d\n" +
@@ -897,6 +911,7 @@ func file_chorus_cluster_v1_cluster_proto_init() {
 	if File_chorus_cluster_v1_cluster_proto != nil {
 		return
 	}
+	file_chorus_cluster_v1_cluster_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

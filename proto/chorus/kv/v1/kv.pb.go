@@ -231,7 +231,13 @@ type PutRequest struct {
 	PrevKv bool `protobuf:"varint,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
 	// Also push the write directly to this many connected peers and answer
 	// only once they have it durably. 0: answer once durable on this node.
-	MinReplicas   uint32 `protobuf:"varint,4,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
+	MinReplicas uint32 `protobuf:"varint,4,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
+	// Also wait until every live member holds the write (or a newer one for
+	// the key): alive or suspect in the failure detector's view. Bounded by
+	// the call's deadline; past it the call fails with DEADLINE_EXCEEDED and
+	// names the members that did not confirm (the write stays durable here
+	// and keeps spreading).
+	WaitConverged bool `protobuf:"varint,5,opt,name=wait_converged,json=waitConverged,proto3" json:"wait_converged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -292,6 +298,13 @@ func (x *PutRequest) GetMinReplicas() uint32 {
 		return x.MinReplicas
 	}
 	return 0
+}
+
+func (x *PutRequest) GetWaitConverged() bool {
+	if x != nil {
+		return x.WaitConverged
+	}
+	return false
 }
 
 type PutResponse struct {
@@ -459,7 +472,9 @@ type DeleteRequest struct {
 	// Return the deleted value, if there was one.
 	PrevKv bool `protobuf:"varint,2,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
 	// As PutRequest.min_replicas.
-	MinReplicas   uint32 `protobuf:"varint,3,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
+	MinReplicas uint32 `protobuf:"varint,3,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
+	// As PutRequest.wait_converged.
+	WaitConverged bool `protobuf:"varint,4,opt,name=wait_converged,json=waitConverged,proto3" json:"wait_converged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +528,13 @@ func (x *DeleteRequest) GetMinReplicas() uint32 {
 		return x.MinReplicas
 	}
 	return 0
+}
+
+func (x *DeleteRequest) GetWaitConverged() bool {
+	if x != nil {
+		return x.WaitConverged
+	}
+	return false
 }
 
 type DeleteResponse struct {
@@ -747,7 +769,12 @@ type WatchRequest struct {
 	// Replay changes from this revision on; 0 means from now.
 	StartRevision int64 `protobuf:"varint,3,opt,name=start_revision,json=startRevision,proto3" json:"start_revision,omitempty"`
 	// Send each event's previous value, when still known.
-	PrevKv        bool `protobuf:"varint,4,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	PrevKv bool `protobuf:"varint,4,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	// Emit a change only once every live member holds it or a newer write
+	// for the key (see README, "Converged watch"). Events then come in the
+	// order they converge, each key's in revision order, and carry
+	// converged_hlc; resume from the response's converged_revision + 1.
+	Converged     bool `protobuf:"varint,5,opt,name=converged,proto3" json:"converged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -810,6 +837,13 @@ func (x *WatchRequest) GetPrevKv() bool {
 	return false
 }
 
+func (x *WatchRequest) GetConverged() bool {
+	if x != nil {
+		return x.Converged
+	}
+	return false
+}
+
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Type  Event_Type             `protobuf:"varint,1,opt,name=type,proto3,enum=chorus.kv.v1.Event_Type" json:"type,omitempty"`
@@ -817,7 +851,10 @@ type Event struct {
 	// create_revision and version are 0.
 	Kv *KeyValue `protobuf:"bytes,2,opt,name=kv,proto3" json:"kv,omitempty"`
 	// The key before the change, when asked for and still known.
-	PrevKv        *KeyValue `protobuf:"bytes,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	PrevKv *KeyValue `protobuf:"bytes,3,opt,name=prev_kv,json=prevKv,proto3" json:"prev_kv,omitempty"`
+	// For a converged watch: this node's HLC when it saw every live member
+	// hold the change; 0 otherwise.
+	ConvergedHlc  uint64 `protobuf:"varint,4,opt,name=converged_hlc,json=convergedHlc,proto3" json:"converged_hlc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -873,6 +910,13 @@ func (x *Event) GetPrevKv() *KeyValue {
 	return nil
 }
 
+func (x *Event) GetConvergedHlc() uint64 {
+	if x != nil {
+		return x.ConvergedHlc
+	}
+	return 0
+}
+
 type WatchResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Header *Header                `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
@@ -886,8 +930,11 @@ type WatchResponse struct {
 	// that can still be watched from.
 	CompactRevision int64    `protobuf:"varint,5,opt,name=compact_revision,json=compactRevision,proto3" json:"compact_revision,omitempty"`
 	Events          []*Event `protobuf:"bytes,6,rep,name=events,proto3" json:"events,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// For a converged watch: every matching change at or below this revision
+	// has been sent (changes above it may have been too). Resume from it + 1.
+	ConvergedRevision int64 `protobuf:"varint,7,opt,name=converged_revision,json=convergedRevision,proto3" json:"converged_revision,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *WatchResponse) Reset() {
@@ -960,6 +1007,13 @@ func (x *WatchResponse) GetEvents() []*Event {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *WatchResponse) GetConvergedRevision() int64 {
+	if x != nil {
+		return x.ConvergedRevision
+	}
+	return 0
 }
 
 type StatusRequest struct {
@@ -1140,13 +1194,14 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\fmod_revision\x18\x04 \x01(\x03R\vmodRevision\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x03R\aversion\x12\x10\n" +
 	"\x03hlc\x18\x06 \x01(\x04R\x03hlc\x12\x16\n" +
-	"\x06origin\x18\a \x01(\tR\x06origin\"p\n" +
+	"\x06origin\x18\a \x01(\tR\x06origin\"\x97\x01\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x17\n" +
 	"\aprev_kv\x18\x03 \x01(\bR\x06prevKv\x12!\n" +
-	"\fmin_replicas\x18\x04 \x01(\rR\vminReplicas\"\x94\x01\n" +
+	"\fmin_replicas\x18\x04 \x01(\rR\vminReplicas\x12%\n" +
+	"\x0ewait_converged\x18\x05 \x01(\bR\rwaitConverged\"\x94\x01\n" +
 	"\vPutResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12&\n" +
 	"\x02kv\x18\x02 \x01(\v2\x16.chorus.kv.v1.KeyValueR\x02kv\x12/\n" +
@@ -1156,11 +1211,12 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"c\n" +
 	"\vGetResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12&\n" +
-	"\x02kv\x18\x02 \x01(\v2\x16.chorus.kv.v1.KeyValueR\x02kv\"]\n" +
+	"\x02kv\x18\x02 \x01(\v2\x16.chorus.kv.v1.KeyValueR\x02kv\"\x84\x01\n" +
 	"\rDeleteRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x17\n" +
 	"\aprev_kv\x18\x02 \x01(\bR\x06prevKv\x12!\n" +
-	"\fmin_replicas\x18\x03 \x01(\rR\vminReplicas\"\x89\x01\n" +
+	"\fmin_replicas\x18\x03 \x01(\rR\vminReplicas\x12%\n" +
+	"\x0ewait_converged\x18\x04 \x01(\bR\rwaitConverged\"\x89\x01\n" +
 	"\x0eDeleteResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12\x18\n" +
 	"\adeleted\x18\x02 \x01(\bR\adeleted\x12/\n" +
@@ -1176,27 +1232,30 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12(\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x16.chorus.kv.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04more\x18\x03 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x04 \x01(\fR\anextKey\"x\n" +
+	"\bnext_key\x18\x04 \x01(\fR\anextKey\"\x96\x01\n" +
 	"\fWatchRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x12%\n" +
 	"\x0estart_revision\x18\x03 \x01(\x03R\rstartRevision\x12\x17\n" +
-	"\aprev_kv\x18\x04 \x01(\bR\x06prevKv\"\xcb\x01\n" +
+	"\aprev_kv\x18\x04 \x01(\bR\x06prevKv\x12\x1c\n" +
+	"\tconverged\x18\x05 \x01(\bR\tconverged\"\xf0\x01\n" +
 	"\x05Event\x12,\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x18.chorus.kv.v1.Event.TypeR\x04type\x12&\n" +
 	"\x02kv\x18\x02 \x01(\v2\x16.chorus.kv.v1.KeyValueR\x02kv\x12/\n" +
-	"\aprev_kv\x18\x03 \x01(\v2\x16.chorus.kv.v1.KeyValueR\x06prevKv\";\n" +
+	"\aprev_kv\x18\x03 \x01(\v2\x16.chorus.kv.v1.KeyValueR\x06prevKv\x12#\n" +
+	"\rconverged_hlc\x18\x04 \x01(\x04R\fconvergedHlc\";\n" +
 	"\x04Type\x12\x14\n" +
 	"\x10TYPE_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bTYPE_PUT\x10\x01\x12\x0f\n" +
-	"\vTYPE_DELETE\x10\x02\"\xf0\x01\n" +
+	"\vTYPE_DELETE\x10\x02\"\x9f\x02\n" +
 	"\rWatchResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1a\n" +
 	"\bcanceled\x18\x03 \x01(\bR\bcanceled\x12#\n" +
 	"\rcancel_reason\x18\x04 \x01(\tR\fcancelReason\x12)\n" +
 	"\x10compact_revision\x18\x05 \x01(\x03R\x0fcompactRevision\x12+\n" +
-	"\x06events\x18\x06 \x03(\v2\x13.chorus.kv.v1.EventR\x06events\"\x0f\n" +
+	"\x06events\x18\x06 \x03(\v2\x13.chorus.kv.v1.EventR\x06events\x12-\n" +
+	"\x12converged_revision\x18\a \x01(\x03R\x11convergedRevision\"\x0f\n" +
 	"\rStatusRequest\"\xe2\x02\n" +
 	"\x0eStatusResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12\x18\n" +

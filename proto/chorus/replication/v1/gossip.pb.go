@@ -25,8 +25,15 @@ const (
 // the node that signed the message (every entry's origin is that node). Only
 // key, value, hlc, origin and tombstone are sent; local revisions are not.
 type Batch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The HLC of the origin's write just before the first entry (whether it
+	// was gossiped or not): the batch holds every write of its origin in
+	// (prev_hlc, last entry's hlc], in ascending order. Receivers use it to
+	// prove they hold an origin's writes without a gap (package
+	// crdt/frontier). Absent from older versions and in pushes, which then
+	// prove nothing.
+	PrevHlc       *uint64 `protobuf:"varint,2,opt,name=prev_hlc,json=prevHlc,proto3,oneof" json:"prev_hlc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -66,6 +73,13 @@ func (x *Batch) GetEntries() []*Entry {
 		return x.Entries
 	}
 	return nil
+}
+
+func (x *Batch) GetPrevHlc() uint64 {
+	if x != nil && x.PrevHlc != nil {
+		return *x.PrevHlc
+	}
+	return 0
 }
 
 // PushAck answers a Batch pushed directly to a peer (min_replicas): the peer
@@ -119,9 +133,11 @@ var File_chorus_replication_v1_gossip_proto protoreflect.FileDescriptor
 
 const file_chorus_replication_v1_gossip_proto_rawDesc = "" +
 	"\n" +
-	"\"chorus/replication/v1/gossip.proto\x12\x15chorus.replication.v1\x1a!chorus/replication/v1/entry.proto\"?\n" +
+	"\"chorus/replication/v1/gossip.proto\x12\x15chorus.replication.v1\x1a!chorus/replication/v1/entry.proto\"l\n" +
 	"\x05Batch\x126\n" +
-	"\aentries\x18\x01 \x03(\v2\x1c.chorus.replication.v1.EntryR\aentries\"\x1f\n" +
+	"\aentries\x18\x01 \x03(\v2\x1c.chorus.replication.v1.EntryR\aentries\x12\x1e\n" +
+	"\bprev_hlc\x18\x02 \x01(\x04H\x00R\aprevHlc\x88\x01\x01B\v\n" +
+	"\t_prev_hlc\"\x1f\n" +
 	"\aPushAck\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05errorBGZEgithub.com/chorus-kv/chorus/proto/chorus/replication/v1;replicationv1b\x06proto3"
 
@@ -158,6 +174,7 @@ func file_chorus_replication_v1_gossip_proto_init() {
 		return
 	}
 	file_chorus_replication_v1_entry_proto_init()
+	file_chorus_replication_v1_gossip_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

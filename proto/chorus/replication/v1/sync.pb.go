@@ -178,7 +178,11 @@ type SyncHello struct {
 	// The most differing tree nodes per level the sender wants this session
 	// to descend into (0: no wish); both sides use the smaller of their caps,
 	// so a node whose sessions ran out of time can ask for smaller ones.
-	MaxDiffNodes  uint32 `protobuf:"varint,7,opt,name=max_diff_nodes,json=maxDiffNodes,proto3" json:"max_diff_nodes,omitempty"`
+	MaxDiffNodes uint32 `protobuf:"varint,7,opt,name=max_diff_nodes,json=maxDiffNodes,proto3" json:"max_diff_nodes,omitempty"`
+	// The sender's frontiers, read before its root: once the session
+	// completes, the other side holds all of that and takes the higher of
+	// each (package crdt/frontier). Empty from older versions.
+	Frontier      []*OriginFrontier `protobuf:"bytes,8,rep,name=frontier,proto3" json:"frontier,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +264,13 @@ func (x *SyncHello) GetMaxDiffNodes() uint32 {
 		return x.MaxDiffNodes
 	}
 	return 0
+}
+
+func (x *SyncHello) GetFrontier() []*OriginFrontier {
+	if x != nil {
+		return x.Frontier
+	}
+	return nil
 }
 
 // SyncLevel carries the hashes of the children of parents, nodes of level.
@@ -677,14 +688,14 @@ var File_chorus_replication_v1_sync_proto protoreflect.FileDescriptor
 
 const file_chorus_replication_v1_sync_proto_rawDesc = "" +
 	"\n" +
-	" chorus/replication/v1/sync.proto\x12\x15chorus.replication.v1\x1a!chorus/replication/v1/entry.proto\"\xc0\x02\n" +
+	" chorus/replication/v1/sync.proto\x12\x15chorus.replication.v1\x1a!chorus/replication/v1/entry.proto\x1a$chorus/replication/v1/frontier.proto\"\xc0\x02\n" +
 	"\vSyncMessage\x128\n" +
 	"\x05hello\x18\x01 \x01(\v2 .chorus.replication.v1.SyncHelloH\x00R\x05hello\x128\n" +
 	"\x05level\x18\x02 \x01(\v2 .chorus.replication.v1.SyncLevelH\x00R\x05level\x12>\n" +
 	"\adigests\x18\x03 \x01(\v2\".chorus.replication.v1.SyncDigestsH\x00R\adigests\x12>\n" +
 	"\aentries\x18\x04 \x01(\v2\".chorus.replication.v1.SyncEntriesH\x00R\aentries\x125\n" +
 	"\x04done\x18\x05 \x01(\v2\x1f.chorus.replication.v1.SyncDoneH\x00R\x04doneB\x06\n" +
-	"\x04body\"\xd3\x01\n" +
+	"\x04body\"\x96\x02\n" +
 	"\tSyncHello\x12\x16\n" +
 	"\x06fanout\x18\x01 \x01(\rR\x06fanout\x12\x14\n" +
 	"\x05depth\x18\x02 \x01(\rR\x05depth\x12\x12\n" +
@@ -692,7 +703,8 @@ const file_chorus_replication_v1_sync_proto_rawDesc = "" +
 	"\flast_contact\x18\x04 \x01(\x04R\vlastContact\x12%\n" +
 	"\x0epurged_through\x18\x05 \x01(\x04R\rpurgedThrough\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12$\n" +
-	"\x0emax_diff_nodes\x18\a \x01(\rR\fmaxDiffNodes\"m\n" +
+	"\x0emax_diff_nodes\x18\a \x01(\rR\fmaxDiffNodes\x12A\n" +
+	"\bfrontier\x18\b \x03(\v2%.chorus.replication.v1.OriginFrontierR\bfrontier\"m\n" +
 	"\tSyncLevel\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\rR\x05level\x12\x18\n" +
 	"\aparents\x18\x02 \x03(\rR\aparents\x12\x16\n" +
@@ -739,15 +751,16 @@ func file_chorus_replication_v1_sync_proto_rawDescGZIP() []byte {
 
 var file_chorus_replication_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_chorus_replication_v1_sync_proto_goTypes = []any{
-	(*SyncMessage)(nil),  // 0: chorus.replication.v1.SyncMessage
-	(*SyncHello)(nil),    // 1: chorus.replication.v1.SyncHello
-	(*SyncLevel)(nil),    // 2: chorus.replication.v1.SyncLevel
-	(*SyncDigests)(nil),  // 3: chorus.replication.v1.SyncDigests
-	(*SyncEntries)(nil),  // 4: chorus.replication.v1.SyncEntries
-	(*SyncDone)(nil),     // 5: chorus.replication.v1.SyncDone
-	(*NodeStatus)(nil),   // 6: chorus.replication.v1.NodeStatus
-	(*MemberRecord)(nil), // 7: chorus.replication.v1.MemberRecord
-	(*Entry)(nil),        // 8: chorus.replication.v1.Entry
+	(*SyncMessage)(nil),    // 0: chorus.replication.v1.SyncMessage
+	(*SyncHello)(nil),      // 1: chorus.replication.v1.SyncHello
+	(*SyncLevel)(nil),      // 2: chorus.replication.v1.SyncLevel
+	(*SyncDigests)(nil),    // 3: chorus.replication.v1.SyncDigests
+	(*SyncEntries)(nil),    // 4: chorus.replication.v1.SyncEntries
+	(*SyncDone)(nil),       // 5: chorus.replication.v1.SyncDone
+	(*NodeStatus)(nil),     // 6: chorus.replication.v1.NodeStatus
+	(*MemberRecord)(nil),   // 7: chorus.replication.v1.MemberRecord
+	(*OriginFrontier)(nil), // 8: chorus.replication.v1.OriginFrontier
+	(*Entry)(nil),          // 9: chorus.replication.v1.Entry
 }
 var file_chorus_replication_v1_sync_proto_depIdxs = []int32{
 	1, // 0: chorus.replication.v1.SyncMessage.hello:type_name -> chorus.replication.v1.SyncHello
@@ -755,12 +768,13 @@ var file_chorus_replication_v1_sync_proto_depIdxs = []int32{
 	3, // 2: chorus.replication.v1.SyncMessage.digests:type_name -> chorus.replication.v1.SyncDigests
 	4, // 3: chorus.replication.v1.SyncMessage.entries:type_name -> chorus.replication.v1.SyncEntries
 	5, // 4: chorus.replication.v1.SyncMessage.done:type_name -> chorus.replication.v1.SyncDone
-	8, // 5: chorus.replication.v1.SyncEntries.entries:type_name -> chorus.replication.v1.Entry
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	8, // 5: chorus.replication.v1.SyncHello.frontier:type_name -> chorus.replication.v1.OriginFrontier
+	9, // 6: chorus.replication.v1.SyncEntries.entries:type_name -> chorus.replication.v1.Entry
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_chorus_replication_v1_sync_proto_init() }
@@ -769,6 +783,7 @@ func file_chorus_replication_v1_sync_proto_init() {
 		return
 	}
 	file_chorus_replication_v1_entry_proto_init()
+	file_chorus_replication_v1_frontier_proto_init()
 	file_chorus_replication_v1_sync_proto_msgTypes[0].OneofWrappers = []any{
 		(*SyncMessage_Hello)(nil),
 		(*SyncMessage_Level)(nil),
