@@ -172,7 +172,7 @@ type Server struct {
 	grpc      *grpc.Server
 	health    *health.Server
 	listener  net.Listener
-	reads     chan struct{} // the expensive-read semaphore (acquireRead)
+	reads     chan struct{}  // the expensive-read semaphore (acquireRead)
 	split     *splitListener // gRPC and HTTP/1.x JSON on one port
 	gateway   *gateway
 
