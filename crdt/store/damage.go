@@ -59,6 +59,9 @@ func leveldbOptions() opt.Options {
 		DisableSeeksCompaction: true,
 		WriteBuffer:            memtableBytes,
 		BlockCacheCapacity:     blockCacheBytes,
+		// Blocks of tables that compaction removed are never read again:
+		// drop them at once rather than when the cache is full.
+		BlockCacheEvictRemoved: true,
 		// Most reads on the write path are for keys that do not exist yet.
 		Filter: filter.NewBloomFilter(10),
 		Strict: strictOpen,
