@@ -36,16 +36,16 @@ const metaRepaired = "/m/repaired"
 const strictOpen = opt.DefaultStrict | opt.StrictJournal | opt.StrictManifest
 
 // memtableBytes is LevelDB's write buffer: the memtable, which holds every
-// write since the last flush to a table (about 300 bytes of it per change:
-// the entry, its change-log record and its key-hash index), plus its skip
-// list's index (about 130 bytes more per change). The memtable is filled
-// page by page, so a node's memory grows with each write until it is full;
-// while a full one is flushed, a second one fills, and Go's collector lets
-// the heap grow to twice what is live. At 32 MiB that came to some 200 MiB
-// of memory taken over the first 20 to 40 minutes of a steady write load,
-// which looked like a leak; at 4 MiB (LevelDB's default) it is a few tens.
-// Larger memtables (4 to 64 MiB) did not change write throughput
-// measurably: the fsync per batch dominates.
+// write since the last flush to a table (about 300 bytes per change: the
+// entry, its change-log record and its key-hash index), plus its skip
+// list's index (about 130 bytes more per change). A node's heap grows with
+// each write until the memtable is full; while a full one is flushed a
+// second one fills, and Go's collector lets the heap reach twice what is
+// live. At 32 MiB that made a node's memory climb for the first 20 to 40
+// minutes of a steady write load, which looked like a leak. Memtables of 4
+// to 64 MiB made no measurable difference to write throughput: the fsync
+// per batch dominates. A batch larger than the buffer gets a memtable of
+// its own size.
 const memtableBytes = 4 << 20
 
 // blockCacheBytes bounds LevelDB's cache of table blocks.
