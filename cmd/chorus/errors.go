@@ -129,12 +129,12 @@ func readValue(ctx context.Context, stdin io.Reader, allowEmpty bool) ([]byte, e
 	}
 }
 
-// isTerminal reports whether r is a terminal: a character device other than
-// /dev/null (which scripts and service managers give as stdin). Other
-// character devices are rare as a put's stdin; this needs no terminal
-// library.
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
+// isTerminal reports whether s (a standard stream) is a terminal: a
+// character device other than /dev/null (which scripts and service managers
+// give as stdin or stdout). Other character devices are rare there; this
+// needs no terminal library.
+func isTerminal(s any) bool {
+	f, ok := s.(*os.File)
 	if !ok {
 		return false
 	}

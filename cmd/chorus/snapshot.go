@@ -43,9 +43,9 @@ func newSnapshotSaveCmd(cio *cmdIO) *cobra.Command {
 	cf := addClientFlags(cmd)
 	// A snapshot of a large store takes longer than one request: no limit
 	// unless asked.
-	_ = cmd.Flags().Set("timeout", "0s")
-	cmd.Flags().Lookup("timeout").DefValue = "0s"
-	cmd.Flags().Lookup("timeout").Usage = "how long the whole snapshot may take (0: no limit)"
+	timeout := cmd.Flags().Lookup("timeout")
+	_ = timeout.Value.Set("0s")
+	timeout.DefValue, timeout.Usage = "0s", "how long the whole snapshot may take (0: no limit)"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		ctx := cmd.Context()
 		if cf.timeout > 0 {
@@ -232,7 +232,7 @@ type progressBar struct {
 }
 
 func newProgressBar(w io.Writer, label string) *progressBar {
-	return &progressBar{w: w, label: label, on: isTerminalWriter(w)}
+	return &progressBar{w: w, label: label, on: isTerminal(w)}
 }
 
 func (b *progressBar) update(n, total, bytes int64) {
@@ -262,16 +262,6 @@ func progressLine(label string, n, total, bytes int64, width int) string {
 		line += ", " + humanBytes(bytes)
 	}
 	return line
-}
-
-// isTerminalWriter reports whether w is a terminal (a character device).
-func isTerminalWriter(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func humanBytes(n int64) string {
