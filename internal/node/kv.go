@@ -181,61 +181,49 @@ func (s *kvServer) Watch(req *kvv1.WatchRequest, stream kvv1.KVService_WatchServ
 	if err := s.node.store.Limits().CheckKey(req.GetKey()); err != nil && !errors.Is(err, crdt.ErrKeyEmpty) {
 		return toStatus(fmt.Errorf("watch: %w", err))
 	}
-	if req.GetConverged() {
-		return s.watchConverged(req, stream)
-	}
-	w, err := s.node.hub.Watch(watch.Options{
+	opts := watch.Options{
 		Key:           req.GetKey(),
 		Prefix:        req.GetPrefix(),
 		StartRevision: req.GetStartRevision(),
 		PrevKV:        req.GetPrevKv(),
-	})
-	if err != nil {
-		return s.endWatch(stream, err)
 	}
-	defer w.Close()
-	if err := stream.Send(&kvv1.WatchResponse{
-		Header:  &kvv1.Header{Revision: w.StartedAfter(), NodeId: s.node.ID()},
-		Created: true,
-	}); err != nil {
-		return err
-	}
-	ctx := stream.Context()
-	for {
-		events, err := w.Next(ctx)
+	if req.GetConverged() {
+		// Events once every live member holds them (watch.ConvergedWatcher).
+		w, err := s.node.hub.WatchConverged(opts, s.node.Convergence(), 0)
 		if err != nil {
-			if ctx.Err() != nil {
-				return toStatus(ctx.Err())
-			}
 			return s.endWatch(stream, err)
 		}
-		resp := &kvv1.WatchResponse{Header: s.header(), Events: make([]*kvv1.Event, len(events))}
-		for i := range events {
-			resp.Events[i] = event(&events[i])
-		}
-		if err := stream.Send(resp); err != nil {
-			return err
-		}
+		return s.serveWatch(stream, w, w.ConvergedRevision)
 	}
-}
-
-// watchConverged serves a watch with converged set: events once every live
-// member holds them (watch.ConvergedWatcher).
-func (s *kvServer) watchConverged(req *kvv1.WatchRequest, stream kvv1.KVService_WatchServer) error {
-	w, err := s.node.hub.WatchConverged(watch.Options{
-		Key:           req.GetKey(),
-		Prefix:        req.GetPrefix(),
-		StartRevision: req.GetStartRevision(),
-		PrevKV:        req.GetPrevKv(),
-	}, s.node.Convergence(), 0)
+	w, err := s.node.hub.Watch(opts)
 	if err != nil {
 		return s.endWatch(stream, err)
 	}
+	return s.serveWatch(stream, w, nil)
+}
+
+// eventSource is what a Watch call serves: a plain or a converged watcher.
+type eventSource interface {
+	StartedAfter() int64
+	Next(context.Context) ([]watch.Event, error)
+	Close()
+}
+
+// serveWatch sends w's events on stream until either ends, then closes w.
+// converged, for a converged watch, gives the resume point each response
+// carries (nil for a plain watch).
+func (s *kvServer) serveWatch(stream kvv1.KVService_WatchServer, w eventSource, converged func() int64) error {
 	defer w.Close()
+	convergedRev := func() int64 {
+		if converged == nil {
+			return 0
+		}
+		return converged()
+	}
 	if err := stream.Send(&kvv1.WatchResponse{
 		Header:            &kvv1.Header{Revision: w.StartedAfter(), NodeId: s.node.ID()},
 		Created:           true,
-		ConvergedRevision: w.ConvergedRevision(),
+		ConvergedRevision: convergedRev(),
 	}); err != nil {
 		return err
 	}
@@ -248,7 +236,7 @@ func (s *kvServer) watchConverged(req *kvv1.WatchRequest, stream kvv1.KVService_
 			}
 			return s.endWatch(stream, err)
 		}
-		resp := &kvv1.WatchResponse{Header: s.header(), Events: make([]*kvv1.Event, len(events)), ConvergedRevision: w.ConvergedRevision()}
+		resp := &kvv1.WatchResponse{Header: s.header(), Events: make([]*kvv1.Event, len(events)), ConvergedRevision: convergedRev()}
 		for i := range events {
 			resp.Events[i] = event(&events[i])
 		}
