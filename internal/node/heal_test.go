@@ -23,7 +23,7 @@ func TestHealReadmitsAndRepairsQuickly(t *testing.T) {
 	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
 	groups := []int{0, 0, 1}
 	nodes, clients, part := startMeshNodes(t, aeNodeOpts{groups: groups, fd: fd})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
 	part.set(true)
@@ -55,7 +55,8 @@ func TestHealReadmitsAndRepairsQuickly(t *testing.T) {
 		}
 		return true
 	}
-	eventually(t, 60*time.Second, "each side holds the other dead", func() bool {
+	// Under -race beside the e2e suite, suspicion and death take a while.
+	eventually(t, 2*time.Minute, "each side holds the other dead", func() bool {
 		return allState(func(i, j int) swim.State {
 			if groups[i] != groups[j] {
 				return swim.Dead
