@@ -72,6 +72,10 @@ type ReplicatorConfig struct {
 	// written, by the origin's clock read against this node's, it was
 	// applied here (0 when the origin's clock is ahead). It must not block.
 	OnApply func(entries int, lag time.Duration)
+	// PubSubOptions are added after the GossipSub options the replicator
+	// sets (a simulation adds a tracer to count what gossip sends). Default
+	// none.
+	PubSubOptions []pubsub.Option
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -218,15 +222,16 @@ func StartReplicator(cfg ReplicatorConfig) (*Replicator, error) {
 		cancel()
 		return nil, err
 	}
-	ps, err := pubsub.NewGossipSub(ctx, cfg.Host,
+	ps, err := pubsub.NewGossipSub(ctx, cfg.Host, append([]pubsub.Option{
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
-		pubsub.WithMaxMessageSize(r.validator.MaxMessageBytes+4<<10),
+		pubsub.WithMaxMessageSize(r.validator.MaxMessageBytes + 4<<10),
 		// GossipSub drops, silently, what does not fit its per-peer outbound
 		// queue (default 32 messages) and its validation queue (default 32):
 		// under a write burst both overflow. Size them for bursts.
 		pubsub.WithPeerOutboundQueueSize(cfg.SubscriptionBuffer),
 		pubsub.WithValidateQueueSize(cfg.SubscriptionBuffer),
 		pubsub.WithLogger(cfg.Logger.With("component", "gossipsub")),
+	}, cfg.PubSubOptions...)...,
 	)
 	if err != nil {
 		return fail(fmt.Errorf("p2p: start gossipsub: %w", err))

@@ -101,6 +101,9 @@ func open(cfg Config, repaired bool) (*Store, error) {
 		}
 	}
 	o := leveldb.Options(leveldbOptions())
+	if cfg.WriteBufferBytes > 0 {
+		o.WriteBuffer = cfg.WriteBufferBytes
+	}
 	d, err := leveldb.NewDatastore(cfg.Path, &o)
 	if errors.Is(err, syscall.EAGAIN) {
 		return nil, fmt.Errorf("%w: %q is locked by another process (is another chorus agent using this data folder?): %w", ErrInUse, cfg.Path, err)
