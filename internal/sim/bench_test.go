@@ -17,11 +17,15 @@ import (
 // simNodes lists the cluster sizes BenchmarkSimCluster runs.
 var simNodes = flag.String("sim.nodes", "10,100,300", "cluster sizes BenchmarkSimCluster runs, comma-separated (add 1000 for the large run)")
 
+// simFrontier is the nodes' frontier announcement interval (0: the agent's).
+var simFrontier = flag.Duration("sim.frontier", 0, "frontier announcement interval of the simulated nodes (0: the agent's default, 100ms)")
+
 // Environment of the scenario run in a child process (see
 // BenchmarkSimCluster).
 const (
 	envScenarioN   = "CHORUS_SIM_N"
 	envScenarioOut = "CHORUS_SIM_OUT"
+	envFrontier    = "CHORUS_SIM_FRONTIER"
 )
 
 // BenchmarkSimCluster runs Scenario on clusters of each size in -sim.nodes
@@ -42,10 +46,10 @@ func BenchmarkSimCluster(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
 			var res Result
-			var wall time.Duration
+			var wall, cpu time.Duration
 			for range b.N {
 				start := time.Now()
-				res = runChild(b, n)
+				res, cpu = runChild(b, n)
 				wall = time.Since(start)
 			}
 			ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -67,6 +71,8 @@ func BenchmarkSimCluster(b *testing.B) {
 			b.ReportMetric(res.Heal.Seconds(), "heal-s")
 			b.ReportMetric(res.Virtual.Seconds(), "virtual-s")
 			b.ReportMetric(wall.Seconds(), "wall-s")
+			b.ReportMetric(cpu.Seconds(), "cpu-s")
+			b.ReportMetric(float64(*simFrontier)/float64(time.Millisecond), "frontier-ms")
 			if !res.Detected || !res.Healed {
 				b.Errorf("N=%d: crash detected %v, partition healed %v: %+v", n, res.Detected, res.Healed, res)
 			}
@@ -75,14 +81,17 @@ func BenchmarkSimCluster(b *testing.B) {
 }
 
 // runChild runs TestSimScenario for n nodes in a child process.
-func runChild(b *testing.B, n int) Result {
+// It returns the child's Result and the CPU time it used.
+func runChild(b *testing.B, n int) (Result, time.Duration) {
 	b.Helper()
 	out := filepath.Join(b.TempDir(), "result.json")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSimScenario$", "-test.timeout=60m")
-	cmd.Env = append(os.Environ(), envScenarioN+"="+strconv.Itoa(n), envScenarioOut+"="+out)
-	if msg, err := cmd.CombinedOutput(); err != nil {
+	cmd.Env = append(os.Environ(), envScenarioN+"="+strconv.Itoa(n), envScenarioOut+"="+out, envFrontier+"="+simFrontier.String())
+	msg, err := cmd.CombinedOutput()
+	if err != nil {
 		b.Fatalf("scenario with %d nodes: %v\n%s", n, err, msg)
 	}
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	data, err := os.ReadFile(out)
 	if err != nil {
 		b.Fatal(err)
@@ -91,12 +100,14 @@ func runChild(b *testing.B, n int) Result {
 	if err := json.Unmarshal(data, &res); err != nil {
 		b.Fatal(err)
 	}
-	return res
+	return res, cpu
 }
 
-// BenchScenario is the benchmark's scenario for n nodes.
-func benchConfig(n int) (Config, Scenario) {
-	return Config{N: n, Seed: 1, Link: LinkConfig{Latency: 5 * time.Millisecond, Jitter: time.Millisecond, Loss: 0.01}},
+// benchConfig is the benchmark's cluster and scenario for n nodes, with
+// frontier announcements every frontier (0: the agent's default).
+func benchConfig(n int, frontier time.Duration) (Config, Scenario) {
+	return Config{N: n, Seed: 1, Link: LinkConfig{Latency: 5 * time.Millisecond, Jitter: time.Millisecond, Loss: 0.01},
+			FrontierInterval: frontier},
 		Scenario{}
 }
 
@@ -111,7 +122,14 @@ func TestSimScenario(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s=%q: %v", envScenarioN, nv, err)
 	}
-	cfg, sc := benchConfig(n)
+	var frontier time.Duration
+	if v := os.Getenv(envFrontier); v != "" {
+		if frontier, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("%s=%q: %v", envFrontier, v, err)
+		}
+	}
+	cfg, sc := benchConfig(n, frontier)
+	sc.Logf = t.Logf // go test -v stamps nothing: the phases show progress
 	Run(t, cfg, func(t *testing.T, c *Cluster) {
 		res, err := sc.Run(context.Background(), c)
 		if err != nil {

@@ -38,6 +38,11 @@ type Config struct {
 	// SyncInterval is the anti-entropy period. Default
 	// p2p.DefaultSyncInterval (5 s).
 	SyncInterval time.Duration
+	// FrontierInterval is how often a node announces the frontiers that
+	// moved (p2p.ConvergenceConfig.Interval; every node verifies every
+	// announcement, so the cluster's cost grows as N²: see the README).
+	// Default p2p.DefaultFrontierInterval (100 ms, the agent's).
+	FrontierInterval time.Duration
 	// Bootstrap is how many earlier nodes each node is given as bootstrap
 	// peers (node i picks min(i, Bootstrap) of nodes 0..i-1 at random), so
 	// that the cluster is connected and each node has about 2×Bootstrap

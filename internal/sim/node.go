@@ -199,6 +199,9 @@ func (c *Cluster) startNode(i int, peers []peer.AddrInfo) (_ *Node, err error) {
 		Logger:     log,
 		Membership: n.Members,
 		Admit:      n.Admission.Check,
+		Interval:   c.cfg.FrontierInterval,
+		// The full announcement is never more frequent than the deltas.
+		FullInterval: max(p2p.DefaultFrontierFullInterval, c.cfg.FrontierInterval),
 	}); err != nil {
 		return nil, fmt.Errorf("sim: node %d: %w", i, err)
 	}

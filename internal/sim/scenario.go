@@ -38,6 +38,8 @@ type Scenario struct {
 	HealWithin time.Duration
 	// SkipKill and SkipPartition leave those phases out.
 	SkipKill, SkipPartition bool
+	// Logf, when set, is told when each phase starts (virtual time).
+	Logf func(format string, args ...any)
 }
 
 func (s Scenario) withDefaults() Scenario {
@@ -116,7 +118,13 @@ func (s Scenario) Run(ctx context.Context, c *Cluster) (Result, error) {
 	s = s.withDefaults()
 	start := time.Now()
 	res := Result{N: len(c.Nodes())}
+	logf := s.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	logf("warm-up for %v", s.Warmup)
 	time.Sleep(s.Warmup)
+	logf("steady writes: %v writes/s for %v", s.WriteRate, s.WriteFor)
 
 	// Steady writes, watched for false suspicions.
 	stopWatch := make(chan struct{})
@@ -132,6 +140,7 @@ func (s Scenario) Run(ctx context.Context, c *Cluster) (Result, error) {
 		return res, err
 	}
 	res.Writes = len(keys)
+	logf("waiting for %d writes to converge", len(keys))
 	c.waitConverged(keys, s.ConvergeWithin)
 	time.Sleep(2 * time.Second) // gossip's last forwards and IHAVEs
 	msgs1, bytes1, rpc1 := c.Gossip()
@@ -165,6 +174,7 @@ func (s Scenario) Run(ctx context.Context, c *Cluster) (Result, error) {
 		live := c.Live()
 		victim := live[c.Rand(len(live))]
 		res.DetectBound = DetectorBound(c.cfg.Detector, len(c.Nodes()))
+		logf("killing node %d", victim)
 		res.Detect, res.Observers, res.Detected, err = c.killAndDetect(victim, 3*res.DetectBound+10*time.Second)
 		if err != nil {
 			return res, err
@@ -178,6 +188,7 @@ func (s Scenario) Run(ctx context.Context, c *Cluster) (Result, error) {
 		for _, k := range perm[:len(live)/2] {
 			side = append(side, live[k])
 		}
+		logf("partition: %d nodes on one side, %d on the other, for %v", len(side), len(live)-len(side), s.PartitionFor)
 		c.Partition(side)
 		parted := time.Now()
 		pkeys, err := s.writeLoad(ctx, c, "p", s.PartitionWrites, s.PartitionFor)
@@ -186,6 +197,7 @@ func (s Scenario) Run(ctx context.Context, c *Cluster) (Result, error) {
 		}
 		time.Sleep(time.Until(parted.Add(s.PartitionFor)))
 		c.Heal()
+		logf("healed")
 		healed := time.Now()
 		res.Healed = c.waitConverged(pkeys, s.HealWithin)
 		var last time.Time
