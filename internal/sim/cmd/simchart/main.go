@@ -67,7 +67,7 @@ func Parse(r io.Reader) ([]Row, error) {
 		for k := 0; k+1 < len(fields); k += 2 {
 			v, err := strconv.ParseFloat(fields[k], 64)
 			if err != nil {
-				return nil, fmt.Errorf("N=%d: value %q: %w", n, fields[k], err)
+				return nil, fmt.Errorf("row of %d nodes: value %q: %w", n, fields[k], err)
 			}
 			row.Metrics[fields[k+1]] = v
 		}
