@@ -335,18 +335,22 @@ func (c *Cluster) View(i, j int) (swim.Member, bool) {
 	return swim.Member{}, false
 }
 
-// Close stops every live node, then the network.
+// Close stops every live node, all at once (one by one, the nodes still
+// running would keep the bubble's clock and the CPU busy for every close),
+// then the network.
 func (c *Cluster) Close() error {
-	var errs []error
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.nodes))
 	for i, n := range c.nodes {
 		c.mu.Lock()
 		dead := c.mu.dead[i]
 		c.mu.dead[i] = true
 		c.mu.Unlock()
 		if !dead {
-			errs = append(errs, n.close())
+			wg.Go(func() { errs[i] = n.close() })
 		}
 	}
+	wg.Wait()
 	c.net.Close()
 	return errors.Join(errs...)
 }

@@ -169,6 +169,7 @@ func (s Scenario) Run(ctx context.Context, c *Cluster) (Result, error) {
 		conv = append(conv, max(w.Last.Sub(w.Acked), 0))
 	}
 	res.ConvP50, res.ConvP99, res.ConvMax = percentile(conv, 0.50), percentile(conv, 0.99), percentile(conv, 1)
+	logf("steady phase: %+v", res)
 
 	if !s.SkipKill {
 		live := c.Live()
@@ -179,6 +180,7 @@ func (s Scenario) Run(ctx context.Context, c *Cluster) (Result, error) {
 		if err != nil {
 			return res, err
 		}
+		logf("crash detected by all %d observers: %v after %v", res.Observers, res.Detected, res.Detect)
 	}
 
 	if !s.SkipPartition {
