@@ -26,6 +26,9 @@ const (
 	envScenarioN   = "CHORUS_SIM_N"
 	envScenarioOut = "CHORUS_SIM_OUT"
 	envFrontier    = "CHORUS_SIM_FRONTIER"
+	// envBandwidth overrides the links' bandwidth, bits per second (an
+	// experiment: is a tail queueing behind bursts?).
+	envBandwidth = "CHORUS_SIM_BPS"
 )
 
 // BenchmarkSimCluster runs Scenario on clusters of each size in -sim.nodes
@@ -129,6 +132,11 @@ func TestSimScenario(t *testing.T) {
 		}
 	}
 	cfg, sc := benchConfig(n, frontier)
+	if v := os.Getenv(envBandwidth); v != "" {
+		if cfg.Link.BitsPerSecond, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("%s=%q: %v", envBandwidth, v, err)
+		}
+	}
 	sc.Logf = t.Logf // go test -v stamps nothing: the phases show progress
 	Run(t, cfg, func(t *testing.T, c *Cluster) {
 		res, err := sc.Run(context.Background(), c)
