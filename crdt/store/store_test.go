@@ -382,6 +382,8 @@ func TestConfigValidate(t *testing.T) {
 			"RetainRevisions is -4", "MaxPageBytes is -5",
 		}},
 		{name: "one negative", cfg: Config{NodeID: []byte("n"), QueueDepth: -1}, want: []string{"QueueDepth is -1"}},
+		{name: "negative write buffer", cfg: Config{NodeID: []byte("n"), WriteBufferBytes: -1}, want: []string{"WriteBufferBytes is -1"}},
+		{name: "small write buffer", cfg: Config{NodeID: []byte("n"), WriteBufferBytes: 64 << 10}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -883,5 +885,28 @@ func TestCorruptState(t *testing.T) {
 			}
 			db.Close()
 		})
+	}
+}
+
+// TestSmallWriteBuffer: a store whose memtable is far smaller than what it
+// holds rotates it (compacting to in-memory tables) and loses nothing.
+func TestSmallWriteBuffer(t *testing.T) {
+	s, err := Open(Config{NodeID: []byte("n"), WriteBufferBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	value := bytes.Repeat([]byte("v"), 200)
+	const keys = 500 // about 100 KB of values: several memtables
+	for i := range keys {
+		if _, err := s.Put(context.Background(), fmt.Appendf(nil, "k/%04d", i), value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range keys {
+		r, err := s.Get(fmt.Appendf(nil, "k/%04d", i))
+		if err != nil || !bytes.Equal(r.Value, value) {
+			t.Fatalf("key %d after rotations: %v, %v", i, r, err)
+		}
 	}
 }
