@@ -29,6 +29,8 @@ const (
 	// envBandwidth overrides the links' bandwidth, bits per second (an
 	// experiment: is a tail queueing behind bursts?).
 	envBandwidth = "CHORUS_SIM_BPS"
+	// envLoss overrides the links' loss, 0 to 1 (an experiment).
+	envLoss = "CHORUS_SIM_LOSS"
 )
 
 // BenchmarkSimCluster runs Scenario on clusters of each size in -sim.nodes
@@ -132,6 +134,11 @@ func TestSimScenario(t *testing.T) {
 		}
 	}
 	cfg, sc := benchConfig(n, frontier)
+	if v := os.Getenv(envLoss); v != "" {
+		if cfg.Link.Loss, err = strconv.ParseFloat(v, 64); err != nil {
+			t.Fatalf("%s=%q: %v", envLoss, v, err)
+		}
+	}
 	if v := os.Getenv(envBandwidth); v != "" {
 		if cfg.Link.BitsPerSecond, err = strconv.Atoi(v); err != nil {
 			t.Fatalf("%s=%q: %v", envBandwidth, v, err)
