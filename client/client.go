@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
@@ -24,11 +25,29 @@ type Client struct {
 	cluster clusterv1.ClusterServiceClient
 }
 
+// reconnectBackoff is how the client dials again after a connection to the
+// node failed: 250 ms, then 1.6 times longer each time (±20 %), at most 5 s
+// apart. gRPC's default waits up to 120 s, so a client of a node that was
+// restarted could stay unavailable for two minutes after the node was back.
+var reconnectBackoff = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  250 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   5 * time.Second,
+	},
+	MinConnectTimeout: 5 * time.Second,
+}
+
 // Dial connects to a node's client API at endpoint (host:port). The
-// connection is made lazily; extra gRPC dial options may be appended.
+// connection is made lazily, and made again after a failure 250 ms later,
+// then 1.6 times longer each time, at most 5 s apart (gRPC's default waits
+// up to 120 s). Extra gRPC dial options may be appended (a
+// grpc.WithConnectParams among them replaces this backoff).
 func Dial(endpoint string, opts ...grpc.DialOption) (*Client, error) {
 	base := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(reconnectBackoff),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(MaxMessageBytes),
 			grpc.MaxCallSendMsgSize(MaxMessageBytes),
