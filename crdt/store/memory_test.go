@@ -57,7 +57,7 @@ func TestLevelDBMemoryStaysBounded(t *testing.T) {
 		}
 	}
 	var st leveldb.DBStats
-	if err := s.ds.DB.Stats(&st); err != nil {
+	if err := s.ldb().Stats(&st); err != nil {
 		t.Fatalf("leveldb stats: %v", err)
 	}
 	if st.MemComp < 2 {

@@ -813,7 +813,7 @@ func TestCorruptState(t *testing.T) {
 	t.Run("entry", func(t *testing.T) {
 		s := openStore(t, Config{})
 		mustPut(t, s, "good", "v")
-		if err := s.ds.DB.Put(entryKey([]byte("bad")), []byte{0xff, 0xff, 0xff}, nil); err != nil {
+		if err := s.ldb().Put(entryKey([]byte("bad")), []byte{0xff, 0xff, 0xff}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Get([]byte("bad")); !errors.Is(err, ErrCorrupt) {
@@ -838,7 +838,7 @@ func TestCorruptState(t *testing.T) {
 		for i := range 5 {
 			mustPut(t, s, fmt.Sprint(i), "v")
 		}
-		if err := s.ds.DB.Delete(logKey(3), nil); err != nil {
+		if err := s.ldb().Delete(logKey(3), nil); err != nil {
 			t.Fatal(err)
 		}
 		last, err := s.ReadLog(1, false, func(*Change) error { return nil })
@@ -885,3 +885,7 @@ func TestCorruptState(t *testing.T) {
 		})
 	}
 }
+
+// ldb is the store's LevelDB, for tests that read or edit it behind the
+// store's back.
+func (s *Store) ldb() *goleveldb.DB { return s.db.(levelDB).db }
