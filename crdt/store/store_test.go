@@ -15,6 +15,7 @@ import (
 	"time"
 
 	goleveldb "github.com/syndtr/goleveldb/leveldb"
+	"github.com/syndtr/goleveldb/leveldb/storage"
 
 	"github.com/chorus-kv/chorus/crdt"
 )
@@ -382,6 +383,9 @@ func TestConfigValidate(t *testing.T) {
 			"RetainRevisions is -4", "MaxPageBytes is -5",
 		}},
 		{name: "one negative", cfg: Config{NodeID: []byte("n"), QueueDepth: -1}, want: []string{"QueueDepth is -1"}},
+		{name: "storage", cfg: Config{NodeID: []byte("n"), Storage: storage.NewMemStorage(), WriteBufferBytes: 64 << 10, BlockCacheBytes: 64 << 10}},
+		{name: "path and storage", cfg: Config{NodeID: []byte("n"), Path: "db", Storage: storage.NewMemStorage()}, want: []string{"both Path"}},
+		{name: "negative LevelDB sizes", cfg: Config{NodeID: []byte("n"), WriteBufferBytes: -1, BlockCacheBytes: -2}, want: []string{"WriteBufferBytes is -1", "BlockCacheBytes is -2"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
