@@ -107,11 +107,15 @@ func recoverFiles(cfg Config) error {
 	default:
 		return nil // a fresh memory storage has nothing to repair
 	}
+	where := fmt.Sprintf("%q", cfg.Path)
+	if cfg.Path == "" {
+		where = "its storage"
+	}
 	if err != nil {
-		return fmt.Errorf("store: repair %q: %w", cfg.Path, err)
+		return fmt.Errorf("store: repair %s: %w", where, err)
 	}
 	if err := db.Close(); err != nil {
-		return fmt.Errorf("store: repair %q: %w", cfg.Path, err)
+		return fmt.Errorf("store: repair %s: %w", where, err)
 	}
 	return nil
 }
