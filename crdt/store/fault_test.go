@@ -160,36 +160,60 @@ func (r *faultRig) check() {
 }
 
 // TestFailedWriteStopsTheStoreAndLosesNothingAcknowledged injects a failing
-// write and a failing fsync of LevelDB's journal (goleveldb calls the
-// storage writer's Sync for every write with Sync set): the write is not
-// acknowledged, the store stops with ErrWriteFailed, and after reopening,
-// with or without a crash of the machine, every acknowledged write is there.
+// write or fsync of LevelDB's journal (goleveldb calls the storage writer's
+// Sync for every write with Sync set), or a failing fsync of the table a
+// full memtable is flushed to: the write is not acknowledged, the store
+// stops with ErrWriteFailed, and after reopening, with or without a crash of
+// the machine, every acknowledged write is there.
 func TestFailedWriteStopsTheStoreAndLosesNothingAcknowledged(t *testing.T) {
+	type visibility int
+	const (
+		absent visibility = iota
+		visible
+		either
+	)
 	for _, tc := range []struct {
 		name  string
 		op    faultstorage.Op
+		types storage.FileType
 		crash bool
-		// failedVisible: the failed write is read back after reopening.
-		// After a failed fsync LevelDB's journal holds it (not durable);
-		// a crash drops it. A failed write never reached the journal.
-		failedVisible bool
+		// failed: whether the failed write is read back after reopening.
+		// After a failed journal fsync the journal holds it (not durable),
+		// and a crash drops it; a failed journal write never reached it.
+		failed visibility
 	}{
-		{"write fails, then close", faultstorage.Write, false, false},
-		{"write fails, then crash", faultstorage.Write, true, false},
-		{"fsync fails, then close", faultstorage.Sync, false, true},
-		{"fsync fails, then crash", faultstorage.Sync, true, false},
+		{"journal write fails, then close", faultstorage.Write, storage.TypeJournal, false, absent},
+		{"journal write fails, then crash", faultstorage.Write, storage.TypeJournal, true, absent},
+		{"journal fsync fails, then close", faultstorage.Sync, storage.TypeJournal, false, visible},
+		{"journal fsync fails, then crash", faultstorage.Sync, storage.TypeJournal, true, absent},
+		// The flush fails in the background; the write that waits for it
+		// (the memtable after it is full too) gets its error.
+		{"table fsync fails, then close", faultstorage.Sync, storage.TypeTable, false, either},
+		{"table fsync fails, then crash", faultstorage.Sync, storage.TypeTable, true, either},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newFaultRig(t, Config{SyncDelay: time.Hour})
+			r := newFaultRig(t, Config{SyncDelay: time.Hour, WriteBufferBytes: 64 << 10})
 			for i := range 20 {
 				r.put(fmt.Sprintf("k%02d", i), fmt.Sprintf("v%d", i))
 			}
 			r.buffered("remote", []byte("r")) // made durable by the next fsync
 			r.put("k00", "v0-again")
-			r.stor.Fail(tc.op, storage.TypeJournal)
-			_, err := r.s.Put(context.Background(), []byte("failed"), []byte("x"))
+			r.stor.Fail(tc.op, tc.types)
+			// Write until a write fails: at once for the journal, after
+			// two memtables (64 KiB each) for a table.
+			value := string(bytes.Repeat([]byte("x"), 1000))
+			var failed string
+			var err error
+			for i := 0; i < 1000 && err == nil; i++ {
+				failed = fmt.Sprintf("f%03d", i)
+				if _, err = r.s.Put(context.Background(), []byte(failed), []byte(value)); err == nil {
+					r.mu.Lock()
+					r.acked[failed] = value
+					r.mu.Unlock()
+				}
+			}
 			if !errors.Is(err, ErrWriteFailed) || !errors.Is(err, faultstorage.ErrInjected) {
-				t.Fatalf("Put with a failing journal %v = %v; want ErrWriteFailed from the injected fault", tc.op, err)
+				t.Fatalf("Put with a failing %v of %v = %v; want ErrWriteFailed from the injected fault", tc.op, tc.types, err)
 			}
 			if r.stor.Injected() == 0 {
 				t.Fatal("no fault was injected")
@@ -216,12 +240,12 @@ func TestFailedWriteStopsTheStoreAndLosesNothingAcknowledged(t *testing.T) {
 			if rec, err := r.s.Get([]byte("remote")); err != nil || rec == nil {
 				t.Errorf("the buffered write before an fsynced Put is lost: Get = %v, %v", rec, err)
 			}
-			rec, err := r.s.Get([]byte("failed"))
+			rec, err := r.s.Get([]byte(failed))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := rec != nil; got != tc.failedVisible {
-				t.Errorf("the failed write is there after reopening: %v; want %v", got, tc.failedVisible)
+			if got := rec != nil; tc.failed != either && got != (tc.failed == visible) {
+				t.Errorf("the failed write is there after reopening: %v; want %v", got, tc.failed == visible)
 			}
 			for _, k := range []string{"later", "later2"} {
 				if rec, err := r.s.Get([]byte(k)); err != nil || rec != nil {
