@@ -69,13 +69,20 @@ func newFaultRig(t *testing.T, cfg Config) *faultRig {
 
 func (r *faultRig) open() {
 	r.t.Helper()
+	if err := r.tryOpen(); err != nil {
+		r.t.Fatalf("Open on the fault storage: %v", err)
+	}
+}
+
+func (r *faultRig) tryOpen() error {
 	cfg := r.cfg
 	cfg.Storage = r.stor
 	s, err := Open(cfg)
 	if err != nil {
-		r.t.Fatalf("Open on the fault storage: %v", err)
+		return err
 	}
 	r.s = s
+	return nil
 }
 
 // put writes key durably and records it as acknowledged.
@@ -103,6 +110,12 @@ func (r *faultRig) buffered(key string, value []byte) {
 // power loss: every byte not fsynced is gone), and opens it again.
 func (r *faultRig) reopen(crash bool) {
 	r.t.Helper()
+	r.close(crash)
+	r.open()
+}
+
+// close closes the store, after a crash of its storage if crash is set.
+func (r *faultRig) close(crash bool) {
 	if crash {
 		r.stor = r.stor.Crash()
 	} else {
@@ -110,7 +123,6 @@ func (r *faultRig) reopen(crash bool) {
 	}
 	// After a crash or a failed write, Close may fail; it must return.
 	_ = r.s.Close()
-	r.open()
 }
 
 // check verifies the reopened store: every acknowledged write is there with
@@ -181,15 +193,23 @@ func TestFailedWriteStopsTheStoreAndLosesNothingAcknowledged(t *testing.T) {
 		// After a failed journal fsync the journal holds it (not durable),
 		// and a crash drops it; a failed journal write never reached it.
 		failed visibility
+		// damaged: the journal ends in a torn record, which Open refuses
+		// (ErrDamaged) as it refuses a journal cut short; the store then
+		// opens with Repair.
+		damaged bool
 	}{
-		{"journal write fails, then close", faultstorage.Write, storage.TypeJournal, false, absent},
-		{"journal write fails, then crash", faultstorage.Write, storage.TypeJournal, true, absent},
-		{"journal fsync fails, then close", faultstorage.Sync, storage.TypeJournal, false, visible},
-		{"journal fsync fails, then crash", faultstorage.Sync, storage.TypeJournal, true, absent},
+		{"journal write fails, then close", faultstorage.Write, storage.TypeJournal, false, absent, false},
+		{"journal write fails, then crash", faultstorage.Write, storage.TypeJournal, true, absent, false},
+		// A write that fills the disk leaves half a record at the end of
+		// the journal; a crash drops it (it was never fsynced).
+		{"journal write half done, then close", faultstorage.ShortWrite, storage.TypeJournal, false, absent, true},
+		{"journal write half done, then crash", faultstorage.ShortWrite, storage.TypeJournal, true, absent, false},
+		{"journal fsync fails, then close", faultstorage.Sync, storage.TypeJournal, false, visible, false},
+		{"journal fsync fails, then crash", faultstorage.Sync, storage.TypeJournal, true, absent, false},
 		// The flush fails in the background; the write that waits for it
 		// (the memtable after it is full too) gets its error.
-		{"table fsync fails, then close", faultstorage.Sync, storage.TypeTable, false, either},
-		{"table fsync fails, then crash", faultstorage.Sync, storage.TypeTable, true, either},
+		{"table fsync fails, then close", faultstorage.Sync, storage.TypeTable, false, either, false},
+		{"table fsync fails, then crash", faultstorage.Sync, storage.TypeTable, true, either, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newFaultRig(t, Config{SyncDelay: time.Hour, WriteBufferBytes: 64 << 10})
@@ -235,7 +255,18 @@ func TestFailedWriteStopsTheStoreAndLosesNothingAcknowledged(t *testing.T) {
 				t.Errorf("Err() = %v; want ErrWriteFailed", r.s.Err())
 			}
 
-			r.reopen(tc.crash)
+			r.close(tc.crash)
+			err = r.tryOpen()
+			if got := errors.Is(err, ErrDamaged); got != tc.damaged {
+				t.Fatalf("Open after the failure = %v; want ErrDamaged: %v", err, tc.damaged)
+			}
+			if tc.damaged {
+				r.cfg.Repair = true
+				r.open()
+				if !r.s.CatchingUp() {
+					t.Error("the repaired store is not catching up")
+				}
+			}
 			r.check()
 			if rec, err := r.s.Get([]byte("remote")); err != nil || rec == nil {
 				t.Errorf("the buffered write before an fsynced Put is lost: Get = %v, %v", rec, err)

@@ -23,14 +23,15 @@
 //     no faults. The crashed storage fails every later call with ErrCrashed,
 //     so the LevelDB still open on it can be closed but writes nothing more.
 //
-// Invariants: a failed Write writes nothing; a failed Sync makes nothing
-// durable (the bytes stay readable until a crash, as in the page cache);
-// Injected counts every failure injected.
+// Invariants: a failed Write writes nothing, a failed ShortWrite the first
+// half of its bytes (a write that fills the disk); a failed Sync makes
+// nothing durable (the bytes stay readable until a crash, as in the page
+// cache); Injected counts every failure injected.
 //
 // What a test does, in order:
 //
 //  1. New, and open LevelDB (or a store) on it.
-//  2. Fail(Write or Sync, file types) to make those calls fail with
+//  2. Fail(Write, ShortWrite or Sync, file types) to make those calls fail with
 //     ErrInjected until Heal; Injected says whether any did.
 //  3. Crash, close what ran on the old storage, and reopen on the one Crash
 //     returned: its BootID differs, as a reboot's would.

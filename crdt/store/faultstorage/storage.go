@@ -27,6 +27,9 @@ const (
 	// Sync is a file writer's Sync (fsync): it makes nothing durable and
 	// fails.
 	Sync
+	// ShortWrite is a file writer's Write that writes the first half of
+	// its bytes and fails, as a write that fills the disk does.
+	ShortWrite
 )
 
 func (o Op) String() string {
@@ -35,6 +38,8 @@ func (o Op) String() string {
 		return "write"
 	case Sync:
 		return "sync"
+	case ShortWrite:
+		return "short write"
 	}
 	return fmt.Sprintf("Op(%d)", int(o))
 }
@@ -343,6 +348,11 @@ func (w *writer) Write(p []byte) (int, error) {
 	}
 	if err := w.s.check(Write, w.fd); err != nil {
 		return 0, err
+	}
+	if err := w.s.check(ShortWrite, w.fd); err != nil {
+		n := len(p) / 2
+		w.f.data = append(w.f.data, p[:n]...)
+		return n, err
 	}
 	w.f.data = append(w.f.data, p...)
 	return len(p), nil

@@ -122,7 +122,7 @@ func TestFaults(t *testing.T) {
 	if err := tb.Sync(); err != nil {
 		t.Errorf("table Sync = %v; want no fault", err)
 	}
-	if got := s.Injected(); got != 2 {
+	if got := s.Injected(); got != 2 { // before the short write
 		t.Errorf("Injected() = %d; want 2", got)
 	}
 	if got, err := contents(t, s, journal1); err != nil || got != "a" {
@@ -132,12 +132,20 @@ func TestFaults(t *testing.T) {
 		t.Errorf("journal durable %d of %d bytes; want 0 of 1 (the failed Sync made nothing durable)", synced, written)
 	}
 	s.Heal()
+	s.Fail(ShortWrite, storage.TypeJournal)
+	if n, err := j.Write([]byte("xyzw")); n != 2 || !errors.Is(err, ErrInjected) {
+		t.Errorf("journal ShortWrite = %d, %v; want 2, ErrInjected", n, err)
+	}
+	if got, err := contents(t, s, journal1); err != nil || got != "axy" {
+		t.Errorf("journal reads %q, %v; want %q (half the short write)", got, err, "axy")
+	}
+	s.Heal()
 	write(t, j, "b")
 	if err := j.Sync(); err != nil {
 		t.Errorf("Sync after Heal = %v", err)
 	}
-	if synced, written, _ := s.Durable(journal1); synced != 2 || written != 2 {
-		t.Errorf("journal durable %d of %d bytes after Heal; want 2 of 2", synced, written)
+	if synced, written, _ := s.Durable(journal1); synced != 4 || written != 4 {
+		t.Errorf("journal durable %d of %d bytes after Heal; want 4 of 4", synced, written)
 	}
 }
 
