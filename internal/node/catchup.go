@@ -139,5 +139,8 @@ func (n *Node) CatchUp(ctx context.Context, ask bool) p2p.CatchUp {
 		wg.Wait()
 		cancel()
 	}
-	return p2p.EstimateCatchUp(n.catchUp.facts(n.sync.Received(), n.store.Keys()))
+	// The keys before the entries received: a batch being applied counts in
+	// the keys before it counts as received, which would lower the total.
+	keys := n.store.Keys()
+	return p2p.EstimateCatchUp(n.catchUp.facts(n.sync.Received(), keys))
 }
