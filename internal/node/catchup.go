@@ -102,19 +102,26 @@ func (n *Node) startCatchUp() {
 	}
 }
 
-// sessionEnded follows the catch-up from a session's outcome (the syncer's
-// OnSession): a session that brought entries here but had to stop short of
-// the whole difference begins one (a node back from a long partition); a
-// complete one ends it.
+// sessionEnded follows the catch-up from a session's outcome (the
+// syncer's OnSession).
 func (n *Node) sessionEnded(st p2p.SyncStats, err error) {
+	n.catchUp.sessionEnded(n.sync.Received(), st, err)
+}
+
+// sessionEnded follows the catch-up from a session's outcome, received
+// being the syncer's Received now: a session that brought entries here
+// but had to stop short of the whole difference begins one (a node back
+// from a long partition); a complete one ends it. A failed session changes
+// nothing.
+func (c *catchUp) sessionEnded(received int64, st p2p.SyncStats, err error) {
 	switch {
 	case err != nil:
 	case st.Partial && st.EntriesReceived > 0:
 		// Only a session that brought entries here: the side that holds
 		// the data sees the same sessions as partial.
-		n.catchUp.begin(n.sync.Received() - int64(st.EntriesReceived))
-	default:
-		n.catchUp.end(n.sync.Received())
+		c.begin(received - int64(st.EntriesReceived))
+	case !st.Partial:
+		c.end(received)
 	}
 }
 
