@@ -38,7 +38,7 @@ func TestCatchUpTracker(t *testing.T) {
 		{name: "a newcomer", steps: []step{
 			{name: "start", do: func(c *catchUp) { c.begin(0) }, want: p2p.CatchUpFacts{Active: true, PeerKeys: -1}},
 			{name: "peers report their keys: the fullest counts",
-				do: func(c *catchUp) { c.notePeerKeys(p1, 900); c.notePeerKeys(p2, 1000) },
+				do:   func(c *catchUp) { c.notePeerKeys(p1, 900); c.notePeerKeys(p2, 1000) },
 				want: p2p.CatchUpFacts{Active: true, PeerKeys: 1000}},
 			{name: "a peer's newer count replaces its older one",
 				do: func(c *catchUp) { c.notePeerKeys(p2, 800) }, want: p2p.CatchUpFacts{Active: true, PeerKeys: 900}},
