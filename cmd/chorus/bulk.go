@@ -14,7 +14,7 @@ import (
 // delConcurrency is how many deletes `del --prefix` keeps in flight. The
 // node writes the deletes that arrive during one fsync in one batch, so a
 // few in flight share fsyncs: measured on 10,000 keys on one node, 6.6 s
-// one at a time, 1.4 s with 16 in flight.
+// one at a time, 1.7 s with 16 in flight (100,000 keys: 23 s).
 const delConcurrency = 16
 
 // listKeys returns the keys under prefix, a page per request (each bounded
