@@ -211,6 +211,10 @@ type Syncer struct {
 	}
 
 	sessions, failures, refused atomic.Int64
+	// received counts the entries received from peers as each batch is
+	// applied, mid-session (Received): the totals below move only when a
+	// session ends.
+	received atomic.Int64
 	// totals add up every session's SyncStats, both directions.
 	totals struct {
 		bytesSent, bytesReceived                     atomic.Int64
@@ -1038,6 +1042,7 @@ func (ss *session) receiveEntries(wanted map[uint64]bool) ([]uint64, error) {
 				return nil, fmt.Errorf("apply %d entries from peer: %w", n, err)
 			}
 			ss.stats.EntriesApplied += len(changes)
+			ss.s.received.Add(int64(n))
 			entries = entries[n:]
 		}
 		if msg.GetLast() {
