@@ -159,10 +159,10 @@ type StaleError = antientropy.StaleError
 // Syncer runs anti-entropy: it serves sessions from peers, starts one with
 // a random connected peer every Interval and one with every peer it newly
 // dials, and runs one on demand (SyncWith). It owns its goroutines; Close
-// stops them.
+// stops them. The context they run under is created by StartSyncer and
+// passed to the loop and the stream handler, never stored: Close cancels it.
 type Syncer struct {
 	cfg    SyncConfig
-	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	kick   chan peer.ID
@@ -172,7 +172,7 @@ type Syncer struct {
 		sync.Mutex
 		closed   bool
 		handlers int
-		streams  map[network.Stream]struct{} // served now: reset by Close
+		streams  map[network.Stream]struct{} // sessions running now, both directions: reset by Close
 		kicked   map[peer.ID]time.Time       // Kick's last accepted kick per peer
 	}
 
@@ -199,11 +199,11 @@ func StartSyncer(cfg SyncConfig) (*Syncer, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Syncer{cfg: cfg, ctx: ctx, cancel: cancel, kick: make(chan peer.ID, 64)}
+	s := &Syncer{cfg: cfg, cancel: cancel, kick: make(chan peer.ID, 64)}
 	s.diffCap.Store(int64(cfg.MaxDiffNodes))
 	s.mu.streams = map[network.Stream]struct{}{}
 	s.mu.kicked = map[peer.ID]time.Time{}
-	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Cluster), s.handleSync)
+	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Cluster), func(st network.Stream) { s.handleSync(ctx, st) })
 	cfg.Host.SetStreamHandler(StatusProtocol(cfg.Cluster), s.handleStatus)
 	s.notify = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		// The dialing side starts the session, so a pair runs one, not two.
@@ -217,7 +217,7 @@ func StartSyncer(cfg SyncConfig) (*Syncer, error) {
 	}}
 	cfg.Host.Network().Notify(s.notify)
 	s.wg.Add(1)
-	go s.loop()
+	go s.loop(ctx)
 	return s, nil
 }
 
@@ -329,7 +329,7 @@ func retryable(err error) bool {
 	return !errors.Is(err, ErrStale) && !errors.Is(err, context.Canceled)
 }
 
-func (s *Syncer) loop() {
+func (s *Syncer) loop(ctx context.Context) {
 	defer s.wg.Done()
 	timer := time.NewTimer(s.jittered())
 	defer timer.Stop()
@@ -346,7 +346,7 @@ func (s *Syncer) loop() {
 	var backoff time.Duration
 	attempts := 0
 	run := func(p peer.ID) {
-		err := s.syncUntilDone(p)
+		err := s.syncUntilDone(ctx, p)
 		switch {
 		case err == nil:
 			if p == retryPeer {
@@ -358,7 +358,7 @@ func (s *Syncer) loop() {
 			}
 			// A few times; then the periodic syncs take over (a peer of
 			// another version fails every time).
-			if retryable(err) && s.ctx.Err() == nil && attempts < maxSyncRetries {
+			if retryable(err) && ctx.Err() == nil && attempts < maxSyncRetries {
 				attempts++
 				backoff = retryBackoff(backoff, s.cfg.Interval)
 				retry.Reset(backoff)
@@ -367,7 +367,7 @@ func (s *Syncer) loop() {
 	}
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			return
 		case p := <-s.kick:
 			run(p)
@@ -375,8 +375,8 @@ func (s *Syncer) loop() {
 			if s.cfg.Host.Network().Connectedness(retryPeer) != network.Connected {
 				// The failed connection may be gone: dial again (the
 				// admission gater still applies).
-				ctx, cancel := context.WithTimeout(s.ctx, maxSyncRetry)
-				_ = s.cfg.Host.Connect(ctx, peer.AddrInfo{ID: retryPeer})
+				dialCtx, cancel := context.WithTimeout(ctx, maxSyncRetry)
+				_ = s.cfg.Host.Connect(dialCtx, peer.AddrInfo{ID: retryPeer})
 				cancel()
 			}
 			run(retryPeer)
@@ -398,11 +398,11 @@ func (s *Syncer) jittered() time.Duration {
 }
 
 // syncUntilDone runs sessions with p until one is not partial.
-func (s *Syncer) syncUntilDone(p peer.ID) error {
+func (s *Syncer) syncUntilDone(ctx context.Context, p peer.ID) error {
 	for range DefaultMaxSyncFollowUp {
-		st, err := s.SyncWith(s.ctx, p)
+		st, err := s.SyncWith(ctx, p)
 		if err != nil {
-			if s.ctx.Err() == nil {
+			if ctx.Err() == nil {
 				s.cfg.Logger.Warn("anti-entropy session failed", "peer", p, "err", err)
 			}
 			return err
@@ -420,12 +420,11 @@ func (s *Syncer) syncUntilDone(p peer.ID) error {
 }
 
 // SyncWith runs one session with p, which must be connected, and returns
-// what it exchanged.
+// what it exchanged. Close ends a session running here (it resets the
+// stream).
 func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
-	defer stop()
 	if s.cfg.Host.Network().Connectedness(p) != network.Connected {
 		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: not connected", p)
 	}
@@ -439,6 +438,11 @@ func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
 		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: %w", p, err)
 	}
 	defer st.Close()
+	if !s.track(st) {
+		_ = st.Reset()
+		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: %w", p, errSyncerClosed)
+	}
+	defer s.untrack(st)
 	stats, err := s.runSession(ctx, st, true)
 	if err != nil {
 		_ = st.Reset()
@@ -453,7 +457,12 @@ func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
 	return stats, nil
 }
 
-func (s *Syncer) handleSync(st network.Stream) {
+// errSyncerClosed: a session asked for after Close.
+var errSyncerClosed = errors.New("the syncer is closed")
+
+// handleSync serves a session the peer started; ctx ends when the syncer
+// closes.
+func (s *Syncer) handleSync(ctx context.Context, st network.Stream) {
 	if !s.enter(st) {
 		s.refused.Add(1)
 		_ = st.Reset()
@@ -461,9 +470,9 @@ func (s *Syncer) handleSync(st network.Stream) {
 	}
 	defer s.leave(st)
 	defer st.Close()
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+	sessionCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	if _, err := s.runSession(ctx, st, false); err != nil {
+	if _, err := s.runSession(sessionCtx, st, false); err != nil {
 		if errors.Is(err, antientropy.ErrRefused) {
 			_ = st.CloseWrite() // closed, not reset: the peer must read why
 			s.refused.Add(1)
@@ -471,7 +480,7 @@ func (s *Syncer) handleSync(st network.Stream) {
 			_ = st.Reset()
 			s.failures.Add(1)
 		}
-		if s.ctx.Err() == nil {
+		if ctx.Err() == nil {
 			s.cfg.Logger.Warn("anti-entropy session from peer failed", "peer", st.Conn().RemotePeer(), "err", err)
 		}
 		return
@@ -489,6 +498,24 @@ func (s *Syncer) enter(st network.Stream) bool {
 	s.mu.streams[st] = struct{}{}
 	s.wg.Add(1)
 	return true
+}
+
+// track registers a session this node started, so that Close resets its
+// stream; false once the syncer is closed.
+func (s *Syncer) track(st network.Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return false
+	}
+	s.mu.streams[st] = struct{}{}
+	return true
+}
+
+func (s *Syncer) untrack(st network.Stream) {
+	s.mu.Lock()
+	delete(s.mu.streams, st)
+	s.mu.Unlock()
 }
 
 func (s *Syncer) leave(st network.Stream) {
