@@ -13,14 +13,15 @@ import (
 // tests' keys do not collide). Apply merges like the store (crdt.Wins) but
 // keeps every tombstone (no grace period).
 type memReplica struct {
-	tree    *merkle.Tree
-	entries map[uint64]crdt.Entry
+	tree     *merkle.Tree
+	entries  map[uint64]crdt.Entry
+	byBucket map[uint32][]uint64 // ascending key hashes
 }
 
 var _ antientropy.Replica = (*memReplica)(nil)
 
 func newMemReplica(es []crdt.Entry) *memReplica {
-	m := &memReplica{tree: merkle.NewTree(), entries: map[uint64]crdt.Entry{}}
+	m := &memReplica{tree: merkle.NewTree(), entries: map[uint64]crdt.Entry{}, byBucket: map[uint32][]uint64{}}
 	m.Apply(es)
 	return m
 }
@@ -31,6 +32,7 @@ func (m *memReplica) reset(es []crdt.Entry) {
 		m.tree.Update(merkle.BucketOf(kh), merkle.EntryHash(&e), 0)
 	}
 	clear(m.entries)
+	clear(m.byBucket)
 	m.Apply(es)
 }
 
@@ -46,6 +48,10 @@ func (m *memReplica) Apply(es []crdt.Entry) int {
 		var oldHash uint64
 		if ok {
 			oldHash = merkle.EntryHash(&old)
+		} else {
+			b := merkle.BucketOf(kh)
+			i, _ := slices.BinarySearch(m.byBucket[b], kh)
+			m.byBucket[b] = slices.Insert(m.byBucket[b], i, kh)
 		}
 		e = crdt.Entry{Key: slices.Clone(e.Key), Value: slices.Clone(e.Value), HLC: e.HLC, Origin: slices.Clone(e.Origin), Tombstone: e.Tombstone}
 		m.entries[kh] = e
@@ -67,12 +73,12 @@ func (m *memReplica) MerkleDiff(level int, parents []uint32, theirs []uint64, ma
 
 func (m *memReplica) BucketDigests(buckets []uint32) ([]merkle.Digest, error) {
 	var out []merkle.Digest
-	for kh, e := range m.entries {
-		if _, ok := slices.BinarySearch(buckets, merkle.BucketOf(kh)); ok {
+	for _, b := range buckets {
+		for _, kh := range m.byBucket[b] {
+			e := m.entries[kh]
 			out = append(out, merkle.Digest{KeyHash: kh, HLC: e.HLC, Hash: merkle.EntryHash(&e)})
 		}
 	}
-	slices.SortFunc(out, func(a, b merkle.Digest) int { return cmpUint64(a.KeyHash, b.KeyHash) })
 	return out, nil
 }
 
@@ -85,14 +91,4 @@ func (m *memReplica) EntriesByKeyHash(hashes []uint64, fn func(*crdt.Entry) erro
 		}
 	}
 	return nil
-}
-
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
