@@ -423,6 +423,12 @@ func (s *Syncer) syncUntilDone(ctx context.Context, p peer.ID) error {
 // what it exchanged. Close ends a session running here (it resets the
 // stream).
 func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
+	s.mu.Lock()
+	closed := s.mu.closed
+	s.mu.Unlock()
+	if closed {
+		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: %w", p, errSyncerClosed)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if s.cfg.Host.Network().Connectedness(p) != network.Connected {
