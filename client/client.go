@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
@@ -24,11 +25,29 @@ type Client struct {
 	cluster clusterv1.ClusterServiceClient
 }
 
+// reconnectBackoff is how the client dials again after a connection to the
+// node failed: 250 ms, then 1.6 times longer each time (±20 %), at most 5 s
+// apart. gRPC's default waits up to 120 s, so a client of a node that was
+// restarted could stay unavailable for two minutes after the node was back.
+var reconnectBackoff = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  250 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   5 * time.Second,
+	},
+	MinConnectTimeout: 5 * time.Second,
+}
+
 // Dial connects to a node's client API at endpoint (host:port). The
-// connection is made lazily; extra gRPC dial options may be appended.
+// connection is made lazily, and made again after a failure 250 ms later,
+// then 1.6 times longer each time, at most 5 s apart (gRPC's default waits
+// up to 120 s). Extra gRPC dial options may be appended (a
+// grpc.WithConnectParams among them replaces this backoff).
 func Dial(endpoint string, opts ...grpc.DialOption) (*Client, error) {
 	base := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(reconnectBackoff),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(MaxMessageBytes),
 			grpc.MaxCallSendMsgSize(MaxMessageBytes),
@@ -238,6 +257,43 @@ type Status struct {
 	// JoinJoining, JoinNotAdmitted, JoinMember or JoinRemoved. JoinDetail
 	// explains it and says what to do (the command that admits the node).
 	JoinState, JoinDetail string
+	// CatchUp is the node's catch-up from its peers.
+	CatchUp CatchUp
+}
+
+// CatchUp says whether a node still receives, by anti-entropy, what its
+// peers held when it started (or when a difference too large for one
+// session appeared), and how far it got.
+type CatchUp struct {
+	// State is CatchingUp or CaughtUp ("" from a node of an older
+	// version); Detail explains it.
+	State, Detail string
+	// Received counts the entries received since the catch-up began (of
+	// the last catch-up, once caught up). Total estimates the entries it
+	// receives in all: Received plus the keys the fullest connected member
+	// holds beyond the node's (0 while no member reported its key count);
+	// never below Received. It counts keys, so it is low when the missed
+	// writes overwrote or deleted keys the node already held.
+	Received, Total int64
+}
+
+// Catch-up states (CatchUp.State).
+const (
+	// CatchingUp: no anti-entropy session with a peer has completed since
+	// the node started, or since a session found a difference too large
+	// for one session.
+	CatchingUp = "catching-up"
+	// CaughtUp: a session with a peer completed since; or the node had no
+	// one to catch up from.
+	CaughtUp = "caught-up"
+)
+
+// Percent is Received of Total in percent, 0 while Total is unknown.
+func (c CatchUp) Percent() float64 {
+	if c.Total <= 0 {
+		return 0
+	}
+	return 100 * float64(min(c.Received, c.Total)) / float64(c.Total)
 }
 
 // Join states (Status.JoinState, MemberList.JoinState).
@@ -274,6 +330,8 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 		Tombstones:     resp.GetTombstones(),
 		JoinState:      resp.GetJoinState(),
 		JoinDetail:     resp.GetJoinDetail(),
+		CatchUp: CatchUp{State: resp.GetCatchUpState(), Detail: resp.GetCatchUpDetail(),
+			Received: resp.GetCatchUpReceived(), Total: resp.GetCatchUpTotal()},
 	}, nil
 }
 
@@ -322,8 +380,10 @@ func (c *Client) Members(ctx context.Context) (cluster string, members []Member,
 // MemberList is what MemberList returns.
 type MemberList struct {
 	Cluster string
-	// JoinState and JoinDetail are the answering node's, as in Status.
+	// JoinState, JoinDetail and CatchUp are the answering node's, as in
+	// Status.
 	JoinState, JoinDetail string
+	CatchUp               CatchUp
 	Members               []Member
 }
 
@@ -334,7 +394,9 @@ func (c *Client) MemberList(ctx context.Context) (*MemberList, error) {
 	if err != nil {
 		return nil, fromStatus("members", err)
 	}
-	l := &MemberList{Cluster: resp.GetCluster(), JoinState: resp.GetJoinState(), JoinDetail: resp.GetJoinDetail()}
+	l := &MemberList{Cluster: resp.GetCluster(), JoinState: resp.GetJoinState(), JoinDetail: resp.GetJoinDetail(),
+		CatchUp: CatchUp{State: resp.GetCatchUpState(), Detail: resp.GetCatchUpDetail(),
+			Received: resp.GetCatchUpReceived(), Total: resp.GetCatchUpTotal()}}
 	for _, m := range resp.GetMembers() {
 		l.Members = append(l.Members, memberFromProto(m))
 	}

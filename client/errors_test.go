@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/chorus-kv/chorus/internal/apierr"
+	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
 )
 
 var allKinds = []error{
@@ -156,5 +157,30 @@ func TestErrorUnwrap(t *testing.T) {
 	}
 	if (&Error{}).Unwrap() != nil {
 		t.Errorf("Unwrap of an Error without Kind is not nil")
+	}
+}
+
+// TestEveryErrorReasonHasAKind: every reason of the protobuf enum (the
+// contract any gRPC client sees) maps to a typed error of the SDK, and the
+// names on the wire are the ones documented since before the enum existed.
+func TestEveryErrorReasonHasAKind(t *testing.T) {
+	for v, name := range kvv1.ErrorReason_name {
+		if v == int32(kvv1.ErrorReason_ERROR_REASON_UNSPECIFIED) {
+			continue
+		}
+		if _, ok := reasons[name]; !ok {
+			t.Errorf("reason %s (%d) has no typed error in the SDK", name, v)
+		}
+	}
+	if len(reasons) != len(kvv1.ErrorReason_name)-1 {
+		t.Errorf("the SDK maps %d reasons; the enum has %d", len(reasons), len(kvv1.ErrorReason_name)-1)
+	}
+	for reason, wire := range map[string]string{
+		apierr.ReasonKeyEmpty: "KEY_EMPTY", apierr.ReasonKeyTooLarge: "KEY_TOO_LARGE", apierr.ReasonValueTooLarge: "VALUE_TOO_LARGE",
+		apierr.ReasonCompacted: "COMPACTED", apierr.ReasonStale: "STALE_NODE", apierr.ReasonNodeUnavailable: "NODE_UNAVAILABLE",
+	} {
+		if reason != wire {
+			t.Errorf("reason %q on the wire; documented as %q", reason, wire)
+		}
 	}
 }

@@ -34,12 +34,16 @@
 //     command list, completion scripts, one error prefix with the endpoint
 //     and a hint (no node, no port, the etcd port), single-dash long
 //     flags, put's value source (a pseudo-terminal refused, empty stdin
-//     refused unless --allow-empty, SIGINT while reading), del --prefix,
-//     ls leaving /chorus/ out;
+//     refused unless --allow-empty, SIGINT while reading), del --prefix
+//     (its progress bar on a pseudo-terminal, nothing on a pipe), ls
+//     leaving /chorus/ out;
 //   - a newcomer's join: a node started before `member add` reports
 //     not-admitted with the command that admits it (status, members, one
 //     log line on each side), joins once admitted, and catches up; member
 //     add renaming a member; a member never started shown as unseen;
+//   - catch-up progress: a new node joining one that holds 20,000 keys
+//     shows catching-up in status -o json, with entries received that only
+//     grow, then caught-up with every key;
 //   - the etcd v3 API with the real etcdctl (built once per run from the
 //     pinned module in etcdtools/, into TestMain's folder) against a 3-node
 //     cluster: put on one node, get --prefix and watch --prefix on another,

@@ -18,6 +18,15 @@ import (
 // stand for a person's terminal as a process's stdin.
 func openPTY(t *testing.T) *os.File {
 	t.Helper()
+	_, tty := openPTYPair(t)
+	return tty
+}
+
+// openPTYPair opens a new pseudo-terminal and returns its controlling side
+// (what a terminal emulator reads the process's output from) and its
+// terminal side; both are closed when the test ends.
+func openPTYPair(t *testing.T) (ptmx, tty *os.File) {
+	t.Helper()
 	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
@@ -31,12 +40,12 @@ func openPTY(t *testing.T) *os.File {
 	if err != nil {
 		t.Skipf("pseudo-terminal number: %v", err)
 	}
-	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
 		t.Skipf("open the pseudo-terminal: %v", err)
 	}
 	t.Cleanup(func() { _ = tty.Close() })
-	return tty
+	return ptmx, tty
 }
 
 // waitReadingStdin waits until a thread of process pid is blocked in

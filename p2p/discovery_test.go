@@ -3,13 +3,17 @@ package p2p
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
@@ -157,41 +161,64 @@ func TestValidatorRejectsOnTheWire(t *testing.T) {
 	}
 }
 
-// TestMDNSFindsPeers runs in a network namespace of its own (re-executing
-// the test binary under `unshare -n`), with multicast routed on its loopback
-// interface only: mDNS multicasts, and a test's traffic must not leave
-// addresses it made itself. It is skipped where namespaces cannot be made
-// (not root, no unshare or ip).
+// inMDNSNamespace runs the test named by t in a network namespace of its
+// own (re-executing the test binary under `unshare -n`), with multicast
+// routed on its loopback interface only: mDNS multicasts, and a test's
+// traffic must not leave addresses it made itself. It returns true in the
+// namespace, where the test goes on; outside, it runs the test there,
+// reports its result and returns false. The test is skipped where namespaces
+// cannot be made (not root, no unshare or ip).
+func inMDNSNamespace(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv("CHORUS_MDNS_NETNS") == "1" {
+		return true
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a network namespace")
+	}
+	for _, tool := range []string{"unshare", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s to make a network namespace", tool)
+		}
+	}
+	script := "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && exec \"$0\" -test.run \"^$1\"'$' -test.v"
+	cmd := exec.Command("unshare", "-n", "sh", "-c", script, os.Args[0], t.Name())
+	cmd.Env = append(os.Environ(), "CHORUS_MDNS_NETNS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s in a network namespace: %v\n%s", t.Name(), err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("%s in a network namespace did not pass:\n%s", t.Name(), out)
+	}
+	return false
+}
+
+// testLogger writes a component's log, down to debug, into the test's log:
+// a failure shows what discovery saw.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testLogWriter struct{ t *testing.T }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
 func TestMDNSFindsPeers(t *testing.T) {
-	if os.Getenv("CHORUS_MDNS_NETNS") != "1" {
-		if os.Geteuid() != 0 {
-			t.Skip("needs root to make a network namespace")
-		}
-		for _, tool := range []string{"unshare", "ip"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				t.Skipf("needs %s to make a network namespace", tool)
-			}
-		}
-		script := "ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo && exec \"$0\" -test.run '^TestMDNSFindsPeers$' -test.v"
-		cmd := exec.Command("unshare", "-n", "sh", "-c", script, os.Args[0])
-		cmd.Env = append(os.Environ(), "CHORUS_MDNS_NETNS=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("mDNS test in a network namespace: %v\n%s", err, out)
-		}
-		if !strings.Contains(string(out), "--- PASS: TestMDNSFindsPeers") {
-			t.Fatalf("mDNS test in a network namespace did not pass:\n%s", out)
-		}
+	if !inMDNSNamespace(t) {
 		return
 	}
 	a := startTestNode(t, "mdns-test")
 	b := startTestNode(t, "mdns-test")
-	ma, err := StartMDNS(a.host, "mdns-test", quiet)
+	ma, err := StartMDNS(a.host, "mdns-test", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ma.Close()
-	mb, err := StartMDNS(b.host, "mdns-test", quiet)
+	mb, err := StartMDNS(b.host, "mdns-test", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,6 +226,84 @@ func TestMDNSFindsPeers(t *testing.T) {
 	waitFor(t, 60*time.Second, "the two nodes find each other by mDNS", func() bool {
 		return a.host.Network().Connectedness(b.host.ID()) == network.Connected
 	})
+}
+
+// refuseAll is a connection gater that refuses every connection while
+// closed is set: a peer found by mDNS cannot be dialled until it is cleared.
+type refuseAll struct{ closed atomic.Bool }
+
+func (g *refuseAll) InterceptPeerDial(peer.ID) bool               { return !g.closed.Load() }
+func (g *refuseAll) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return !g.closed.Load() }
+func (g *refuseAll) InterceptAccept(network.ConnMultiaddrs) bool  { return !g.closed.Load() }
+func (g *refuseAll) InterceptSecured(network.Direction, peer.ID, network.ConnMultiaddrs) bool {
+	return !g.closed.Load()
+}
+func (g *refuseAll) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return !g.closed.Load(), 0
+}
+
+// TestMDNSFindsPeersAgainAfterFailedDials: go-libp2p's mDNS service stops
+// querying after its first answer, so two nodes that found each other while
+// they could not connect (here: gaters that refuse everything, dialled once)
+// would never find each other again. MDNS restarts discovery, so they
+// connect once the gaters open.
+func TestMDNSFindsPeersAgainAfterFailedDials(t *testing.T) {
+	if !inMDNSNamespace(t) {
+		return
+	}
+	var gaters [2]*refuseAll
+	var hosts [2]host.Host
+	cfg := MDNSConfig{FirstRebrowse: 200 * time.Millisecond, MaxRebrowse: 400 * time.Millisecond, DialAttempts: 1}
+	var found atomic.Int32
+	for i := range hosts {
+		id, err := LoadOrCreateIdentity(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		gaters[i] = &refuseAll{}
+		gaters[i].closed.Store(true)
+		hosts[i], err = NewHostWith(id, HostConfig{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Gater: gaters[i]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hosts[i].Close()
+		log := slog.New(countingHandler{testLogger(t).Handler(), "mDNS peer unreachable", &found})
+		m, err := StartMDNSWithConfig(hosts[i], "mdns-retry", cfg, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+	}
+	// Both have found the other and failed to dial it at least once.
+	waitFor(t, 60*time.Second, "a failed dial of a peer found", func() bool { return found.Load() >= 2 })
+	for _, g := range gaters {
+		g.closed.Store(false)
+	}
+	waitFor(t, 60*time.Second, "the two nodes connect once they may", func() bool {
+		return hosts[0].Network().Connectedness(hosts[1].ID()) == network.Connected
+	})
+}
+
+// countingHandler counts the log records whose message starts with prefix.
+type countingHandler struct {
+	slog.Handler
+	prefix string
+	n      *atomic.Int32
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, h.prefix) {
+		h.n.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return countingHandler{h.Handler.WithAttrs(as), h.prefix, h.n}
+}
+
+func (h countingHandler) WithGroup(name string) slog.Handler {
+	return countingHandler{h.Handler.WithGroup(name), h.prefix, h.n}
 }
 
 // TestQUICAndDNSBootstrap: a node listening on QUIC only is reached through

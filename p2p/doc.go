@@ -25,7 +25,10 @@
 //     brings those writes to the first peer.
 //   - Topics and protocols are scoped by the cluster name.
 //   - A sync session compares the two stores' Merkle trees (package
-//     crdt/merkle) level by level, so its cost follows the difference, not
+//     crdt/merkle) level by level; its logic is package p2p/antientropy, a
+//     pure state machine that the Syncer drives over the stream (read a
+//     frame, Step, apply the batches it returns, write the frames it
+//     returns). Its cost follows the difference, not
 //     the store: about 16 hashes per differing node per level, one digest
 //     per key of a differing bucket, and the differing entries. Every frame
 //     is bounded (4 MiB plus one largest entry), a session has a deadline,

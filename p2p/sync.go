@@ -18,10 +18,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/frontier"
-	"github.com/chorus-kv/chorus/crdt/merkle"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/p2p/antientropy"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
 
@@ -152,51 +151,18 @@ type SyncStats struct {
 // ErrStale is returned when a session is refused because one side has been
 // out of contact longer than the other's tombstone grace period. Use
 // errors.As with *StaleError.
-var ErrStale = errors.New("p2p: node out of contact for longer than the tombstone grace period")
+var ErrStale = antientropy.ErrStale
 
 // StaleError says which side is stale and why.
-type StaleError struct {
-	Stale         string // "this node" or the peer's id
-	LastContact   crdt.Timestamp
-	Purger        string
-	PurgedThrough crdt.Timestamp
-}
-
-func (e *StaleError) Error() string {
-	return fmt.Sprintf("%s was last in sync at %s, but %s has since purged tombstones up to %s: "+
-		"syncing could bring deleted keys back. Reset %s: stop it, remove the db folder in its data folder "+
-		"(keep identity.key) and start it again; it then catches up from its peers",
-		e.Stale, e.LastContact.Time().Format(time.RFC3339), e.Purger, e.PurgedThrough.Time().Format(time.RFC3339), e.Stale)
-}
-
-// errRefused marks a session this node refused after telling the peer why.
-var errRefused = errors.New("refused")
-
-// Is makes errors.Is(err, ErrStale) true.
-func (e *StaleError) Is(target error) bool { return target == ErrStale }
-
-// checkStale refuses a session between a node and a peer when either may
-// hold keys whose deletion the other has already forgotten: its last sync
-// is older than a tombstone the other purged.
-func checkStale(self, peerHello *replicationv1.SyncHello, peerName string) error {
-	if crdt.Timestamp(self.GetLastContact()) < crdt.Timestamp(peerHello.GetPurgedThrough()) {
-		return &StaleError{Stale: "this node", LastContact: crdt.Timestamp(self.GetLastContact()),
-			Purger: "peer " + peerName, PurgedThrough: crdt.Timestamp(peerHello.GetPurgedThrough())}
-	}
-	if crdt.Timestamp(peerHello.GetLastContact()) < crdt.Timestamp(self.GetPurgedThrough()) {
-		return &StaleError{Stale: "peer " + peerName, LastContact: crdt.Timestamp(peerHello.GetLastContact()),
-			Purger: "this node", PurgedThrough: crdt.Timestamp(self.GetPurgedThrough())}
-	}
-	return nil
-}
+type StaleError = antientropy.StaleError
 
 // Syncer runs anti-entropy: it serves sessions from peers, starts one with
 // a random connected peer every Interval and one with every peer it newly
 // dials, and runs one on demand (SyncWith). It owns its goroutines; Close
-// stops them.
+// stops them. The context they run under is created by StartSyncer and
+// passed to the loop and the stream handler, never stored: Close cancels it.
 type Syncer struct {
 	cfg    SyncConfig
-	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	kick   chan peer.ID
@@ -206,11 +172,15 @@ type Syncer struct {
 		sync.Mutex
 		closed   bool
 		handlers int
-		streams  map[network.Stream]struct{} // served now: reset by Close
+		streams  map[network.Stream]struct{} // sessions running now, both directions: reset by Close
 		kicked   map[peer.ID]time.Time       // Kick's last accepted kick per peer
 	}
 
 	sessions, failures, refused atomic.Int64
+	// received counts the entries received from peers as each batch is
+	// applied, mid-session (Received): the totals below move only when a
+	// session ends.
+	received atomic.Int64
 	// totals add up every session's SyncStats, both directions.
 	totals struct {
 		bytesSent, bytesReceived                     atomic.Int64
@@ -233,11 +203,11 @@ func StartSyncer(cfg SyncConfig) (*Syncer, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Syncer{cfg: cfg, ctx: ctx, cancel: cancel, kick: make(chan peer.ID, 64)}
+	s := &Syncer{cfg: cfg, cancel: cancel, kick: make(chan peer.ID, 64)}
 	s.diffCap.Store(int64(cfg.MaxDiffNodes))
 	s.mu.streams = map[network.Stream]struct{}{}
 	s.mu.kicked = map[peer.ID]time.Time{}
-	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Cluster), s.handleSync)
+	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Cluster), func(st network.Stream) { s.handleSync(ctx, st) })
 	cfg.Host.SetStreamHandler(StatusProtocol(cfg.Cluster), s.handleStatus)
 	s.notify = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		// The dialing side starts the session, so a pair runs one, not two.
@@ -251,7 +221,7 @@ func StartSyncer(cfg SyncConfig) (*Syncer, error) {
 	}}
 	cfg.Host.Network().Notify(s.notify)
 	s.wg.Add(1)
-	go s.loop()
+	go s.loop(ctx)
 	return s, nil
 }
 
@@ -363,7 +333,7 @@ func retryable(err error) bool {
 	return !errors.Is(err, ErrStale) && !errors.Is(err, context.Canceled)
 }
 
-func (s *Syncer) loop() {
+func (s *Syncer) loop(ctx context.Context) {
 	defer s.wg.Done()
 	timer := time.NewTimer(s.jittered())
 	defer timer.Stop()
@@ -380,7 +350,7 @@ func (s *Syncer) loop() {
 	var backoff time.Duration
 	attempts := 0
 	run := func(p peer.ID) {
-		err := s.syncUntilDone(p)
+		err := s.syncUntilDone(ctx, p)
 		switch {
 		case err == nil:
 			if p == retryPeer {
@@ -392,7 +362,7 @@ func (s *Syncer) loop() {
 			}
 			// A few times; then the periodic syncs take over (a peer of
 			// another version fails every time).
-			if retryable(err) && s.ctx.Err() == nil && attempts < maxSyncRetries {
+			if retryable(err) && ctx.Err() == nil && attempts < maxSyncRetries {
 				attempts++
 				backoff = retryBackoff(backoff, s.cfg.Interval)
 				retry.Reset(backoff)
@@ -401,7 +371,7 @@ func (s *Syncer) loop() {
 	}
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			return
 		case p := <-s.kick:
 			run(p)
@@ -409,8 +379,8 @@ func (s *Syncer) loop() {
 			if s.cfg.Host.Network().Connectedness(retryPeer) != network.Connected {
 				// The failed connection may be gone: dial again (the
 				// admission gater still applies).
-				ctx, cancel := context.WithTimeout(s.ctx, maxSyncRetry)
-				_ = s.cfg.Host.Connect(ctx, peer.AddrInfo{ID: retryPeer})
+				dialCtx, cancel := context.WithTimeout(ctx, maxSyncRetry)
+				_ = s.cfg.Host.Connect(dialCtx, peer.AddrInfo{ID: retryPeer})
 				cancel()
 			}
 			run(retryPeer)
@@ -432,11 +402,11 @@ func (s *Syncer) jittered() time.Duration {
 }
 
 // syncUntilDone runs sessions with p until one is not partial.
-func (s *Syncer) syncUntilDone(p peer.ID) error {
+func (s *Syncer) syncUntilDone(ctx context.Context, p peer.ID) error {
 	for range DefaultMaxSyncFollowUp {
-		st, err := s.SyncWith(s.ctx, p)
+		st, err := s.SyncWith(ctx, p)
 		if err != nil {
-			if s.ctx.Err() == nil {
+			if ctx.Err() == nil {
 				s.cfg.Logger.Warn("anti-entropy session failed", "peer", p, "err", err)
 			}
 			return err
@@ -454,12 +424,17 @@ func (s *Syncer) syncUntilDone(p peer.ID) error {
 }
 
 // SyncWith runs one session with p, which must be connected, and returns
-// what it exchanged.
+// what it exchanged. Close ends a session running here (it resets the
+// stream).
 func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
+	s.mu.Lock()
+	closed := s.mu.closed
+	s.mu.Unlock()
+	if closed {
+		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: %w", p, errSyncerClosed)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
-	defer stop()
 	if s.cfg.Host.Network().Connectedness(p) != network.Connected {
 		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: not connected", p)
 	}
@@ -473,6 +448,11 @@ func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
 		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: %w", p, err)
 	}
 	defer st.Close()
+	if !s.track(st) {
+		_ = st.Reset()
+		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: %w", p, errSyncerClosed)
+	}
+	defer s.untrack(st)
 	stats, err := s.runSession(ctx, st, true)
 	if err != nil {
 		_ = st.Reset()
@@ -487,7 +467,12 @@ func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
 	return stats, nil
 }
 
-func (s *Syncer) handleSync(st network.Stream) {
+// errSyncerClosed: a session asked for after Close.
+var errSyncerClosed = errors.New("the syncer is closed")
+
+// handleSync serves a session the peer started; ctx ends when the syncer
+// closes.
+func (s *Syncer) handleSync(ctx context.Context, st network.Stream) {
 	if !s.enter(st) {
 		s.refused.Add(1)
 		_ = st.Reset()
@@ -495,17 +480,17 @@ func (s *Syncer) handleSync(st network.Stream) {
 	}
 	defer s.leave(st)
 	defer st.Close()
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+	sessionCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	if _, err := s.runSession(ctx, st, false); err != nil {
-		if errors.Is(err, errRefused) {
+	if _, err := s.runSession(sessionCtx, st, false); err != nil {
+		if errors.Is(err, antientropy.ErrRefused) {
 			_ = st.CloseWrite() // closed, not reset: the peer must read why
 			s.refused.Add(1)
 		} else {
 			_ = st.Reset()
 			s.failures.Add(1)
 		}
-		if s.ctx.Err() == nil {
+		if ctx.Err() == nil {
 			s.cfg.Logger.Warn("anti-entropy session from peer failed", "peer", st.Conn().RemotePeer(), "err", err)
 		}
 		return
@@ -525,6 +510,24 @@ func (s *Syncer) enter(st network.Stream) bool {
 	return true
 }
 
+// track registers a session this node started, so that Close resets its
+// stream; false once the syncer is closed.
+func (s *Syncer) track(st network.Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return false
+	}
+	s.mu.streams[st] = struct{}{}
+	return true
+}
+
+func (s *Syncer) untrack(st network.Stream) {
+	s.mu.Lock()
+	delete(s.mu.streams, st)
+	s.mu.Unlock()
+}
+
 func (s *Syncer) leave(st network.Stream) {
 	s.mu.Lock()
 	s.mu.handlers--
@@ -533,24 +536,8 @@ func (s *Syncer) leave(st network.Stream) {
 	s.wg.Done()
 }
 
-// session is one anti-entropy session over a stream, from one side.
-type session struct {
-	s       *Syncer
-	store   *store.Store
-	peer    peer.ID
-	r       *bufio.Reader
-	w       *bufio.Writer
-	maxMsg  int
-	stats   SyncStats
-	maxDiff int  // the per-level cap of this session: both sides' smaller
-	sending bool // the last thing done was a send (for round trips)
-	flights int
-	// buckets are the buckets of this session's leaf step; received entries
-	// must fall in them.
-	buckets map[uint32]bool
-	// peerFrontier is the frontier the peer sent in its hello.
-	peerFrontier []*replicationv1.OriginFrontier
-}
+// maxApplyEntries bounds one store.Apply of a session's entries.
+const maxApplyEntries = antientropy.DefaultApplyBatchEntries
 
 // countingStream counts the bytes read and written on a stream.
 type countingStream struct {
@@ -573,58 +560,106 @@ func (c *countingStream) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (ss *session) send(m *replicationv1.SyncMessage) error {
-	if !ss.sending {
-		ss.sending = true
-		ss.flights++
+// streamDriver runs an antientropy.Session over a stream: it writes what
+// the session sends, reads and decodes what the peer sends, and applies
+// what the session receives to the store.
+type streamDriver struct {
+	store   *store.Store
+	r       *bufio.Reader
+	w       *bufio.Writer
+	maxMsg  int
+	applied int
+	// received counts the entries received as each batch is applied (the
+	// Syncer's counter, read mid-session by Received).
+	received *atomic.Int64
+	sending  bool // the last thing done was a send (for round trips)
+	flights  int
+}
+
+// run drives m to its end and returns the session's error.
+func (d *streamDriver) run(ctx context.Context, m *antientropy.Session) error {
+	out := m.Start()
+	for {
+		// Each batch durable before the next is queued, so that local
+		// writes queued meanwhile are committed between them rather than
+		// behind a whole frame (a megabyte of entries).
+		for _, b := range out.Apply {
+			changes, err := d.store.Apply(ctx, b)
+			if err != nil {
+				return fmt.Errorf("apply %d entries from peer: %w", len(b), err)
+			}
+			d.applied += len(changes)
+			d.received.Add(int64(len(b)))
+		}
+		for _, msg := range out.Send {
+			if err := d.send(msg); err != nil {
+				return err
+			}
+		}
+		switch {
+		case out.Done:
+			if out.Err == nil || errors.Is(out.Err, antientropy.ErrRefused) {
+				if err := d.w.Flush(); err != nil && out.Err == nil {
+					return err
+				}
+			}
+			return out.Err
+		case out.More:
+			out = m.Continue()
+		default:
+			msg, err := d.recv()
+			if err != nil {
+				return err
+			}
+			out = m.Step(msg)
+		}
+	}
+}
+
+func (d *streamDriver) send(m *replicationv1.SyncMessage) error {
+	if !d.sending {
+		d.sending = true
+		d.flights++
 	}
 	b, err := proto.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode %T: %w", m.GetBody(), err)
 	}
-	return writeFrame(ss.w, b)
+	return writeFrame(d.w, b)
 }
 
-func (ss *session) recv() (*replicationv1.SyncMessage, error) {
-	if ss.sending {
-		if err := ss.w.Flush(); err != nil {
+func (d *streamDriver) recv() (*replicationv1.SyncMessage, error) {
+	if d.sending {
+		if err := d.w.Flush(); err != nil {
 			return nil, err
 		}
-		ss.sending = false
-		ss.flights++
+		d.sending = false
+		d.flights++
 	}
-	b, err := readFrame(ss.r, ss.maxMsg)
+	b, err := readFrame(d.r, d.maxMsg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read from peer: %w", err)
 	}
 	m := &replicationv1.SyncMessage{}
 	if err := proto.Unmarshal(b, m); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}
-	if d := m.GetDone(); d != nil && d.GetError() != "" {
-		return nil, fmt.Errorf("peer gave up: %s", d.GetError())
-	}
 	return m, nil
 }
 
-func (ss *session) hello() *replicationv1.SyncHello {
-	// The frontier is read before the root: everything it covers is in the
-	// tree the root describes (the store only gains entries, or newer ones).
+// local is what this node's hello says about its store. The frontier is
+// read before the root: everything it covers is in the tree the root
+// describes (the store only gains entries, or newer ones).
+func (s *Syncer) local() antientropy.Local {
 	var fr []*replicationv1.OriginFrontier
-	if f := ss.s.cfg.LocalFrontier; f != nil {
+	if f := s.cfg.LocalFrontier; f != nil {
 		fr = toProtoFrontier(f())
 		if len(fr) > MaxFrontierOrigins {
 			fr = nil // a peer would refuse it; this session proves nothing then
 		}
 	}
-	return &replicationv1.SyncHello{
-		Fanout: merkle.Fanout, Depth: merkle.Depth,
-		Root:          ss.store.MerkleRoot(),
-		LastContact:   uint64(ss.store.LastContact()),
-		PurgedThrough: uint64(ss.store.PurgedThrough()),
-		MaxDiffNodes:  uint32(ss.maxDiff),
-		Frontier:      fr,
-	}
+	st := s.cfg.Store
+	return antientropy.Local{Root: st.MerkleRoot(), LastContact: st.LastContact(), PurgedThrough: st.PurgedThrough(), Frontier: fr}
 }
 
 // runSession runs a session on st; initiator says which side this is. The
@@ -645,425 +680,61 @@ func (s *Syncer) exchange(ctx context.Context, st network.Stream, initiator bool
 	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
 	defer stop()
 	cs := &countingStream{rw: st}
-	ss := &session{
-		s: s, store: s.cfg.Store, peer: p,
+	d := &streamDriver{
+		store: s.cfg.Store, received: &s.received,
 		r: bufio.NewReader(cs), w: bufio.NewWriterSize(cs, 64<<10),
 		maxMsg: maxSyncFrameBytes + MaxMessageBytes(s.cfg.Store.Limits()),
 	}
-	ss.stats.Peer, ss.stats.Initiator = p, initiator
-	ss.maxDiff = s.cfg.MaxDiffNodes
+	cfg := antientropy.Config{Peer: p.String(), MaxDiffNodes: s.cfg.MaxDiffNodes, MaxDigests: maxDigests,
+		DigestsPerFrame: digestsPerFrame, EntryFrameBytes: syncChunkBytes}
+	var m *antientropy.Session
 	if initiator {
-		ss.maxDiff = int(s.diffCap.Load())
+		cfg.MaxDiffNodes = int(s.diffCap.Load())
+		m = antientropy.NewInitiator(cfg, s.cfg.Store, s.local())
+	} else {
+		var refuse error
+		if s.cfg.Admit != nil {
+			refuse = s.cfg.Admit(p)
+		}
+		m = antientropy.NewResponder(cfg, s.cfg.Store, s.local(), refuse)
 	}
 	// The contact time is taken before anything is exchanged: a complete
 	// session brings in everything the peer had by then.
 	contact := s.cfg.Store.Clock().Now()
-	err := ss.run(initiator)
-	if err == nil {
-		err = ss.w.Flush()
+	err := d.run(ctx, m)
+	ms := m.Stats()
+	stats := SyncStats{
+		Peer: p, Initiator: initiator,
+		EntriesSent: ms.EntriesSent, EntriesReceived: ms.EntriesReceived, EntriesApplied: d.applied,
+		BytesSent: cs.written, BytesReceived: cs.read,
+		RoundTrips: (d.flights + 1) / 2,
+		Partial:    ms.Partial,
+		Duration:   time.Since(start),
+		LocalRoot:  s.cfg.Store.MerkleRoot(), PeerRoot: ms.PeerRoot,
+		differingBuckets: ms.DifferingBuckets, digestsSent: ms.DigestsSent, digestsReceived: ms.DigestsReceived,
 	}
-	ss.stats.Duration = time.Since(start)
-	ss.stats.LocalRoot = s.cfg.Store.MerkleRoot()
-	ss.stats.RoundTrips = (ss.flights + 1) / 2
-	ss.stats.BytesReceived, ss.stats.BytesSent = cs.read, cs.written
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, ErrStale) {
 			err = fmt.Errorf("%w (session deadline %v)", ctx.Err(), s.cfg.Timeout)
 		}
-		return ss.stats, err
+		return stats, err
 	}
-	if !ss.stats.Partial {
+	if !stats.Partial {
 		if err := s.cfg.Store.SetLastContact(contact); err != nil {
-			return ss.stats, err
+			return stats, err
 		}
 		if s.cfg.OnComplete != nil {
 			s.cfg.OnComplete(p)
 		}
-		if s.cfg.OnMerge != nil && len(ss.peerFrontier) > 0 {
-			if v, err := FrontierFromProto(ss.peerFrontier, s.cfg.Store.Clock()); err != nil {
+		if s.cfg.OnMerge != nil && len(m.PeerFrontier()) > 0 {
+			if v, err := FrontierFromProto(m.PeerFrontier(), s.cfg.Store.Clock()); err != nil {
 				s.cfg.Logger.Warn("ignored the frontier in a peer's sync hello", "peer", p, "err", err)
 			} else {
 				s.cfg.OnMerge(p, v)
 			}
 		}
 	}
-	return ss.stats, nil
-}
-
-func (ss *session) run(initiator bool) error {
-	mine := ss.hello()
-	var theirs *replicationv1.SyncHello
-	if initiator {
-		if err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Hello{Hello: mine}}); err != nil {
-			return err
-		}
-		m, err := ss.recv()
-		if err != nil {
-			return fmt.Errorf("read hello: %w", err)
-		}
-		if theirs = m.GetHello(); theirs == nil {
-			return fmt.Errorf("%w: expected a hello, got %T", ErrUndecodable, m.GetBody())
-		}
-		if theirs.GetError() != "" {
-			if theirs.GetLastContact() != 0 || theirs.GetPurgedThrough() != 0 {
-				if err := checkStale(mine, theirs, ss.peer.String()); err != nil {
-					return err
-				}
-			}
-			return fmt.Errorf("peer refused: %s", theirs.GetError())
-		}
-		if err := checkHello(theirs); err != nil {
-			return err
-		}
-		if err := checkStale(mine, theirs, ss.peer.String()); err != nil {
-			return err
-		}
-		ss.adoptCap(theirs)
-		ss.stats.PeerRoot = theirs.GetRoot()
-		ss.peerFrontier = theirs.GetFrontier()
-		if theirs.GetRoot() == mine.GetRoot() {
-			return nil
-		}
-	} else {
-		m, err := ss.recv()
-		if err != nil {
-			return fmt.Errorf("read hello: %w", err)
-		}
-		if theirs = m.GetHello(); theirs == nil {
-			return fmt.Errorf("%w: expected a hello, got %T", ErrUndecodable, m.GetBody())
-		}
-		refuse := func(err error) error {
-			h := ss.hello()
-			h.Error = err.Error()
-			if serr := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Hello{Hello: h}}); serr == nil {
-				_ = ss.w.Flush()
-			}
-			return fmt.Errorf("%w: %w", errRefused, err)
-		}
-		if err := checkHello(theirs); err != nil {
-			return refuse(err)
-		}
-		if ss.s.cfg.Admit != nil {
-			if err := ss.s.cfg.Admit(ss.peer); err != nil {
-				return refuse(err)
-			}
-		}
-		if err := checkStale(mine, theirs, ss.peer.String()); err != nil {
-			return refuse(err)
-		}
-		ss.adoptCap(theirs)
-		ss.stats.PeerRoot = theirs.GetRoot()
-		ss.peerFrontier = theirs.GetFrontier()
-		if err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Hello{Hello: mine}}); err != nil {
-			return err
-		}
-		if theirs.GetRoot() == mine.GetRoot() {
-			return nil
-		}
-		if err := ss.sendLevel(0, []uint32{0}); err != nil {
-			return err
-		}
-	}
-	return ss.descend()
-}
-
-// adoptCap lowers the session's per-level cap to the peer's, if smaller.
-func (ss *session) adoptCap(h *replicationv1.SyncHello) {
-	if c := int(h.GetMaxDiffNodes()); c > 0 && c < ss.maxDiff {
-		ss.maxDiff = c
-	}
-}
-
-// checkHello checks that the peer's tree has this node's shape.
-func checkHello(h *replicationv1.SyncHello) error {
-	if h.GetFanout() != merkle.Fanout || h.GetDepth() != merkle.Depth {
-		return fmt.Errorf("peer's Merkle tree has fanout %d and depth %d; this node's has %d and %d",
-			h.GetFanout(), h.GetDepth(), merkle.Fanout, merkle.Depth)
-	}
-	return nil
-}
-
-func (ss *session) sendLevel(level int, parents []uint32) error {
-	hashes := ss.store.MerkleChildren(make([]uint64, 0, len(parents)*merkle.Fanout), level, parents)
-	return ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Level{Level: &replicationv1.SyncLevel{
-		Level: uint32(level), Parents: parents, Hashes: hashes, Partial: ss.stats.Partial,
-	}}})
-}
-
-// descend takes turns comparing levels until one side reaches the buckets,
-// then runs the leaf step.
-func (ss *session) descend() error {
-	for {
-		m, err := ss.recv()
-		if err != nil {
-			return err
-		}
-		switch body := m.GetBody().(type) {
-		case *replicationv1.SyncMessage_Done:
-			return nil // the trees matched after all (they change as we go)
-		case *replicationv1.SyncMessage_Level:
-			lv := body.Level
-			level := int(lv.GetLevel())
-			if err := merkle.CheckLevelMessage(level, lv.GetParents(), lv.GetHashes()); err != nil {
-				return fmt.Errorf("%w: %w", ErrUndecodable, err)
-			}
-			// A session the peer capped is partial for this side too.
-			ss.stats.Partial = ss.stats.Partial || lv.GetPartial()
-			if len(lv.GetParents()) > ss.maxDiff {
-				return fmt.Errorf("%w: %d parents in one level; the session's limit is %d", ErrTooLarge, len(lv.GetParents()), ss.maxDiff)
-			}
-			diff := ss.store.MerkleDiff(level, lv.GetParents(), lv.GetHashes(), ss.maxDiff+1)
-			if len(diff) > ss.maxDiff {
-				diff = diff[:ss.maxDiff]
-				ss.stats.Partial = true
-			}
-			if len(diff) == 0 {
-				return ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Done{Done: &replicationv1.SyncDone{}}})
-			}
-			if level+1 < merkle.Depth {
-				if err := ss.sendLevel(level+1, diff); err != nil {
-					return err
-				}
-				continue
-			}
-			return ss.leafAsDigestSender(diff)
-		case *replicationv1.SyncMessage_Digests:
-			return ss.leafAsDigestReceiver(body.Digests)
-		default:
-			return fmt.Errorf("%w: unexpected %T while comparing trees", ErrUndecodable, body)
-		}
-	}
-}
-
-// leafAsDigestSender sends digests of this node's keys in the differing
-// buckets, then receives the peer's entries and wants, then sends those.
-func (ss *session) leafAsDigestSender(buckets []uint32) error {
-	ss.stats.differingBuckets = len(buckets)
-	ss.setBuckets(buckets)
-	digests, err := ss.store.BucketDigests(buckets)
-	if err != nil {
-		return err
-	}
-	ss.stats.digestsSent = len(digests)
-	first := true
-	for first || len(digests) > 0 {
-		n := min(len(digests), digestsPerFrame)
-		msg := &replicationv1.SyncDigests{Last: n == len(digests)}
-		if first {
-			msg.Buckets = buckets
-			msg.Partial = ss.stats.Partial
-			first = false
-		}
-		for _, d := range digests[:n] {
-			msg.KeyHashes = append(msg.KeyHashes, d.KeyHash)
-			msg.Hlcs = append(msg.Hlcs, uint64(d.HLC))
-			msg.EntryHashes = append(msg.EntryHashes, d.Hash)
-		}
-		digests = digests[n:]
-		if err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Digests{Digests: msg}}); err != nil {
-			return err
-		}
-	}
-	want, err := ss.receiveEntries(nil)
-	if err != nil {
-		return err
-	}
-	if err := ss.sendEntries(want, nil); err != nil {
-		return err
-	}
-	// The peer confirms once it applied them, so that a session that
-	// returned has repaired both sides.
-	m, err := ss.recv()
-	if err != nil {
-		return fmt.Errorf("read the peer's confirmation: %w", err)
-	}
-	if m.GetDone() == nil {
-		return fmt.Errorf("%w: expected the end of the session, got %T", ErrUndecodable, m.GetBody())
-	}
-	return nil
-}
-
-// leafAsDigestReceiver receives the peer's digests, sends the entries the
-// peer lacks with the key hashes this node wants, and receives those.
-func (ss *session) leafAsDigestReceiver(first *replicationv1.SyncDigests) error {
-	ss.stats.Partial = ss.stats.Partial || first.GetPartial()
-	buckets := first.GetBuckets()
-	if len(buckets) == 0 || len(buckets) > ss.maxDiff {
-		return fmt.Errorf("%w: digests for %d buckets; want 1 to %d", ErrUndecodable, len(buckets), ss.maxDiff)
-	}
-	for i, b := range buckets {
-		if b >= merkle.Buckets || (i > 0 && b <= buckets[i-1]) {
-			return fmt.Errorf("%w: bucket list is not ascending buckets below %d", ErrUndecodable, merkle.Buckets)
-		}
-	}
-	ss.stats.differingBuckets = len(buckets)
-	ss.setBuckets(buckets)
-	var theirs []merkle.Digest
-	msg := first
-	for {
-		n := len(msg.GetKeyHashes())
-		if len(msg.GetHlcs()) != n || len(msg.GetEntryHashes()) != n {
-			return fmt.Errorf("%w: digest columns of different lengths", ErrUndecodable)
-		}
-		if len(theirs)+n > maxDigests {
-			return fmt.Errorf("%w: more than %d digests", ErrTooLarge, maxDigests)
-		}
-		for i := range n {
-			d := merkle.Digest{KeyHash: msg.GetKeyHashes()[i], HLC: crdt.Timestamp(msg.GetHlcs()[i]), Hash: msg.GetEntryHashes()[i]}
-			if !ss.buckets[merkle.BucketOf(d.KeyHash)] {
-				return fmt.Errorf("%w: digest outside the session's buckets", ErrUndecodable)
-			}
-			theirs = append(theirs, d)
-		}
-		if msg.GetLast() {
-			break
-		}
-		m, err := ss.recv()
-		if err != nil {
-			return err
-		}
-		if msg = m.GetDigests(); msg == nil || len(msg.GetBuckets()) > 0 {
-			return fmt.Errorf("%w: expected more digests, got %T", ErrUndecodable, m.GetBody())
-		}
-	}
-	ss.stats.digestsReceived = len(theirs)
-	mine, err := ss.store.BucketDigests(buckets)
-	if err != nil {
-		return err
-	}
-	send, want := merkle.Reconcile(mine, theirs)
-	if err := ss.sendEntries(send, want); err != nil {
-		return err
-	}
-	wanted := make(map[uint64]bool, len(want))
-	for _, h := range want {
-		wanted[h] = true
-	}
-	if _, err := ss.receiveEntries(wanted); err != nil {
-		return err
-	}
-	return ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Done{Done: &replicationv1.SyncDone{}}})
-}
-
-func (ss *session) setBuckets(buckets []uint32) {
-	ss.buckets = make(map[uint32]bool, len(buckets))
-	for _, b := range buckets {
-		ss.buckets[b] = true
-	}
-}
-
-// sendEntries sends this node's entries for the key hashes, in frames of
-// about syncChunkBytes, with want in the first frame.
-func (ss *session) sendEntries(hashes, want []uint64) error {
-	msg := &replicationv1.SyncEntries{Want: want}
-	size := 0
-	flush := func(last bool) error {
-		msg.Last = last
-		err := ss.send(&replicationv1.SyncMessage{Body: &replicationv1.SyncMessage_Entries{Entries: msg}})
-		msg, size = &replicationv1.SyncEntries{}, 0
-		return err
-	}
-	// Read in slices, so no store snapshot is held while the network is slow.
-	for len(hashes) > 0 {
-		n := min(len(hashes), 1024)
-		var batch []*replicationv1.Entry
-		err := ss.store.EntriesByKeyHash(hashes[:n], func(e *crdt.Entry) error {
-			batch = append(batch, &replicationv1.Entry{Key: e.Key, Value: e.Value, Hlc: uint64(e.HLC), Origin: e.Origin, Tombstone: e.Tombstone})
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		hashes = hashes[n:]
-		for _, e := range batch {
-			sz := len(e.Key) + len(e.Value) + len(e.Origin) + 32
-			if size > 0 && size+sz > syncChunkBytes {
-				if err := flush(false); err != nil {
-					return err
-				}
-			}
-			msg.Entries = append(msg.Entries, e)
-			size += sz
-			ss.stats.EntriesSent++
-		}
-	}
-	return flush(true)
-}
-
-// receiveEntries applies entry frames until the last. With wanted nil it
-// is the first answer of the leaf step (entries must be in the session's
-// buckets, and it returns the peer's wants); otherwise every entry must
-// answer one of wanted.
-func (ss *session) receiveEntries(wanted map[uint64]bool) ([]uint64, error) {
-	var want []uint64
-	firstFrame := true
-	for {
-		m, err := ss.recv()
-		if err != nil {
-			return nil, err
-		}
-		msg := m.GetEntries()
-		if msg == nil {
-			return nil, fmt.Errorf("%w: expected entries, got %T", ErrUndecodable, m.GetBody())
-		}
-		if len(msg.GetWant()) > 0 {
-			if !firstFrame || wanted != nil {
-				return nil, fmt.Errorf("%w: a want list outside the first answer", ErrUndecodable)
-			}
-			if len(msg.GetWant()) > ss.stats.digestsSent {
-				return nil, fmt.Errorf("%w: %d wants for %d digests", ErrUndecodable, len(msg.GetWant()), ss.stats.digestsSent)
-			}
-			want = msg.GetWant()
-		}
-		firstFrame = false
-		entries := make([]crdt.Entry, 0, len(msg.GetEntries()))
-		for _, e := range msg.GetEntries() {
-			kh := merkle.KeyHash(e.GetKey())
-			if wanted != nil && !wanted[kh] {
-				return nil, fmt.Errorf("%w: entry %q was not asked for", ErrUndecodable, e.GetKey())
-			}
-			if wanted == nil && !ss.buckets[merkle.BucketOf(kh)] {
-				return nil, fmt.Errorf("%w: entry %q is outside the session's buckets", ErrUndecodable, e.GetKey())
-			}
-			entries = append(entries, crdt.Entry{Key: e.GetKey(), Value: e.GetValue(), HLC: crdt.Timestamp(e.GetHlc()), Origin: e.GetOrigin(), Tombstone: e.GetTombstone()})
-		}
-		ss.stats.EntriesReceived += len(entries)
-		// In bounded batches, each durable before the next is queued, so
-		// that local writes queued meanwhile are committed between them
-		// rather than behind a whole frame (a megabyte of entries).
-		for len(entries) > 0 {
-			n := applyBatchEntries(entries)
-			changes, err := ss.store.Apply(ss.s.ctx, entries[:n])
-			if err != nil {
-				return nil, fmt.Errorf("apply %d entries from peer: %w", n, err)
-			}
-			ss.stats.EntriesApplied += len(changes)
-			entries = entries[n:]
-		}
-		if msg.GetLast() {
-			return want, nil
-		}
-	}
-}
-
-// Bounds of one store.Apply of a session's entries (applyBatchEntries).
-const (
-	maxApplyEntries = 256
-	maxApplyBytes   = 256 << 10
-)
-
-// applyBatchEntries returns how many of entries (at least one) the next
-// store.Apply takes: at most maxApplyEntries and maxApplyBytes of keys and
-// values.
-func applyBatchEntries(entries []crdt.Entry) int {
-	size := 0
-	for i := range entries {
-		size += len(entries[i].Key) + len(entries[i].Value)
-		if i == maxApplyEntries || i > 0 && size > maxApplyBytes {
-			return i
-		}
-	}
-	return len(entries)
+	return stats, nil
 }
 
 // QueryStatus asks a connected peer for its NodeStatus.

@@ -33,8 +33,9 @@ func (e *cliError) Unwrap() error { return e.err }
 // repeated prefix, naming the endpoint and hinting at the usual mistakes:
 // no node running there, the wrong port, the etcd API's port.
 func describeErr(err error, endpoint string) error {
-	if err == nil {
-		return nil
+	var done *cliError
+	if err == nil || errors.As(err, &done) {
+		return err // nothing to describe, or described already
 	}
 	var ce *client.Error
 	if errors.As(err, &ce) {

@@ -209,7 +209,9 @@ func newDelCmd(cio *cmdIO) *cobra.Command {
 		Use:   "del KEY",
 		Short: "delete a key (--prefix: every key under it); prints how many were deleted",
 		Long: "Delete a key and print how many keys were deleted (1 or 0), as etcdctl does. With --prefix, every key\n" +
-			"under KEY is deleted, one delete per key (not atomically: a key written under the prefix meanwhile may stay).",
+			"under KEY is deleted, one delete per key, " + fmt.Sprint(delConcurrency) + " in flight (not atomically: a key written under the prefix\n" +
+			"meanwhile may stay); --timeout then bounds each request, and a progress bar shows on standard error\n" +
+			"when it is a terminal.",
 		Args: argsBetween(1, 1, "del KEY [--prefix]"),
 	}
 	cf := addClientFlags(cmd)
@@ -222,63 +224,79 @@ func newDelCmd(cio *cmdIO) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return cf.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
-			opts := append([]client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}, waitOpts...)
-			if *prev {
-				opts = append(opts, client.WithPrevKV())
+		opts := append([]client.OpOption{client.WithMinReplicas(uint32(*minReplicas))}, waitOpts...)
+		if *prev {
+			opts = append(opts, client.WithPrevKV())
+		}
+		var results []*client.DeleteResult
+		if *prefix {
+			if args[0] == "" {
+				return fmt.Errorf("%w: del --prefix needs a non-empty prefix", errUsage)
 			}
-			keys := []string{args[0]}
-			if *prefix {
-				if args[0] == "" {
-					return fmt.Errorf("%w: del --prefix needs a non-empty prefix", errUsage)
-				}
-				keys = keys[:0]
-				for kv, err := range c.List(ctx, args[0]) {
-					if err != nil {
-						return err
-					}
-					if !strings.HasPrefix(args[0], reservedPrefix) && strings.HasPrefix(kv.Key, reservedPrefix) {
-						continue
-					}
-					keys = append(keys, kv.Key)
+			if results, err = deletePrefix(cmd.Context(), cio, cf, args[0], opts); err != nil {
+				return err
+			}
+		} else {
+			err := cf.call(cmd.Context(), func(ctx context.Context, c *client.Client) error {
+				res, err := c.Delete(ctx, args[0], opts...)
+				results = []*client.DeleteResult{res}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		var (
+			deleted  int
+			revision int64
+			prevs    []map[string]any
+			prevText bytes.Buffer
+		)
+		for _, res := range results {
+			revision = max(revision, res.Revision)
+			if res.Deleted {
+				deleted++
+			}
+			if res.Prev != nil {
+				prevs = append(prevs, jsonKV(res.Prev))
+				fmt.Fprintf(&prevText, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
+			}
+		}
+		if cf.json() {
+			out := map[string]any{"revision": revision, "deleted": deleted, "prev_kvs": prevs}
+			if !*prefix {
+				out["prev_kv"] = nil
+				if len(prevs) == 1 {
+					out["prev_kv"] = prevs[0]
 				}
 			}
-			var (
-				deleted  int
-				revision int64
-				prevs    []map[string]any
-				prevText bytes.Buffer
-			)
-			for _, key := range keys {
-				res, err := c.Delete(ctx, key, opts...)
-				if err != nil {
-					return err
-				}
-				revision = res.Revision
-				if res.Deleted {
-					deleted++
-				}
-				if res.Prev != nil {
-					prevs = append(prevs, jsonKV(res.Prev))
-					fmt.Fprintf(&prevText, "%s\n%s\n", res.Prev.Key, res.Prev.Value)
-				}
-			}
-			if cf.json() {
-				out := map[string]any{"revision": revision, "deleted": deleted, "prev_kvs": prevs}
-				if !*prefix {
-					out["prev_kv"] = nil
-					if len(prevs) == 1 {
-						out["prev_kv"] = prevs[0]
-					}
-				}
-				return json.NewEncoder(cio.stdout).Encode(out)
-			}
-			fmt.Fprintln(cio.stdout, deleted) // like etcdctl: the number of keys deleted
-			_, err := cio.stdout.Write(prevText.Bytes())
-			return err
-		})
+			return json.NewEncoder(cio.stdout).Encode(out)
+		}
+		fmt.Fprintln(cio.stdout, deleted) // like etcdctl: the number of keys deleted
+		_, err = cio.stdout.Write(prevText.Bytes())
+		return err
 	}
 	return cmd
+}
+
+// deletePrefix is `del --prefix`: it lists the keys under prefix, then
+// deletes them, with a progress bar on a terminal.
+func deletePrefix(ctx context.Context, cio *cmdIO, cf *clientFlags, prefix string, opts []client.OpOption) ([]*client.DeleteResult, error) {
+	c, err := cf.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	bar := newProgressBar(cio.stderr, "listing", "keys")
+	keys, err := listKeys(ctx, c, prefix, cf.timeout, func(n int) { bar.update(int64(n), 0, 0) })
+	bar.done()
+	if err != nil {
+		return nil, describeErr(err, cf.endpoint)
+	}
+	bar = newProgressBar(cio.stderr, "deleting", "keys")
+	results, err := deleteKeys(ctx, c, cf.endpoint, keys, cf.timeout, opts, func(n int) { bar.update(int64(n), int64(len(keys)), 0) })
+	bar.done()
+	return results, err
 }
 
 func newWatchCmd(cio *cmdIO) *cobra.Command {

@@ -1,12 +1,3 @@
-// Command chorus runs a Chorus node (chorus agent) and talks to one (put,
-// get, del, ls, watch, status, members, ...).
-//
-// The command tree is built with cobra (newRootCmd). To add a command, write
-// a constructor `func newFooCmd(io *cmdIO) *cobra.Command` in the file of its
-// topic and list it in newRootCmd; flags are pflag flags declared on the
-// command (client commands call addClientFlags). Errors are returned from
-// RunE, never printed there: run prints them once, prefixed "chorus CMD:",
-// and maps them to the exit code (0 success, 1 failure, 2 usage).
 package main
 
 import (

@@ -88,18 +88,19 @@ func newMembersCmd(cio *cmdIO) *cobra.Command {
 			}
 			if cf.json() {
 				out := struct {
-					Cluster    string       `json:"cluster"`
-					JoinState  string       `json:"join_state"`
-					JoinDetail string       `json:"join_detail"`
-					Members    []memberJSON `json:"members"`
-				}{Cluster: l.Cluster, JoinState: l.JoinState, JoinDetail: l.JoinDetail, Members: []memberJSON{}}
+					Cluster    string `json:"cluster"`
+					JoinState  string `json:"join_state"`
+					JoinDetail string `json:"join_detail"`
+					catchUpJSON
+					Members []memberJSON `json:"members"`
+				}{Cluster: l.Cluster, JoinState: l.JoinState, JoinDetail: l.JoinDetail, catchUpJSON: toCatchUpJSON(l.CatchUp), Members: []memberJSON{}}
 				for _, m := range l.Members {
 					out.Members = append(out.Members, toMemberJSON(m, m.StatusError == ""))
 				}
 				return json.NewEncoder(cio.stdout).Encode(out)
 			}
 			members := l.Members
-			fmt.Fprintf(cio.stdout, "cluster %s\njoin state: %s\n", l.Cluster, joinLine(l.JoinState, l.JoinDetail))
+			fmt.Fprintf(cio.stdout, "cluster %s\njoin state: %s\ncatch-up:   %s\n", l.Cluster, joinLine(l.JoinState, l.JoinDetail), catchUpLine(l.CatchUp))
 			tw := tabwriter.NewWriter(cio.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PEER ID\tNAME\tSTATE\tROLE\tMERKLE ROOT\tCONVERGED\tREVISION\tKEYS\tLAG\tADDRS")
 			for _, m := range members {

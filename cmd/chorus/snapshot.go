@@ -73,7 +73,7 @@ func saveSnapshot(ctx context.Context, c *client.Client, path string, stdout, st
 	tmp := f.Name()
 	defer func() { _ = os.Remove(tmp) }() // after the rename, nothing is left to remove
 	start := time.Now()
-	bar := newProgressBar(stderr, "saving")
+	bar := newProgressBar(stderr, "saving", "entries")
 	err = c.Snapshot(ctx, f, func(p client.SnapshotProgress) { bar.update(p.Entries, p.ExpectedEntries, p.Bytes) })
 	bar.done()
 	if err == nil {
@@ -119,7 +119,7 @@ func newSnapshotRestoreCmd(cio *cmdIO) *cobra.Command {
 			return err
 		}
 		defer f.Close()
-		bar := newProgressBar(cio.stderr, "restoring")
+		bar := newProgressBar(cio.stderr, "restoring", "entries")
 		var expected int64
 		if sr, err := snapshot.NewReader(f); err == nil {
 			expected = sr.Header().GetExpectedEntries()
@@ -224,15 +224,17 @@ func checkSnapshotFile(path string) (snapshotSummary, error) {
 // progressBar draws progress on a terminal, at most ten times a second, and
 // nothing when the output is not a terminal.
 type progressBar struct {
-	w     io.Writer
-	label string
-	on    bool
-	last  time.Time
-	drawn bool
+	w           io.Writer
+	label, unit string
+	on          bool
+	last        time.Time
+	drawn       bool
 }
 
-func newProgressBar(w io.Writer, label string) *progressBar {
-	return &progressBar{w: w, label: label, on: isTerminal(w)}
+// newProgressBar returns a bar that shows label and counts unit ("entries",
+// "keys").
+func newProgressBar(w io.Writer, label, unit string) *progressBar {
+	return &progressBar{w: w, label: label, unit: unit, on: isTerminal(w)}
 }
 
 func (b *progressBar) update(n, total, bytes int64) {
@@ -241,7 +243,7 @@ func (b *progressBar) update(n, total, bytes int64) {
 	}
 	b.last = time.Now()
 	b.drawn = true
-	fmt.Fprintf(b.w, "\r%s", progressLine(b.label, n, total, bytes, 30))
+	fmt.Fprintf(b.w, "\r\033[K%s", progressLine(b.label, b.unit, n, total, bytes, 30))
 }
 
 func (b *progressBar) done() {
@@ -250,14 +252,22 @@ func (b *progressBar) done() {
 	}
 }
 
-// progressLine renders one line of a progress bar of width cells.
-func progressLine(label string, n, total, bytes int64, width int) string {
+// progressLine renders one line of a progress bar of width cells; with
+// total unknown (0), the count alone.
+func progressLine(label, unit string, n, total, bytes int64, width int) string {
+	if total <= 0 {
+		line := fmt.Sprintf("%s: %d %s", label, n, unit)
+		if bytes > 0 {
+			line += ", " + humanBytes(bytes)
+		}
+		return line
+	}
 	frac := 0.0
 	if total > 0 {
 		frac = min(float64(n)/float64(total), 1)
 	}
 	full := int(frac * float64(width))
-	line := fmt.Sprintf("%s [%s%s] %3.0f%% %d/%d entries", label, strings.Repeat("#", full), strings.Repeat(".", width-full), frac*100, n, total)
+	line := fmt.Sprintf("%s [%s%s] %3.0f%% %d/%d %s", label, strings.Repeat("#", full), strings.Repeat(".", width-full), frac*100, n, total, unit)
 	if bytes > 0 {
 		line += ", " + humanBytes(bytes)
 	}

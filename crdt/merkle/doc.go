@@ -20,7 +20,8 @@
 // Fanout 16 and depth 5 (1,048,576 buckets) fit a million keys at about one
 // key a bucket: finding d differing keys costs about 16·8 bytes of hashes per
 // differing node at each level, and the leaf step sends one Digest (24
-// bytes) per key of a differing bucket. The tree is a fixed 8.9 MB array.
+// bytes) per key of a differing bucket. The tree takes at most 8.9 MB,
+// allocated in pages as keys arrive (about 140 KB for an empty replica).
 //
 // Invariants:
 //

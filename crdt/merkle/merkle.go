@@ -59,28 +59,61 @@ func EntryHash(e *crdt.Entry) uint64 {
 // Tree is the Merkle tree of one replica. It is not safe for concurrent use;
 // its owner locks around it.
 type Tree struct {
-	levels [Depth + 1][]uint64 // levels[l] has Fanout^l nodes
+	// levels[l] holds the Fanout^l nodes of level l in pages of pageNodes;
+	// a nil page is all zeros, allocated at its first update.
+	levels [Depth + 1][]*page
 }
+
+// pageNodes is how many nodes of a level share one allocation. Pages are
+// allocated as entries arrive, so that a replica holding few keys holds a
+// small tree: an empty one takes about 140 KB of page tables rather than
+// the full 8.9 MB, which matters for many stores in one process (a
+// simulation). A multiple of Fanout, so that a node's children share a
+// page.
+const pageNodes = 4 * Fanout
+
+type page [pageNodes]uint64
 
 // NewTree returns the tree of an empty replica.
 func NewTree() *Tree {
 	t := &Tree{}
 	n := 1
 	for l := range t.levels {
-		t.levels[l] = make([]uint64, n)
+		t.levels[l] = make([]*page, (n+pageNodes-1)/pageNodes)
 		n *= Fanout
 	}
 	return t
 }
 
-// SizeBytes is the memory the tree's hashes take.
+// SizeBytes is the most memory the tree's hashes take (every page
+// allocated), page tables aside.
 func SizeBytes() int {
 	n, total := 1, 0
 	for range Depth + 1 {
-		total += n * 8
+		total += max(n, pageNodes) * 8
 		n *= Fanout
 	}
 	return total
+}
+
+// node returns node i of level l.
+func (t *Tree) node(l int, i uint32) uint64 {
+	if p := t.levels[l][i/pageNodes]; p != nil {
+		return p[i%pageNodes]
+	}
+	return 0
+}
+
+// children returns the Fanout children of node p of level l (nodes of level
+// l+1), or nil if they are all zero.
+func (t *Tree) children(l int, p uint32) []uint64 {
+	first := p * Fanout
+	pg := t.levels[l+1][first/pageNodes]
+	if pg == nil {
+		return nil
+	}
+	off := first % pageNodes
+	return pg[off : off+Fanout]
 }
 
 // Update replaces, in bucket, an entry's old hash with its new one. Pass 0 as
@@ -92,24 +125,32 @@ func (t *Tree) Update(bucket uint32, old, new uint64) {
 	}
 	i := bucket
 	for l := Depth; l >= 0; l-- {
-		t.levels[l][i] += delta
+		pg := &t.levels[l][i/pageNodes]
+		if *pg == nil {
+			*pg = &page{}
+		}
+		(*pg)[i%pageNodes] += delta
 		i /= Fanout
 	}
 }
 
 // Root returns the root hash; equal roots mean equal entries (up to hash
 // collisions). 0 is the empty tree's root.
-func (t *Tree) Root() uint64 { return t.levels[0][0] }
+func (t *Tree) Root() uint64 { return t.node(0, 0) }
 
 // Hash returns node i of level l.
-func (t *Tree) Hash(level int, i uint32) uint64 { return t.levels[level][i] }
+func (t *Tree) Hash(level int, i uint32) uint64 { return t.node(level, i) }
 
 // AppendChildren appends the Fanout hashes of the children of each parent,
 // which are nodes of level, and returns dst.
 func (t *Tree) AppendChildren(dst []uint64, level int, parents []uint32) []uint64 {
-	child := t.levels[level+1]
+	var zeros [Fanout]uint64
 	for _, p := range parents {
-		dst = append(dst, child[int(p)*Fanout:int(p+1)*Fanout]...)
+		if c := t.children(level, p); c != nil {
+			dst = append(dst, c...)
+		} else {
+			dst = append(dst, zeros[:]...)
+		}
 	}
 	return dst
 }
@@ -141,12 +182,16 @@ func CheckLevelMessage(level int, parents []uint32, hashes []uint64) error {
 // of level+1 in ascending order, at most max of them (0: no cap). The
 // message must have passed CheckLevelMessage.
 func (t *Tree) DiffChildren(level int, parents []uint32, theirs []uint64, max int) []uint32 {
-	child := t.levels[level+1]
+	var zeros [Fanout]uint64
 	var out []uint32
 	for i, p := range parents {
+		child := t.children(level, p)
+		if child == nil {
+			child = zeros[:]
+		}
 		for j := range Fanout {
 			c := p*Fanout + uint32(j)
-			if child[c] != theirs[i*Fanout+j] {
+			if child[j] != theirs[i*Fanout+j] {
 				if max > 0 && len(out) == max {
 					return out
 				}

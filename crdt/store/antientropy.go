@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	ds "github.com/ipfs/go-datastore"
 	goleveldb "github.com/syndtr/goleveldb/leveldb"
 	"github.com/syndtr/goleveldb/leveldb/opt"
 	"github.com/syndtr/goleveldb/leveldb/util"
@@ -39,7 +38,7 @@ const indexVersion = 2
 // rewrites the key-hash index's digests if they predate the value's hash).
 func (s *Store) buildTree() error {
 	version := 0 // no indexes
-	switch v, err := s.ds.DB.Get([]byte(metaIndexed), nil); {
+	switch v, err := s.db.Get([]byte(metaIndexed), nil); {
 	case errors.Is(err, goleveldb.ErrNotFound):
 	case err != nil:
 		return fmt.Errorf("store: read %s: %w", metaIndexed, err)
@@ -54,7 +53,7 @@ func (s *Store) buildTree() error {
 	tree := merkle.NewTree()
 	var keys, tombs int64
 	var batch goleveldb.Batch
-	it := s.ds.DB.NewIterator(&util.Range{Start: []byte(entryPrefix), Limit: entryKeyEnd()}, &opt.ReadOptions{DontFillCache: true})
+	it := s.db.NewIterator(&util.Range{Start: []byte(entryPrefix), Limit: entryKeyEnd()}, &opt.ReadOptions{DontFillCache: true})
 	defer it.Release()
 	for it.Next() {
 		r, err := decodeRecord(it.Value())
@@ -73,7 +72,7 @@ func (s *Store) buildTree() error {
 				batch.Put(tombKey(r.HLC, r.Key), nil)
 			}
 			if batch.Len() >= 4096 {
-				if err := s.ds.DB.Write(&batch, nil); err != nil {
+				if err := s.db.Write(&batch, nil); err != nil {
 					return fmt.Errorf("store: write anti-entropy index: %w", err)
 				}
 				batch.Reset()
@@ -85,7 +84,7 @@ func (s *Store) buildTree() error {
 	}
 	if !indexed {
 		batch.Put([]byte(metaIndexed), []byte{indexVersion})
-		if err := s.ds.DB.Write(&batch, &opt.WriteOptions{Sync: true}); err != nil {
+		if err := s.db.Write(&batch, &opt.WriteOptions{Sync: true}); err != nil {
 			return fmt.Errorf("store: write anti-entropy index: %w", err)
 		}
 	}
@@ -173,7 +172,7 @@ func (s *Store) BucketDigests(buckets []uint32) ([]merkle.Digest, error) {
 		prefixes[i] = bucketPrefix(b)
 	}
 	var out []merkle.Digest
-	err := s.walkIndex(prefixes, func(_ *goleveldb.Snapshot, k, v []byte) error {
+	err := s.walkIndex(prefixes, func(_ snapshot, k, v []byte) error {
 		kh, err := strconv.ParseUint(string(k[len(hashPrefix):len(hashPrefix)+16]), 16, 64)
 		if err != nil || len(v) != 16 {
 			return fmt.Errorf("%w: key-hash index entry %q", ErrCorrupt, k)
@@ -198,7 +197,7 @@ func (s *Store) EntriesByKeyHash(hashes []uint64, fn func(*crdt.Entry) error) er
 // eachIndexed calls fn with the entry of every key-hash index key under
 // each prefix.
 func (s *Store) eachIndexed(prefixes [][]byte, fn func(*Record) error) error {
-	return s.walkIndex(prefixes, func(snap *goleveldb.Snapshot, k, _ []byte) error {
+	return s.walkIndex(prefixes, func(snap snapshot, k, _ []byte) error {
 		key, err := hex.DecodeString(string(k[len(hashPrefix)+16:]))
 		if err != nil {
 			return fmt.Errorf("%w: key-hash index key %q: %v", ErrCorrupt, k, err)
@@ -221,13 +220,13 @@ func (s *Store) eachIndexed(prefixes [][]byte, fn func(*Record) error) error {
 // walkIndex calls fn with every key-hash index key (at least 16 hex digits
 // of hash long) and value under each prefix, from one snapshot, seeking one
 // iterator from prefix to prefix.
-func (s *Store) walkIndex(prefixes [][]byte, fn func(snap *goleveldb.Snapshot, k, v []byte) error) error {
+func (s *Store) walkIndex(prefixes [][]byte, fn func(snap snapshot, k, v []byte) error) error {
 	release, err := s.readGuard()
 	if err != nil {
 		return err
 	}
 	defer release()
-	snap, err := s.ds.DB.GetSnapshot()
+	snap, err := s.db.GetSnapshot()
 	if err != nil {
 		return fmt.Errorf("store: walk key-hash index: %w", err)
 	}
@@ -271,7 +270,7 @@ func (s *Store) PurgeTombstones(ctx context.Context, max int) (int, error) {
 		return 0, err
 	}
 	var ops []op
-	it := s.ds.DB.NewIterator(&util.Range{Start: []byte(tombPrefix), Limit: tombKey(horizon, nil)}, nil)
+	it := s.db.NewIterator(&util.Range{Start: []byte(tombPrefix), Limit: tombKey(horizon, nil)}, nil)
 	for it.Next() && (max == 0 || len(ops) < max) {
 		k := it.Key()[len(tombPrefix):]
 		if len(k) < 16 {
@@ -329,7 +328,7 @@ func (s *Store) SetLastContact(ts crdt.Timestamp) error {
 		// here, it had, or another peer has and will bring.
 		b.Delete([]byte(metaRepaired))
 	}
-	if err := s.ds.DB.Write(&b, &opt.WriteOptions{Sync: true}); err != nil {
+	if err := s.db.Write(&b, &opt.WriteOptions{Sync: true}); err != nil {
 		return fmt.Errorf("store: write last contact: %w", err)
 	}
 	s.contact.Store(uint64(ts))
@@ -338,13 +337,13 @@ func (s *Store) SetLastContact(ts crdt.Timestamp) error {
 }
 
 // loadContact reads the last contact at Open; a new store starts at now.
-func (s *Store) loadContact(ctx context.Context) error {
-	b, err := s.ds.Get(ctx, ds.RawKey(metaContact))
-	if errors.Is(err, ds.ErrNotFound) {
+func (s *Store) loadContact() error {
+	b, err := s.db.Get([]byte(metaContact), nil)
+	if errors.Is(err, goleveldb.ErrNotFound) {
 		// A new store: it has nothing to resurrect.
 		now := s.cfg.Clock.Now()
 		s.contact.Store(uint64(now))
-		if err := s.ds.DB.Put([]byte(metaContact), encodeUint64(uint64(now)), &opt.WriteOptions{Sync: true}); err != nil {
+		if err := s.putSync([]byte(metaContact), encodeUint64(uint64(now))); err != nil {
 			return fmt.Errorf("store: write last contact: %w", err)
 		}
 		return nil
@@ -393,7 +392,7 @@ func (s *Store) CompactDisk() error {
 		return err
 	}
 	defer release()
-	if err := s.ds.DB.CompactRange(util.Range{}); err != nil {
+	if err := s.db.CompactRange(util.Range{}); err != nil {
 		return fmt.Errorf("store: compact: %w", err)
 	}
 	return nil

@@ -31,7 +31,7 @@ func rootOf(state crdt.State) uint64 {
 func stateOf(tb testing.TB, s *Store) crdt.State {
 	tb.Helper()
 	var hashes []uint64
-	it := s.ds.DB.NewIterator(util.BytesPrefix([]byte(hashPrefix)), nil)
+	it := s.ldb().NewIterator(util.BytesPrefix([]byte(hashPrefix)), nil)
 	for it.Next() {
 		h, err := strconv.ParseUint(string(it.Key()[len(hashPrefix):len(hashPrefix)+16]), 16, 64)
 		if err != nil {
@@ -300,7 +300,7 @@ func TestOpenRewritesDigestsWithoutValue(t *testing.T) {
 	mustDelete(t, s, "k/07")
 	// A version-1 index: digests hashed without the value.
 	var v1 goleveldb.Batch
-	it := s.ds.DB.NewIterator(util.BytesPrefix([]byte(entryPrefix)), nil)
+	it := s.ldb().NewIterator(util.BytesPrefix([]byte(entryPrefix)), nil)
 	for it.Next() {
 		r, err := decodeRecord(it.Value())
 		if err != nil {
@@ -335,7 +335,7 @@ func TestOpenRewritesDigestsWithoutValue(t *testing.T) {
 		}
 	}
 	tomb := mustGetEntry(t, s, []byte("k/07"))
-	if ok, err := s.ds.DB.Has(tombKey(tomb.HLC, tomb.Key), nil); err != nil || !ok {
+	if ok, err := s.ldb().Has(tombKey(tomb.HLC, tomb.Key), nil); err != nil || !ok {
 		t.Errorf("the tombstone index lost k/07's tombstone in the upgrade (%v)", err)
 	}
 	if err := s.Close(); err != nil {

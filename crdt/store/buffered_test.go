@@ -272,7 +272,7 @@ func logRevisions(t *testing.T, s *Store, from int64) []int64 {
 func gapRecords(t *testing.T, s *Store) map[int64]int64 {
 	t.Helper()
 	gaps := map[int64]int64{}
-	it := s.ds.DB.NewIterator(util.BytesPrefix([]byte(gapPrefix)), nil)
+	it := s.ldb().NewIterator(util.BytesPrefix([]byte(gapPrefix)), nil)
 	defer it.Release()
 	for it.Next() {
 		first, err := parseRevKey(it.Key(), gapPrefix)
@@ -329,7 +329,7 @@ func TestMachineCrashThatLostAnEarlierBufferedBatch(t *testing.T) {
 	if got, want := gapRecords(t, c), map[int64]int64{7: 8, 11: 103}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("gap records %v; want %v", got, want)
 	}
-	if ok, err := c.ds.DB.Has(logKey(1), nil); err != nil || ok {
+	if ok, err := c.ldb().Has(logKey(1), nil); err != nil || ok {
 		t.Errorf("the log record below the oldest revision is still there (%v, %v)", ok, err)
 	}
 	p := mustPut(t, c, "p", "v").Record.ModRevision // 104, fsynced: reserves up to 204

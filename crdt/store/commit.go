@@ -370,7 +370,7 @@ func (s *Store) writeLoop(batches <-chan *sealed, idle chan<- struct{}, done cha
 			if s.cfg.OnWrite != nil {
 				start = time.Now()
 			}
-			if cerr := s.ds.DB.Write(&sb.b.b, &opt.WriteOptions{Sync: sb.sync}); cerr != nil {
+			if cerr := s.db.Write(&sb.b.b, &opt.WriteOptions{Sync: sb.sync}); cerr != nil {
 				err = fmt.Errorf("%w: commit batch of %d changes and %d purges: %w", ErrWriteFailed, len(sb.changes), len(sb.purges), cerr)
 				s.fail(err)
 			} else {
@@ -441,7 +441,7 @@ func (s *Store) syncBuffered(clean bool) error {
 		b.b.Put([]byte(metaReserved), rev)
 	}
 	start := time.Now()
-	if err := s.ds.DB.Write(&b.b, &opt.WriteOptions{Sync: true}); err != nil {
+	if err := s.db.Write(&b.b, &opt.WriteOptions{Sync: true}); err != nil {
 		return err
 	}
 	if s.cfg.OnWrite != nil {

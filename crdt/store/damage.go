@@ -52,13 +52,13 @@ const memtableBytes = 4 << 20
 const blockCacheBytes = 32 << 20
 
 // leveldbOptions are the store's LevelDB options.
-func leveldbOptions() opt.Options {
+func leveldbOptions(cfg Config) opt.Options {
 	return opt.Options{
 		// Every Put first reads its key, and most keys are new: the misses
 		// would trigger seek compactions that cost more than they save.
 		DisableSeeksCompaction: true,
-		WriteBuffer:            memtableBytes,
-		BlockCacheCapacity:     blockCacheBytes,
+		WriteBuffer:            cfg.WriteBufferBytes,
+		BlockCacheCapacity:     cfg.BlockCacheBytes,
 		// Blocks of tables that compaction removed are never read again:
 		// drop them at once rather than when the cache is full.
 		BlockCacheEvictRemoved: true,
@@ -82,8 +82,7 @@ func damaged(path string, err error) error {
 // checkFiles opens the LevelDB at path strictly and closes it: a damaged
 // journal or manifest fails here, where go-ds-leveldb would recover it
 // silently (it calls RecoverFile on any corruption at open).
-func checkFiles(path string) error {
-	o := leveldbOptions()
+func checkFiles(path string, o opt.Options) error {
 	db, err := goleveldb.OpenFile(path, &o)
 	if err != nil {
 		return damaged(path, err)
@@ -91,19 +90,32 @@ func checkFiles(path string) error {
 	return db.Close()
 }
 
-// recoverFiles rebuilds the LevelDB at path from what is readable: journal
-// records that fail their checksum and table blocks that do not read are
-// dropped, and the manifest is rewritten.
-func recoverFiles(path string) error {
-	o := leveldbOptions()
+// recoverFiles rebuilds the LevelDB at cfg.Path (or on cfg.Storage) from
+// what is readable: journal records that fail their checksum and table
+// blocks that do not read are dropped, and the manifest is rewritten.
+func recoverFiles(cfg Config) error {
+	o := leveldbOptions(cfg)
 	o.Strict = opt.DefaultStrict &^ opt.StrictReader
 	o.Comparer = unshortenedComparer{comparer.DefaultComparer}
-	db, err := goleveldb.RecoverFile(path, &o)
+	var db *goleveldb.DB
+	var err error
+	switch {
+	case cfg.Path != "":
+		db, err = goleveldb.RecoverFile(cfg.Path, &o)
+	case cfg.Storage != nil:
+		db, err = goleveldb.Recover(cfg.Storage, &o)
+	default:
+		return nil // a fresh memory storage has nothing to repair
+	}
+	where := fmt.Sprintf("%q", cfg.Path)
+	if cfg.Path == "" {
+		where = "its storage"
+	}
 	if err != nil {
-		return fmt.Errorf("store: repair %q: %w", path, err)
+		return fmt.Errorf("store: repair %s: %w", where, err)
 	}
 	if err := db.Close(); err != nil {
-		return fmt.Errorf("store: repair %q: %w", path, err)
+		return fmt.Errorf("store: repair %s: %w", where, err)
 	}
 	return nil
 }
@@ -126,7 +138,7 @@ func (s *Store) verify() error {
 		{Limit: []byte(entryPrefix)},
 		{Start: entryKeyEnd()},
 	} {
-		it := s.ds.DB.NewIterator(r, &opt.ReadOptions{DontFillCache: true})
+		it := s.db.NewIterator(r, &opt.ReadOptions{DontFillCache: true})
 		for it.Next() {
 		}
 		it.Release()
@@ -145,7 +157,7 @@ func (s *Store) verify() error {
 // a complete anti-entropy session before it serves reads.
 func (s *Store) afterRepair() error {
 	read := func(key string, def uint64) (uint64, error) {
-		b, err := s.ds.DB.Get([]byte(key), nil)
+		b, err := s.db.Get([]byte(key), nil)
 		if errors.Is(err, goleveldb.ErrNotFound) {
 			return def, nil
 		}
@@ -170,7 +182,7 @@ func (s *Store) afterRepair() error {
 	if err != nil {
 		return err
 	}
-	it := s.ds.DB.NewIterator(&util.Range{Start: []byte(logPrefix), Limit: logKeyEnd()}, nil)
+	it := s.db.NewIterator(&util.Range{Start: []byte(logPrefix), Limit: logKeyEnd()}, nil)
 	if it.Last() {
 		if r, err := parseRevKey(it.Key(), logPrefix); err == nil {
 			rev = max(rev, uint64(r))
@@ -187,7 +199,7 @@ func (s *Store) afterRepair() error {
 	s.stats.skipped = skipped
 	var b goleveldb.Batch
 	for _, prefix := range []string{hashPrefix, tombPrefix} {
-		it := s.ds.DB.NewIterator(util.BytesPrefix([]byte(prefix)), nil)
+		it := s.db.NewIterator(util.BytesPrefix([]byte(prefix)), nil)
 		for it.Next() {
 			b.Delete(bytes.Clone(it.Key()))
 		}
@@ -198,7 +210,7 @@ func (s *Store) afterRepair() error {
 	}
 	b.Delete([]byte(metaIndexed))
 	b.Put([]byte(metaRepaired), nil)
-	if err := s.ds.DB.Write(&b, &opt.WriteOptions{Sync: true}); err != nil {
+	if err := s.db.Write(&b, &opt.WriteOptions{Sync: true}); err != nil {
 		return fmt.Errorf("store: mark repaired: %w", err)
 	}
 	return nil
@@ -206,11 +218,11 @@ func (s *Store) afterRepair() error {
 
 // loadRepaired reads the repair mark at Open.
 func (s *Store) loadRepaired() error {
-	ok, err := s.ds.DB.Has([]byte(metaRepaired), nil)
-	if err != nil {
+	_, err := s.db.Get([]byte(metaRepaired), nil)
+	if err != nil && !errors.Is(err, goleveldb.ErrNotFound) {
 		return fmt.Errorf("store: read %s: %w", metaRepaired, err)
 	}
-	s.catchingUp.Store(ok)
+	s.catchingUp.Store(err == nil)
 	return nil
 }
 

@@ -203,7 +203,7 @@ func TestDamagedFilesRefuseOpen(t *testing.T) {
 			}
 			// The key-hash index was rewritten from the surviving entries.
 			count := func(prefix string) (n int64) {
-				it := s.ds.DB.NewIterator(util.BytesPrefix([]byte(prefix)), nil)
+				it := s.ldb().NewIterator(util.BytesPrefix([]byte(prefix)), nil)
 				for it.Next() {
 					n++
 				}

@@ -2,6 +2,20 @@
 // go-ds-leveldb. It is the I/O driver around the pure logic of package crdt,
 // kept in a package of its own so that crdt stays free of I/O and goroutines.
 //
+// The storage seam: the store reads and writes only through engine (see
+// engine.go): Get, iterators, snapshots, and an atomic batch Write with or
+// without an fsync (and CompactRange). Its one implementation is goleveldb,
+// the same engine everywhere: in a folder through go-ds-leveldb
+// (Config.Path, production), or on a goleveldb storage.Storage
+// (Config.Storage, or a fresh memory storage when both are unset): memory
+// for simulations of many nodes in one process (Config.WriteBufferBytes and
+// BlockCacheBytes make each store light), and package
+// crdt/store/faultstorage for tests of a write that fails, an fsync that
+// fails, and a power loss that drops what was not fsynced. The invariants
+// below hold on every storage; a storage that simulates machine crashes
+// gives its own boot id (a BootID method), since the process's does not
+// change with a simulated reboot.
+//
 // Every change, local (Put, Delete) or from elsewhere (Apply), goes through
 // one path, a two-stage pipeline. The committer goroutine merges each request
 // as it arrives against the newest state of its key with crdt.Wins, gives
@@ -72,7 +86,8 @@
 //
 // What a caller does, in order:
 //
-//  1. Open with a Config whose NodeID is set (the node's libp2p peer id).
+//  1. Open with a Config whose NodeID is set (the node's libp2p peer id),
+//     and Path (the data folder) or, for simulations and tests, Storage.
 //  2. Put, Delete, Apply, Get, Range and ReadLog from any goroutine.
 //  3. Close, once: it refuses new writes, commits those already queued,
 //     stops the committer and closes LevelDB.

@@ -39,7 +39,7 @@ func (s *Store) ReadLog(from int64, prev bool, fn func(*Change) error) (int64, e
 		return 0, err
 	}
 	defer release()
-	snap, err := s.ds.DB.GetSnapshot()
+	snap, err := s.db.GetSnapshot()
 	if err != nil {
 		return 0, fmt.Errorf("store: read log: %w", err)
 	}
@@ -102,7 +102,7 @@ func (s *Store) ReadLog(from int64, prev bool, fn func(*Change) error) (int64, e
 
 // skippedTo returns the last revision of the recorded gap that holds rev, or
 // 0 if no gap holds it.
-func skippedTo(snap *goleveldb.Snapshot, rev int64) (int64, error) {
+func skippedTo(snap snapshot, rev int64) (int64, error) {
 	it := snap.NewIterator(&util.Range{Start: []byte(gapPrefix), Limit: gapKey(rev + 1)}, nil)
 	defer it.Release()
 	if !it.Last() {

@@ -36,7 +36,7 @@ func readLog(tb testing.TB, s *Store, from int64, prev bool) []Change {
 // countLogRecords counts the change-log records in LevelDB (white box).
 func countLogRecords(tb testing.TB, s *Store) int {
 	tb.Helper()
-	it := s.ds.DB.NewIterator(&util.Range{Start: []byte(logPrefix), Limit: logKeyEnd()}, nil)
+	it := s.ldb().NewIterator(&util.Range{Start: []byte(logPrefix), Limit: logKeyEnd()}, nil)
 	defer it.Release()
 	n := 0
 	for it.Next() {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -57,7 +58,7 @@ func TestLevelDBMemoryStaysBounded(t *testing.T) {
 		}
 	}
 	var st leveldb.DBStats
-	if err := s.ds.DB.Stats(&st); err != nil {
+	if err := s.ldb().Stats(&st); err != nil {
 		t.Fatalf("leveldb stats: %v", err)
 	}
 	if st.MemComp < 2 {
@@ -91,4 +92,67 @@ func randomBytes(r *rand.ChaCha8, n int) []byte {
 	b := make([]byte, n)
 	_, _ = r.Read(b)
 	return b
+}
+
+// BenchmarkIdleInMemoryStores opens b.N in-memory stores (each on its own
+// goleveldb memory storage) holding keys entries each, and reports the heap
+// and the goroutine stacks they hold while idle, per store: what a
+// simulation of many nodes in one process pays. Run with -benchtime 1000x
+// for 1,000 stores. It compares the production defaults with the light
+// LevelDB settings a simulation uses.
+func BenchmarkIdleInMemoryStores(b *testing.B) {
+	for _, tc := range []struct {
+		name                 string
+		writeBuffer, bcBytes int
+		queue                int
+		keys                 int
+	}{
+		{"defaults/keys=1", 0, 0, 0, 1},
+		{"light/keys=1", 64 << 10, 64 << 10, 64, 1},
+		{"light/keys=1000", 64 << 10, 64 << 10, 64, 1000},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			goroutines := runtime.NumGoroutine()
+			stores := make([]*Store, 0, b.N)
+			defer func() {
+				for _, s := range stores {
+					_ = s.Close()
+				}
+			}()
+			entries := make([]crdt.Entry, tc.keys)
+			for i := range entries {
+				entries[i] = crdt.Entry{
+					Key:    fmt.Appendf(nil, "key-%06d", i),
+					Value:  make([]byte, 100),
+					HLC:    crdt.NewTimestamp(time.Now().UnixMilli()-1000, 0),
+					Origin: []byte("node-b"),
+				}
+			}
+			for i := 0; i < b.N; i++ {
+				s, err := Open(Config{
+					NodeID:           fmt.Appendf(nil, "node-%d", i),
+					WriteBufferBytes: tc.writeBuffer,
+					BlockCacheBytes:  tc.bcBytes,
+					QueueDepth:       tc.queue,
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				stores = append(stores, s)
+				if _, err := s.Apply(context.Background(), entries); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			n := float64(b.N)
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/store")
+			b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-B/store")
+			b.ReportMetric(float64(runtime.NumGoroutine()-goroutines)/n, "goroutines/store")
+		})
+	}
 }

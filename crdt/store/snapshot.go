@@ -42,7 +42,7 @@ func (s *Store) ReadSnapshot(ctx context.Context, start func(SnapshotInfo) error
 		return err
 	}
 	defer release()
-	snap, err := s.ds.DB.GetSnapshot()
+	snap, err := s.db.GetSnapshot()
 	if err != nil {
 		return fmt.Errorf("store: snapshot: %w", err)
 	}
@@ -102,7 +102,7 @@ func (s *Store) RestoreContact(ts crdt.Timestamp) error {
 		return err
 	}
 	defer release()
-	if err := s.ds.DB.Put([]byte(metaContact), encodeUint64(uint64(ts)), &opt.WriteOptions{Sync: true}); err != nil {
+	if err := s.putSync([]byte(metaContact), encodeUint64(uint64(ts))); err != nil {
 		return fmt.Errorf("store: write last contact: %w", err)
 	}
 	s.contact.Store(uint64(ts))

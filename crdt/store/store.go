@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -10,10 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
-	ds "github.com/ipfs/go-datastore"
-	leveldb "github.com/ipfs/go-ds-leveldb"
 	goleveldb "github.com/syndtr/goleveldb/leveldb"
 	"github.com/syndtr/goleveldb/leveldb/opt"
 	"github.com/syndtr/goleveldb/leveldb/util"
@@ -31,7 +27,7 @@ var ErrInUse = errors.New("store: in use")
 // Store is a node's durable CRDT state. It is safe for concurrent use.
 type Store struct {
 	cfg Config
-	ds  *leveldb.Datastore
+	db  engine // the storage seam: see engine.go
 
 	queue     chan *request // to the committer
 	committed chan struct{} // closed when the committer has exited
@@ -82,7 +78,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s, err := open(cfg, false)
 	if errors.Is(err, ErrDamaged) && cfg.Repair {
-		if rerr := recoverFiles(cfg.Path); rerr != nil {
+		if rerr := recoverFiles(cfg); rerr != nil {
 			return nil, fmt.Errorf("%w; %w", err, rerr)
 		}
 		s, err = open(cfg, true)
@@ -92,33 +88,18 @@ func Open(cfg Config) (*Store, error) {
 
 // open is Open after the checks; repaired says recoverFiles has just run.
 func open(cfg Config, repaired bool) (*Store, error) {
-	if cfg.Path != "" {
-		if err := checkFiles(cfg.Path); err != nil {
-			if errors.Is(err, syscall.EAGAIN) {
-				return nil, fmt.Errorf("%w: %q is locked by another process (is another chorus agent using this data folder?): %w", ErrInUse, cfg.Path, err)
-			}
-			return nil, err
-		}
-	}
-	o := leveldb.Options(leveldbOptions())
-	if cfg.WriteBufferBytes > 0 {
-		o.WriteBuffer = cfg.WriteBufferBytes
-	}
-	d, err := leveldb.NewDatastore(cfg.Path, &o)
-	if errors.Is(err, syscall.EAGAIN) {
-		return nil, fmt.Errorf("%w: %q is locked by another process (is another chorus agent using this data folder?): %w", ErrInUse, cfg.Path, err)
-	}
+	d, err := openEngine(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("store: open leveldb at %q: %w", cfg.Path, damaged(cfg.Path, err))
+		return nil, err
 	}
 	s := &Store{
 		cfg:       cfg,
-		ds:        d,
+		db:        d,
 		queue:     make(chan *request, cfg.QueueDepth),
 		committed: make(chan struct{}),
 		failedCh:  make(chan struct{}),
 	}
-	steps := []func() error{s.verify, s.loadMeta, s.buildTree, func() error { return s.loadContact(context.Background()) }, s.loadRepaired}
+	steps := []func() error{s.verify, s.loadMeta, s.buildTree, s.loadContact, s.loadRepaired}
 	if repaired {
 		steps = append([]func() error{s.verify, s.afterRepair}, steps[1:]...)
 	}
@@ -133,10 +114,9 @@ func open(cfg Config, repaired bool) (*Store, error) {
 }
 
 func (s *Store) loadMeta() error {
-	ctx := context.Background()
 	read := func(key string, def uint64) (uint64, error) {
-		b, err := s.ds.Get(ctx, ds.RawKey(key))
-		if errors.Is(err, ds.ErrNotFound) {
+		b, err := s.db.Get([]byte(key), nil)
+		if errors.Is(err, goleveldb.ErrNotFound) {
 			return def, nil
 		}
 		if err != nil {
@@ -168,8 +148,8 @@ func (s *Store) loadMeta() error {
 	if err != nil {
 		return err
 	}
-	boot := bootID()
-	storedBoot, err := s.ds.DB.Get([]byte(metaBoot), nil)
+	boot := engineBootID(s.cfg)
+	storedBoot, err := s.db.Get([]byte(metaBoot), nil)
 	if err != nil && !errors.Is(err, goleveldb.ErrNotFound) {
 		return fmt.Errorf("store: read %s: %w", metaBoot, err)
 	}
@@ -193,7 +173,7 @@ func (s *Store) loadMeta() error {
 		}
 	}
 	if boot != "" && string(storedBoot) != boot {
-		if err := s.ds.DB.Put([]byte(metaBoot), []byte(boot), &opt.WriteOptions{Sync: true}); err != nil {
+		if err := s.putSync([]byte(metaBoot), []byte(boot)); err != nil {
 			return fmt.Errorf("store: write %s: %w", metaBoot, err)
 		}
 	}
@@ -227,7 +207,7 @@ func (s *Store) recordGaps(oldest, rev, reserved int64) (int64, error) {
 	}
 	// Existing gap records are rewritten, merged with the new ones.
 	var before int64
-	it := s.ds.DB.NewIterator(util.BytesPrefix([]byte(gapPrefix)), nil)
+	it := s.db.NewIterator(util.BytesPrefix([]byte(gapPrefix)), nil)
 	for it.Next() {
 		first, err := parseRevKey(it.Key(), gapPrefix)
 		if err != nil {
@@ -249,7 +229,7 @@ func (s *Store) recordGaps(oldest, rev, reserved int64) (int64, error) {
 		return 0, err
 	}
 	next := oldest // the next revision expected in the log
-	it = s.ds.DB.NewIterator(&util.Range{Start: []byte(logPrefix), Limit: logKeyEnd()}, &opt.ReadOptions{DontFillCache: true})
+	it = s.db.NewIterator(&util.Range{Start: []byte(logPrefix), Limit: logKeyEnd()}, &opt.ReadOptions{DontFillCache: true})
 	for it.Next() {
 		r, err := parseRevKey(it.Key(), logPrefix)
 		if err != nil {
@@ -283,10 +263,18 @@ func (s *Store) recordGaps(oldest, rev, reserved int64) (int64, error) {
 		after += g.last - g.first + 1
 	}
 	b.Put([]byte(metaRev), encodeUint64(uint64(reserved)))
-	if err := s.ds.DB.Write(&b, &opt.WriteOptions{Sync: true}); err != nil {
+	if err := s.db.Write(&b, &opt.WriteOptions{Sync: true}); err != nil {
 		return 0, err
 	}
 	return after - before, nil
+}
+
+// putSync writes one key durably, outside the write path (Open, and the
+// contact marks).
+func (s *Store) putSync(key, value []byte) error {
+	var b goleveldb.Batch
+	b.Put(key, value)
+	return s.db.Write(&b, &opt.WriteOptions{Sync: true})
 }
 
 // parseRevKey parses the revision of a log or gap key.
@@ -343,7 +331,7 @@ func (s *Store) Close() error {
 		close(s.queue)
 		s.mu.Unlock()
 		<-s.committed
-		s.closeErr = s.ds.Close()
+		s.closeErr = s.db.Close()
 	})
 	return s.closeErr
 }
@@ -414,7 +402,7 @@ func (s *Store) readGuard() (release func(), err error) {
 }
 
 func (s *Store) getRecord(key []byte) (*Record, error) {
-	b, err := s.ds.DB.Get(entryKey(key), nil)
+	b, err := s.db.Get(entryKey(key), nil)
 	if errors.Is(err, goleveldb.ErrNotFound) {
 		return nil, nil
 	}
@@ -483,7 +471,7 @@ func (s *Store) Range(opts RangeOptions) (RangeResult, error) {
 		return RangeResult{}, err
 	}
 	defer release()
-	snap, err := s.ds.DB.GetSnapshot()
+	snap, err := s.db.GetSnapshot()
 	if err != nil {
 		return RangeResult{}, fmt.Errorf("store: range: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	goleveldb "github.com/syndtr/goleveldb/leveldb"
+	"github.com/syndtr/goleveldb/leveldb/storage"
 
 	"github.com/chorus-kv/chorus/crdt"
 )
@@ -382,8 +383,9 @@ func TestConfigValidate(t *testing.T) {
 			"RetainRevisions is -4", "MaxPageBytes is -5",
 		}},
 		{name: "one negative", cfg: Config{NodeID: []byte("n"), QueueDepth: -1}, want: []string{"QueueDepth is -1"}},
-		{name: "negative write buffer", cfg: Config{NodeID: []byte("n"), WriteBufferBytes: -1}, want: []string{"WriteBufferBytes is -1"}},
-		{name: "small write buffer", cfg: Config{NodeID: []byte("n"), WriteBufferBytes: 64 << 10}},
+		{name: "storage", cfg: Config{NodeID: []byte("n"), Storage: storage.NewMemStorage(), WriteBufferBytes: 64 << 10, BlockCacheBytes: 64 << 10}},
+		{name: "path and storage", cfg: Config{NodeID: []byte("n"), Path: "db", Storage: storage.NewMemStorage()}, want: []string{"both Path"}},
+		{name: "negative LevelDB sizes", cfg: Config{NodeID: []byte("n"), WriteBufferBytes: -1, BlockCacheBytes: -2}, want: []string{"WriteBufferBytes is -1", "BlockCacheBytes is -2"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -815,7 +817,7 @@ func TestCorruptState(t *testing.T) {
 	t.Run("entry", func(t *testing.T) {
 		s := openStore(t, Config{})
 		mustPut(t, s, "good", "v")
-		if err := s.ds.DB.Put(entryKey([]byte("bad")), []byte{0xff, 0xff, 0xff}, nil); err != nil {
+		if err := s.ldb().Put(entryKey([]byte("bad")), []byte{0xff, 0xff, 0xff}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Get([]byte("bad")); !errors.Is(err, ErrCorrupt) {
@@ -840,7 +842,7 @@ func TestCorruptState(t *testing.T) {
 		for i := range 5 {
 			mustPut(t, s, fmt.Sprint(i), "v")
 		}
-		if err := s.ds.DB.Delete(logKey(3), nil); err != nil {
+		if err := s.ldb().Delete(logKey(3), nil); err != nil {
 			t.Fatal(err)
 		}
 		last, err := s.ReadLog(1, false, func(*Change) error { return nil })
@@ -888,25 +890,6 @@ func TestCorruptState(t *testing.T) {
 	}
 }
 
-// TestSmallWriteBuffer: a store whose memtable is far smaller than what it
-// holds rotates it (compacting to in-memory tables) and loses nothing.
-func TestSmallWriteBuffer(t *testing.T) {
-	s, err := Open(Config{NodeID: []byte("n"), WriteBufferBytes: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	value := bytes.Repeat([]byte("v"), 200)
-	const keys = 500 // about 100 KB of values: several memtables
-	for i := range keys {
-		if _, err := s.Put(context.Background(), fmt.Appendf(nil, "k/%04d", i), value); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := range keys {
-		r, err := s.Get(fmt.Appendf(nil, "k/%04d", i))
-		if err != nil || !bytes.Equal(r.Value, value) {
-			t.Fatalf("key %d after rotations: %v, %v", i, r, err)
-		}
-	}
-}
+// ldb is the store's LevelDB, for tests that read or edit it behind the
+// store's back.
+func (s *Store) ldb() *goleveldb.DB { return s.db.(levelDB).db }

@@ -3,7 +3,8 @@
 // whose message says what was wrong and what the limit is, with an
 // errdetails.ErrorInfo whose Reason names the cause and whose Metadata
 // carries the numbers. The SDK maps Reason, never the message, back to typed
-// errors.
+// errors. The reasons are the names of the protobuf enum kvv1.ErrorReason, so
+// that clients in any language see them.
 package apierr
 
 import (
@@ -12,38 +13,31 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
 )
 
 // Domain is the ErrorInfo domain of Chorus errors.
 const Domain = "chorus.kv.v1"
 
-// Reasons, as sent in ErrorInfo.Reason.
-const (
-	ReasonKeyEmpty        = "KEY_EMPTY"
-	ReasonKeyTooLarge     = "KEY_TOO_LARGE"
-	ReasonValueTooLarge   = "VALUE_TOO_LARGE"
-	ReasonBadRange        = "BAD_RANGE"
-	ReasonBadRequest      = "BAD_REQUEST"
-	ReasonCompacted       = "COMPACTED"
-	ReasonWatcherTooSlow  = "WATCHER_TOO_SLOW"
-	ReasonNodeUnavailable = "NODE_UNAVAILABLE"
-	// ReasonReplicasNotReached: the write is durable on the node, but fewer
-	// peers than min_replicas confirmed it in time.
-	ReasonReplicasNotReached = "REPLICAS_NOT_REACHED"
-	// ReasonStale: an anti-entropy session was refused because a node has
-	// been out of contact for longer than the tombstone grace period.
-	ReasonStale = "STALE_NODE"
-	// ReasonPeerNotConnected: the peer named is not connected to this node.
-	ReasonPeerNotConnected = "PEER_NOT_CONNECTED"
-	// ReasonTooManyWatches: the node holds as many watches as it allows.
-	ReasonTooManyWatches = "TOO_MANY_WATCHES"
-	// ReasonNotConverged: the write is durable on the node, but not every
-	// live member confirmed it before the deadline (wait_converged);
-	// MetaMissing names them.
-	ReasonNotConverged = "NOT_CONVERGED"
-	// ReasonConvergedBacklog: a converged watch held back more changes than
-	// its limit.
-	ReasonConvergedBacklog = "CONVERGED_BACKLOG"
+// Reasons, as sent in ErrorInfo.Reason: the names of kvv1.ErrorReason, the
+// contract any gRPC client sees (proto/chorus/kv/v1/errors.proto documents
+// each).
+var (
+	ReasonKeyEmpty           = kvv1.ErrorReason_KEY_EMPTY.String()
+	ReasonKeyTooLarge        = kvv1.ErrorReason_KEY_TOO_LARGE.String()
+	ReasonValueTooLarge      = kvv1.ErrorReason_VALUE_TOO_LARGE.String()
+	ReasonBadRange           = kvv1.ErrorReason_BAD_RANGE.String()
+	ReasonBadRequest         = kvv1.ErrorReason_BAD_REQUEST.String()
+	ReasonCompacted          = kvv1.ErrorReason_COMPACTED.String()
+	ReasonWatcherTooSlow     = kvv1.ErrorReason_WATCHER_TOO_SLOW.String()
+	ReasonNodeUnavailable    = kvv1.ErrorReason_NODE_UNAVAILABLE.String()
+	ReasonReplicasNotReached = kvv1.ErrorReason_REPLICAS_NOT_REACHED.String()
+	ReasonStale              = kvv1.ErrorReason_STALE_NODE.String()
+	ReasonPeerNotConnected   = kvv1.ErrorReason_PEER_NOT_CONNECTED.String()
+	ReasonTooManyWatches     = kvv1.ErrorReason_TOO_MANY_WATCHES.String()
+	ReasonNotConverged       = kvv1.ErrorReason_NOT_CONVERGED.String()
+	ReasonConvergedBacklog   = kvv1.ErrorReason_CONVERGED_BACKLOG.String()
 )
 
 // Metadata keys.

@@ -76,11 +76,15 @@ func (s *clusterServer) Members(ctx context.Context, _ *clusterv1.MembersRequest
 				return
 			}
 			m.MerkleRoot, m.Revision, m.Keys, m.Hlc = st.GetMerkleRoot(), st.GetRevision(), st.GetKeys(), st.GetHlc()
+			n.catchUp.notePeerKeys(p, st.GetKeys())
 			m.Converged = st.GetMerkleRoot() == n.store.MerkleRoot()
 		})
 	}
 	wg.Wait()
 	resp.Members = members
+	// After the queries, which noted the members' key counts.
+	cu := n.CatchUp(ctx, false)
+	resp.CatchUpState, resp.CatchUpDetail, resp.CatchUpReceived, resp.CatchUpTotal = string(cu.State), cu.Detail, cu.Received, cu.Total
 	return resp, nil
 }
 

@@ -261,17 +261,22 @@ func (s *kvServer) endWatch(stream kvv1.KVService_WatchServer, err error) error 
 func (s *kvServer) Status(ctx context.Context, _ *kvv1.StatusRequest) (*kvv1.StatusResponse, error) {
 	lim := s.node.store.Limits()
 	state, detail := s.node.JoinState()
+	cu := s.node.CatchUp(ctx, true)
 	return &kvv1.StatusResponse{
-		Header:         s.header(),
-		Version:        Version,
-		OldestRevision: s.node.store.OldestRevision(),
-		MaxKeyBytes:    int64(lim.MaxKeyBytes),
-		MaxValueBytes:  int64(lim.MaxValueBytes),
-		MerkleRoot:     s.node.store.MerkleRoot(),
-		Keys:           s.node.store.Keys(),
-		Tombstones:     s.node.store.Tombstones(),
-		JoinState:      string(state),
-		JoinDetail:     detail,
+		Header:          s.header(),
+		Version:         Version,
+		OldestRevision:  s.node.store.OldestRevision(),
+		MaxKeyBytes:     int64(lim.MaxKeyBytes),
+		MaxValueBytes:   int64(lim.MaxValueBytes),
+		MerkleRoot:      s.node.store.MerkleRoot(),
+		Keys:            s.node.store.Keys(),
+		Tombstones:      s.node.store.Tombstones(),
+		JoinState:       string(state),
+		JoinDetail:      detail,
+		CatchUpState:    string(cu.State),
+		CatchUpDetail:   cu.Detail,
+		CatchUpReceived: cu.Received,
+		CatchUpTotal:    cu.Total,
 	}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/chorus-kv/chorus/p2p"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
 
@@ -32,6 +33,7 @@ type nodeCollector struct {
 
 	aeSessions, aeBytes, aeEntries, aeRepaired *prometheus.Desc
 	aeConverged, aeCompared                    *prometheus.Desc
+	catchingUp, catchUpReceived, catchUpTotal  *prometheus.Desc
 
 	mMembers, mProbes, mProbeFailures, mSuspicions *prometheus.Desc
 	mRefutations, mUpdates, mProbeBytes            *prometheus.Desc
@@ -79,6 +81,10 @@ func newNodeCollector(n *Node) *nodeCollector {
 		aeConverged: d("chorus_antientropy_converged_peers", "Connected members whose Merkle root equals this node's, asked at scrape time."),
 		aeCompared:  d("chorus_antientropy_compared_peers", "Connected members that answered for their Merkle root at scrape time."),
 
+		catchingUp:      d("chorus_catchup_active", "1 while the node catches up from its peers (no anti-entropy session completed since it started, or since a session found a difference too large for one), else 0."),
+		catchUpReceived: d("chorus_catchup_received_entries", "Entries received by anti-entropy since the catch-up began (of the last catch-up, once caught up)."),
+		catchUpTotal:    d("chorus_catchup_estimated_entries", "Estimated entries the catch-up receives in all: those received plus the keys the fullest connected member holds beyond this node's (asked at scrape time); 0 while unknown."),
+
 		mMembers:       d("chorus_membership_members", "Members in this node's failure-detector view (itself included), by state.", "state"),
 		mProbes:        d("chorus_membership_probes_total", "Failure-detector pings and ping-reqs this node sent."),
 		mProbeFailures: d("chorus_membership_probe_failures_total", "Probes of a member that got no ack, direct or indirect, within the probe interval."),
@@ -107,6 +113,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.gossipPublished, c.gossipPublishedEntries, c.gossipReceived, c.gossipReceivedEntries,
 		c.gossipApplied, c.gossipRejected, c.gossipUnsent, c.gossipApplyErrors, c.gossipPeers,
 		c.aeSessions, c.aeBytes, c.aeEntries, c.aeRepaired, c.aeConverged, c.aeCompared,
+		c.catchingUp, c.catchUpReceived, c.catchUpTotal,
 		c.mMembers, c.mProbes, c.mProbeFailures, c.mSuspicions, c.mRefutations, c.mUpdates,
 		c.mProbeBytes, c.mHealth, c.mInterval,
 		c.watchWatchers, c.watchEvents, c.watchSlow,
@@ -183,6 +190,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	compared, converged := n.convergence()
 	gauge(c.aeCompared, float64(compared))
 	gauge(c.aeConverged, float64(converged))
+	// After convergence(), which noted the members' key counts.
+	cu := n.CatchUp(context.Background(), false)
+	gauge(c.catchingUp, b2f(cu.State == p2p.CatchingUp))
+	gauge(c.catchUpReceived, float64(cu.Received))
+	gauge(c.catchUpTotal, float64(cu.Total))
 
 	ms := n.members.Stats()
 	states := map[swim.State]int{swim.Alive: 0, swim.Suspect: 0, swim.Dead: 0, swim.Left: 0}
@@ -240,6 +252,7 @@ func (n *Node) convergence() (compared, converged int) {
 				return
 			}
 			answered.Add(1)
+			n.catchUp.notePeerKeys(p, st.GetKeys())
 			// Compared after the answer: the local root as close in time to
 			// the peer's as can be.
 			if st.GetMerkleRoot() == n.store.MerkleRoot() {

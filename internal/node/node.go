@@ -61,6 +61,7 @@ type Node struct {
 	httpDone   chan struct{}
 	metrics    *metrics      // nil when the HTTP listener is off
 	firstSync  atomic.Bool   // an anti-entropy session with a peer completed (readiness)
+	catchUp    catchUp       // catch-up progress (catchup.go)
 	syncedCh   chan struct{} // a sync completed: enforceAdmission checks self-admission
 
 	// The JSON API on the HTTP listener (gateway.go), and the cancel that
@@ -237,6 +238,8 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	n.repl.Store(repl)
 	cleanup = append(cleanup, repl.Close)
+	n.startCatchUp()
+	metricsHook := n.metrics.sessionHook()
 	if n.sync, err = p2p.StartSyncer(p2p.SyncConfig{
 		Cluster:  cfg.Cluster,
 		Host:     n.host,
@@ -267,7 +270,12 @@ func Start(cfg Config) (_ *Node, err error) {
 			default:
 			}
 		},
-		OnSession: n.metrics.sessionHook(),
+		OnSession: func(st p2p.SyncStats, err error) {
+			n.sessionEnded(st, err)
+			if metricsHook != nil {
+				metricsHook(st, err)
+			}
+		},
 	}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

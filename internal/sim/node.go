@@ -94,6 +94,9 @@ func (c *Cluster) startNode(i int, peers []peer.AddrInfo) (_ *Node, err error) {
 		NodeID:           []byte(id),
 		Clock:            clock,
 		WriteBufferBytes: c.cfg.WriteBufferBytes,
+		// Small, as store.Config advises for many stores in one process.
+		BlockCacheBytes: 64 << 10,
+		QueueDepth:      64,
 		OnCommit: func(changes []store.Change) {
 			c.observe(i, changes)
 			if n.Admission != nil {

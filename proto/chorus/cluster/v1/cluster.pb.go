@@ -251,10 +251,15 @@ type MembersResponse struct {
 	Members []*Member              `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
 	// The answering node's join state and its explanation, as in
 	// chorus.kv.v1.StatusResponse.
-	JoinState     string `protobuf:"bytes,3,opt,name=join_state,json=joinState,proto3" json:"join_state,omitempty"`
-	JoinDetail    string `protobuf:"bytes,4,opt,name=join_detail,json=joinDetail,proto3" json:"join_detail,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	JoinState  string `protobuf:"bytes,3,opt,name=join_state,json=joinState,proto3" json:"join_state,omitempty"`
+	JoinDetail string `protobuf:"bytes,4,opt,name=join_detail,json=joinDetail,proto3" json:"join_detail,omitempty"`
+	// The answering node's catch-up, as in chorus.kv.v1.StatusResponse.
+	CatchUpState    string `protobuf:"bytes,5,opt,name=catch_up_state,json=catchUpState,proto3" json:"catch_up_state,omitempty"`
+	CatchUpDetail   string `protobuf:"bytes,6,opt,name=catch_up_detail,json=catchUpDetail,proto3" json:"catch_up_detail,omitempty"`
+	CatchUpReceived int64  `protobuf:"varint,7,opt,name=catch_up_received,json=catchUpReceived,proto3" json:"catch_up_received,omitempty"`
+	CatchUpTotal    int64  `protobuf:"varint,8,opt,name=catch_up_total,json=catchUpTotal,proto3" json:"catch_up_total,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *MembersResponse) Reset() {
@@ -313,6 +318,34 @@ func (x *MembersResponse) GetJoinDetail() string {
 		return x.JoinDetail
 	}
 	return ""
+}
+
+func (x *MembersResponse) GetCatchUpState() string {
+	if x != nil {
+		return x.CatchUpState
+	}
+	return ""
+}
+
+func (x *MembersResponse) GetCatchUpDetail() string {
+	if x != nil {
+		return x.CatchUpDetail
+	}
+	return ""
+}
+
+func (x *MembersResponse) GetCatchUpReceived() int64 {
+	if x != nil {
+		return x.CatchUpReceived
+	}
+	return 0
+}
+
+func (x *MembersResponse) GetCatchUpTotal() int64 {
+	if x != nil {
+		return x.CatchUpTotal
+	}
+	return 0
 }
 
 type SyncRequest struct {
@@ -812,14 +845,18 @@ const file_chorus_cluster_v1_cluster_proto_rawDesc = "" +
 	"\badmitted\x18\x0e \x01(\bR\badmitted\x12 \n" +
 	"\vincarnation\x18\x0f \x01(\x04R\vincarnation\x12\x1a\n" +
 	"\x06lag_ms\x18\x10 \x01(\x03H\x00R\x05lagMs\x88\x01\x01B\t\n" +
-	"\a_lag_ms\"\xa0\x01\n" +
+	"\a_lag_ms\"\xc0\x02\n" +
 	"\x0fMembersResponse\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x123\n" +
 	"\amembers\x18\x02 \x03(\v2\x19.chorus.cluster.v1.MemberR\amembers\x12\x1d\n" +
 	"\n" +
 	"join_state\x18\x03 \x01(\tR\tjoinState\x12\x1f\n" +
 	"\vjoin_detail\x18\x04 \x01(\tR\n" +
-	"joinDetail\"&\n" +
+	"joinDetail\x12$\n" +
+	"\x0ecatch_up_state\x18\x05 \x01(\tR\fcatchUpState\x12&\n" +
+	"\x0fcatch_up_detail\x18\x06 \x01(\tR\rcatchUpDetail\x12*\n" +
+	"\x11catch_up_received\x18\a \x01(\x03R\x0fcatchUpReceived\x12$\n" +
+	"\x0ecatch_up_total\x18\b \x01(\x03R\fcatchUpTotal\"&\n" +
 	"\vSyncRequest\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\"\x86\x03\n" +
 	"\fSyncResponse\x12\x17\n" +

@@ -1074,7 +1074,19 @@ type StatusResponse struct {
 	JoinDetail string `protobuf:"bytes,9,opt,name=join_detail,json=joinDetail,proto3" json:"join_detail,omitempty"`
 	// Of keys, the tombstones (deleted keys remembered until the tombstone
 	// grace period ends); keys - tombstones are live.
-	Tombstones    int64 `protobuf:"varint,10,opt,name=tombstones,proto3" json:"tombstones,omitempty"`
+	Tombstones int64 `protobuf:"varint,10,opt,name=tombstones,proto3" json:"tombstones,omitempty"`
+	// Whether the node still receives, by anti-entropy, what its peers held
+	// when it started (or when a difference too large for one session
+	// appeared): catching-up or caught-up; catch_up_detail explains it.
+	CatchUpState  string `protobuf:"bytes,11,opt,name=catch_up_state,json=catchUpState,proto3" json:"catch_up_state,omitempty"`
+	CatchUpDetail string `protobuf:"bytes,12,opt,name=catch_up_detail,json=catchUpDetail,proto3" json:"catch_up_detail,omitempty"`
+	// Entries received by anti-entropy since the catch-up began (of the last
+	// catch-up, once caught up).
+	CatchUpReceived int64 `protobuf:"varint,13,opt,name=catch_up_received,json=catchUpReceived,proto3" json:"catch_up_received,omitempty"`
+	// An estimate of the entries the catch-up receives in all: received plus
+	// the keys the fullest connected member holds beyond this node's; 0 while
+	// no member reported its key count. Never below catch_up_received.
+	CatchUpTotal  int64 `protobuf:"varint,14,opt,name=catch_up_total,json=catchUpTotal,proto3" json:"catch_up_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1179,6 +1191,34 @@ func (x *StatusResponse) GetTombstones() int64 {
 	return 0
 }
 
+func (x *StatusResponse) GetCatchUpState() string {
+	if x != nil {
+		return x.CatchUpState
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetCatchUpDetail() string {
+	if x != nil {
+		return x.CatchUpDetail
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetCatchUpReceived() int64 {
+	if x != nil {
+		return x.CatchUpReceived
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetCatchUpTotal() int64 {
+	if x != nil {
+		return x.CatchUpTotal
+	}
+	return 0
+}
+
 var File_chorus_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_chorus_kv_v1_kv_proto_rawDesc = "" +
@@ -1256,7 +1296,7 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\x10compact_revision\x18\x05 \x01(\x03R\x0fcompactRevision\x12+\n" +
 	"\x06events\x18\x06 \x03(\v2\x13.chorus.kv.v1.EventR\x06events\x12-\n" +
 	"\x12converged_revision\x18\a \x01(\x03R\x11convergedRevision\"\x0f\n" +
-	"\rStatusRequest\"\xe2\x02\n" +
+	"\rStatusRequest\"\x82\x04\n" +
 	"\x0eStatusResponse\x12,\n" +
 	"\x06header\x18\x01 \x01(\v2\x14.chorus.kv.v1.HeaderR\x06header\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12'\n" +
@@ -1273,7 +1313,11 @@ const file_chorus_kv_v1_kv_proto_rawDesc = "" +
 	"\n" +
 	"tombstones\x18\n" +
 	" \x01(\x03R\n" +
-	"tombstones2\x93\x03\n" +
+	"tombstones\x12$\n" +
+	"\x0ecatch_up_state\x18\v \x01(\tR\fcatchUpState\x12&\n" +
+	"\x0fcatch_up_detail\x18\f \x01(\tR\rcatchUpDetail\x12*\n" +
+	"\x11catch_up_received\x18\r \x01(\x03R\x0fcatchUpReceived\x12$\n" +
+	"\x0ecatch_up_total\x18\x0e \x01(\x03R\fcatchUpTotal2\x93\x03\n" +
 	"\tKVService\x12:\n" +
 	"\x03Put\x12\x18.chorus.kv.v1.PutRequest\x1a\x19.chorus.kv.v1.PutResponse\x12:\n" +
 	"\x03Get\x12\x18.chorus.kv.v1.GetRequest\x1a\x19.chorus.kv.v1.GetResponse\x12C\n" +
