@@ -90,6 +90,11 @@ type Membership struct {
 	// ids already logged as live twice.
 	twins  *twins
 	warned map[string]bool
+	// redials tracks the fresh dials of unreachable members (reconnect.go).
+	redials map[string]redial
+	// redialed counts the redials that connected; stalledClosed the
+	// members whose connections were closed after a failed probe.
+	redialed, stalledClosed atomic.Int64
 
 	notify  *network.NotifyBundle
 	boot    boot      // this process
@@ -129,7 +134,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Membership{cfg: cfg, self: cfg.Host.ID(), det: det, ctx: ctx, cancel: cancel, changed: make(chan struct{}), reaped: map[string]bool{},
 		startRefutations: det.Stats().Refutations,
-		twins:            newTwins(twinGrace), warned: map[string]bool{},
+		twins:            newTwins(twinGrace), warned: map[string]bool{}, redials: map[string]redial{},
 		boot: boot{nonce: rand.Uint64() | 1, started: time.Now().UnixNano()}}
 	topic := MembersTopic(cfg.Cluster)
 	if err := cfg.PubSub.RegisterTopicValidator(topic, m.validate); err != nil {
@@ -205,6 +210,10 @@ type MembershipStats struct {
 	ProbeFailures int64
 	// Suspicions and Refutations are the detector's (swim.Stats).
 	Suspicions, Refutations int64
+	// StalledClosed counts the times this node closed its connections to a
+	// member after a probe of it failed; Redialed the fresh dials of a
+	// member held suspect or dead that connected (reconnect.go).
+	StalledClosed, Redialed int64
 }
 
 // Stats returns the traffic counters.
@@ -215,7 +224,8 @@ func (m *Membership) Stats() MembershipStats {
 	m.mu.Unlock()
 	return MembershipStats{Probes: m.probes.Load(), ProbeBytesOut: m.probeBytesOut.Load(), BytesIn: m.probeBytesIn.Load(),
 		UpdatesPublished: m.updatesOut.Load(), Health: h, ProbeInterval: iv, Timeout: to,
-		ProbeFailures: m.probeFailures.Load(), Suspicions: ds.Suspicions, Refutations: ds.Refutations - m.startRefutations}
+		ProbeFailures: m.probeFailures.Load(), Suspicions: ds.Suspicions, Refutations: ds.Refutations - m.startRefutations,
+		StalledClosed: m.stalledClosed.Load(), Redialed: m.redialed.Load()}
 }
 
 // notifyLocked wakes the watchers of Changed. REQUIRES: m.mu.
@@ -303,6 +313,7 @@ func (m *Membership) probeLoop() {
 		}
 		m.mu.Unlock()
 		m.publish(updates)
+		m.redialUnreachable(now)
 		if ok {
 			m.probe(target)
 		}
@@ -380,6 +391,7 @@ func (m *Membership) probe(target string) {
 	}
 	m.mu.Unlock()
 	m.publish(updates)
+	m.dropStalled(p)
 }
 
 // heard records a message from id; a member reaped after it stayed dead is

@@ -1,0 +1,112 @@
+package p2p
+
+import (
+	"context"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/chorus-kv/chorus/p2p/swim"
+)
+
+// After a partition, this node must find the other side again within a
+// probe interval or so of the heal, and on a connection that works:
+//
+//   - A connection that stayed open across a partition (packets dropped,
+//     nothing closed) does not work at once when the partition heals: TCP
+//     retransmits what it sent into the partition with exponential backoff
+//     (200 ms doubling: after an 8 s partition the next retransmission can
+//     be 4.6 s after the heal), and every stream on it (gossip, probes, a
+//     sync session) waits behind it. So a member whose probe failed,
+//     directly and through the helpers, has its connections closed
+//     (dropStalled): whatever was stuck on them fails now, and the next
+//     contact opens a new connection, whose first packets go out at once.
+//   - Nothing else dials such a member soon: the bootstrapper backs off (up
+//     to MaxBackoff) while the partition lasts and knows only its bootstrap
+//     peers, the detector probes a dead member only every DeadRetryMin to
+//     DeadRetryMax, and libp2p refuses for seconds to dial an address whose
+//     dial failed. So every probe interval, each member held suspect or
+//     dead (for less than redialFor) that this node has no connection to
+//     is dialled afresh (redialUnreachable), each dial bounded by the probe
+//     timeout and not subject to libp2p's dial backoff. One connection
+//     attempt a probe interval per unreachable member: a SYN a second on
+//     LAN timing.
+//   - The new connection does the rest: the Syncer starts a session on it
+//     (the dialling side), and the detector probes a dead member at once
+//     (Reachable), whose refutation brings it back alive (OnRecovered kicks
+//     another session).
+
+// redialFor is how long after a member became suspect or dead it is
+// redialled every probe interval; afterwards only the detector's backed-off
+// probes of dead members look for it (a member gone for good costs one
+// dial a probe interval for this long).
+const redialFor = 2 * time.Minute
+
+// redial is the state of the fresh dials of one unreachable member.
+type redial struct {
+	last     time.Time // the last dial started
+	inFlight bool
+}
+
+// redialUnreachable starts, in the background, a fresh dial of every member
+// held suspect or dead for less than redialFor that this node has no
+// connection to, unless one is in flight or one started less than a probe
+// interval ago. The dials are owned by m.wg (Close waits for them).
+func (m *Membership) redialUnreachable(now time.Time) {
+	net := m.cfg.Host.Network()
+	m.mu.Lock()
+	interval, timeout := m.det.ProbeInterval(), m.det.ProbeTimeout()
+	var targets []peer.ID
+	for _, mem := range m.det.Members() {
+		if mem.ID == m.self.String() || mem.State != swim.Suspect && mem.State != swim.Dead || now.Sub(mem.StateSince) >= redialFor {
+			delete(m.redials, mem.ID)
+			continue
+		}
+		r := m.redials[mem.ID]
+		if r.inFlight || now.Sub(r.last) < interval {
+			continue
+		}
+		p, err := peer.Decode(mem.ID)
+		if err != nil || net.Connectedness(p) == network.Connected {
+			continue
+		}
+		m.redials[mem.ID] = redial{last: now, inFlight: true}
+		targets = append(targets, p)
+	}
+	m.mu.Unlock()
+	for _, p := range targets {
+		m.wg.Add(1) // from the probe loop, itself in wg: Close has not waited yet
+		go func() {
+			defer m.wg.Done()
+			// Not subject to the swarm's dial backoff: the dials that failed
+			// during the partition must not delay the one after its heal.
+			ctx, cancel := context.WithTimeout(network.WithForceDirectDial(m.ctx, "a suspect or dead member may be reachable again"), timeout)
+			err := m.cfg.Host.Connect(ctx, peer.AddrInfo{ID: p})
+			cancel()
+			m.mu.Lock()
+			if r, ok := m.redials[p.String()]; ok {
+				r.inFlight = false
+				m.redials[p.String()] = r
+			}
+			m.mu.Unlock()
+			if err == nil {
+				m.redialed.Add(1)
+				m.cfg.Logger.Debug("reconnected to a member held suspect or dead", "peer", p)
+			}
+		}()
+	}
+}
+
+// dropStalled closes this node's connections to p, whose probe just failed
+// directly and through the helpers: see the comment at the top of this
+// file. A member that is only slow comes back on a new connection at the
+// next redial or probe.
+func (m *Membership) dropStalled(p peer.ID) {
+	if m.ctx.Err() != nil || m.cfg.Host.Network().Connectedness(p) != network.Connected {
+		return
+	}
+	m.stalledClosed.Add(1)
+	m.cfg.Logger.Debug("closed the connections to a member that answered no probe", "peer", p)
+	_ = m.cfg.Host.Network().ClosePeer(p)
+}
