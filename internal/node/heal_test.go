@@ -102,3 +102,65 @@ func allInState(nodes []*Node, want func(i, j int) swim.State) bool {
 	}
 	return true
 }
+
+// TestKilledInsidePartitionIsDeadEverywhere partitions two nodes from two
+// others, crashes one of the two while the partition is up, and heals it:
+// every live member, on either side, must hold the crashed node dead (and
+// every other live member alive) within the detector's bound, and keep it
+// dead while the others refute what they were accused of.
+func TestKilledInsidePartitionIsDeadEverywhere(t *testing.T) {
+	fd := swim.LoopbackConfig()
+	fd.ReapAfter = time.Hour // dead stays dead in the view; reaped is checked elsewhere
+	groups := []int{0, 0, 1, 1}
+	nodes, _, part := startMeshNodes(t, aeNodeOpts{groups: groups, fd: fd})
+	waitAllAlive(t, nodes)
+	victim := 3
+	partitionGroups(nodes, groups, part)
+	crash(t, nodes[victim])
+	live := nodes[:victim]
+	liveGroups := groups[:victim]
+	// want: the crashed node dead; across the partition, dead too.
+	eventually(t, 2*time.Minute, "each side holds the other dead, and node 2 its crashed peer", func() bool {
+		return allInState(live, func(i, j int) swim.State {
+			if liveGroups[i] != liveGroups[j] {
+				return swim.Dead
+			}
+			return -1
+		}) && memberState(nodes[2], nodes[victim]) == swim.Dead
+	})
+	part.set(false)
+	// The detector's bound from the heal: the live members find each other
+	// again (a redial every probe interval, stretched by the health score),
+	// and the crashed node, which nobody reaches, stays dead (a refutation
+	// would need its own alive update at a higher incarnation).
+	bound := 3*time.Duration(swim.LANConfig().AwarenessMaxMultiplier)*fd.ProbeInterval + time.Second
+	eventually(t, bound, "every live member holds every other alive and the crashed node dead", func() bool {
+		if !allInState(live, func(i, j int) swim.State { return swim.Alive }) {
+			return false
+		}
+		for _, n := range live {
+			if memberState(n, nodes[victim]) != swim.Dead {
+				return false
+			}
+		}
+		return true
+	})
+	// The crashed node stays dead while the others' updates (refutations,
+	// announcements) spread: no live member brings it back. Checked over
+	// a probe round or so of every node, counted in probes, not time.
+	start := make([]int64, len(live))
+	for i, n := range live {
+		start[i] = n.members.Stats().Probes
+	}
+	eventually(t, 30*time.Second, "every live member sent 10 more probes with the crashed node dead", func() bool {
+		for i, n := range live {
+			if st := memberState(n, nodes[victim]); st != swim.Dead {
+				t.Fatalf("node %d holds the crashed node %v after the heal", i, st)
+			}
+			if n.members.Stats().Probes < start[i]+10 {
+				return false
+			}
+		}
+		return true
+	})
+}
