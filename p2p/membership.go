@@ -353,6 +353,7 @@ func (m *Membership) probe(target string) {
 	}
 	m.mu.Lock()
 	helpers := m.det.DirectFailed(target, time.Now())
+	before, _ := m.det.Member(target)
 	m.mu.Unlock()
 	// The indirect probes get the rest of the probe interval.
 	indirect := max(interval-timeout, timeout)
@@ -391,7 +392,11 @@ func (m *Membership) probe(target string) {
 	}
 	m.mu.Unlock()
 	m.publish(updates)
-	m.dropStalled(p)
+	// Helpers that answered they could not reach it either, or a member
+	// already dead: the fault is not (only) this node's slowness.
+	if nacks > 0 || before.State == swim.Dead {
+		m.dropStalled(p)
+	}
 }
 
 // heard records a message from id; a member reaped after it stayed dead is

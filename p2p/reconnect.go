@@ -19,9 +19,13 @@ import (
 //     (200 ms doubling: after an 8 s partition the next retransmission can
 //     be 4.6 s after the heal), and every stream on it (gossip, probes, a
 //     sync session) waits behind it. So a member whose probe failed,
-//     directly and through the helpers, has its connections closed
-//     (dropStalled): whatever was stuck on them fails now, and the next
-//     contact opens a new connection, whose first packets go out at once.
+//     directly and through the helpers, while a helper answered that it
+//     could not reach it either (or while it was already dead), has its
+//     connections closed (dropStalled): whatever was stuck on them fails
+//     now, and the next contact opens a new connection, whose first
+//     packets go out at once. Not on a failure alone: a node that is
+//     itself slow (no helper answers in time) would drop its healthy
+//     connections, and with them the gossip on their way.
 //   - Nothing else dials such a member soon: the bootstrapper backs off (up
 //     to MaxBackoff) while the partition lasts and knows only its bootstrap
 //     peers, the detector probes a dead member only every DeadRetryMin to
@@ -99,8 +103,8 @@ func (m *Membership) redialUnreachable(now time.Time) {
 }
 
 // dropStalled closes this node's connections to p, whose probe just failed
-// directly and through the helpers: see the comment at the top of this
-// file. A member that is only slow comes back on a new connection at the
+// directly and through the helpers, which could not reach it either: see
+// the comment at the top of this file. A member that is only slow comes back on a new connection at the
 // next redial or probe.
 func (m *Membership) dropStalled(p peer.ID) {
 	if m.ctx.Err() != nil || m.cfg.Host.Network().Connectedness(p) != network.Connected {
