@@ -85,10 +85,9 @@
 //     probe interval, each member held suspect or dead for less than
 //     redialFor that this node has no connection to is dialled afresh
 //     (past libp2p's dial backoff), so a healed partition is found within
-//     a probe interval; a member whose probe failed while a helper could
-//     not reach it either (or that was already dead) has its connections
-//     closed, so nothing waits on a connection stalled by a partition
-//     (reconnect.go).
+//     a probe interval; a dead member whose probe fails again on a
+//     connection still open has its connections closed, so nothing waits
+//     on a connection stalled by a long partition (reconnect.go).
 //   - One peer id, one process: a member's probes carry its process's boot
 //     (random number, start time); a member that hears an older boot after
 //     a newer one was first heard (by more than twinGrace) answers the

@@ -392,9 +392,9 @@ func (m *Membership) probe(target string) {
 	}
 	m.mu.Unlock()
 	m.publish(updates)
-	// Helpers that answered they could not reach it either, or a member
-	// already dead: the fault is not (only) this node's slowness.
-	if nacks > 0 || before.State == swim.Dead {
+	// A member already dead whose probe fails on a connection still open:
+	// the connection outlived a partition or the process (reconnect.go).
+	if before.State == swim.Dead {
 		m.dropStalled(p)
 	}
 }
