@@ -93,7 +93,7 @@ type Membership struct {
 	// redials tracks the fresh dials of unreachable members (reconnect.go).
 	redials map[string]redial
 	// redialed counts the redials that connected; stalledClosed the
-	// members whose connections were closed after a failed probe.
+	// times a dead member's connections were closed (reconnect.go).
 	redialed, stalledClosed atomic.Int64
 
 	notify  *network.NotifyBundle
@@ -211,7 +211,7 @@ type MembershipStats struct {
 	// Suspicions and Refutations are the detector's (swim.Stats).
 	Suspicions, Refutations int64
 	// StalledClosed counts the times this node closed its connections to a
-	// member after a probe of it failed; Redialed the fresh dials of a
+	// dead member whose probe failed again; Redialed the fresh dials of a
 	// member held suspect or dead that connected (reconnect.go).
 	StalledClosed, Redialed int64
 }

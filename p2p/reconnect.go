@@ -65,7 +65,13 @@ func (m *Membership) redialUnreachable(now time.Time) {
 	m.mu.Lock()
 	interval, timeout := m.det.ProbeInterval(), m.det.ProbeTimeout()
 	var targets []peer.ID
-	for _, mem := range m.det.Members() {
+	members := m.det.Members()
+	for id := range m.redials {
+		if _, ok := m.det.Member(id); !ok {
+			delete(m.redials, id) // removed from the cluster, or reaped
+		}
+	}
+	for _, mem := range members {
 		if mem.ID == m.self.String() || mem.State != swim.Suspect && mem.State != swim.Dead || now.Sub(mem.StateSince) >= redialFor {
 			delete(m.redials, mem.ID)
 			continue
@@ -106,8 +112,8 @@ func (m *Membership) redialUnreachable(now time.Time) {
 }
 
 // dropStalled closes this node's connections to p, a dead member whose
-// probe just failed again: see the comment at the top of this file. A member that is only slow comes back on a new connection at the
-// next redial or probe.
+// probe just failed again: see the comment at the top of this file. If it
+// is back after all, it comes back on a new connection at the next redial.
 func (m *Membership) dropStalled(p peer.ID) {
 	if m.ctx.Err() != nil || m.cfg.Host.Network().Connectedness(p) != network.Connected {
 		return
