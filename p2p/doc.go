@@ -82,10 +82,10 @@
 //     Close. A probe's ack carries the responder's suspicion or death of the
 //     prober, which refutes it at once; a dead member is probed at once
 //     when a connection to it opens or a message from it arrives. Every
-//     probe interval, each member held suspect or dead for less than
+//     probe timeout, each member held suspect or dead for less than
 //     redialFor that this node has no connection to is dialled afresh
 //     (past libp2p's dial backoff), so a healed partition is found within
-//     a probe interval; a dead member whose probe fails again on a
+//     a probe timeout; a dead member whose probe fails again on a
 //     connection still open has its connections closed, so nothing waits
 //     on a connection stalled by a long partition (reconnect.go).
 //   - One peer id, one process: a member's probes carry its process's boot

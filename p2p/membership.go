@@ -160,9 +160,10 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	}}
 	cfg.Host.Network().Notify(m.notify)
 	m.syncMembers(time.Now())
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.probeLoop()
 	go m.receiveLoop()
+	go m.redialLoop()
 	return m, nil
 }
 
@@ -313,7 +314,6 @@ func (m *Membership) probeLoop() {
 		}
 		m.mu.Unlock()
 		m.publish(updates)
-		m.redialUnreachable(now)
 		if ok {
 			m.probe(target)
 		}

@@ -11,7 +11,7 @@ import (
 )
 
 // After a partition, this node must find the other side again within a
-// probe interval or so of the heal, and on a connection that works:
+// probe timeout or so of the heal, and on a connection that works:
 //
 //   - A connection that stayed open across a partition (packets dropped,
 //     nothing closed) does not work at once when the partition heals: TCP
@@ -33,21 +33,21 @@ import (
 //     to MaxBackoff) while the partition lasts and knows only its bootstrap
 //     peers, the detector probes a dead member only every DeadRetryMin to
 //     DeadRetryMax, and libp2p refuses for seconds to dial an address whose
-//     dial failed. So every probe interval, each member held suspect or
-//     dead (for less than redialFor) that this node has no connection to
-//     is dialled afresh (redialUnreachable), each dial bounded by the probe
-//     timeout and not subject to libp2p's dial backoff. One connection
-//     attempt a probe interval per unreachable member: a SYN a second on
-//     LAN timing.
+//     dial failed. So every probe timeout, each member held suspect or dead
+//     (for less than redialFor) that this node has no connection to is
+//     dialled afresh (redialLoop), each dial bounded by the probe timeout
+//     and not subject to libp2p's dial backoff: a heal is found within a
+//     probe timeout (500 ms on LAN timing), at the cost of about two
+//     connection attempts a second per unreachable member while it lasts.
 //   - The new connection does the rest: the Syncer starts a session on it
 //     (the dialling side), and the detector probes a dead member at once
 //     (Reachable), whose refutation brings it back alive (OnRecovered kicks
 //     another session).
 
 // redialFor is how long after a member became suspect or dead it is
-// redialled every probe interval; afterwards only the detector's backed-off
-// probes of dead members look for it (a member gone for good costs one
-// dial a probe interval for this long).
+// redialled every probe timeout; afterwards only the detector's backed-off
+// probes of dead members look for it (a member gone for good costs two
+// dials a second, on LAN timing, for this long).
 const redialFor = 2 * time.Minute
 
 // redial is the state of the fresh dials of one unreachable member.
@@ -56,14 +56,33 @@ type redial struct {
 	inFlight bool
 }
 
+// redialLoop calls redialUnreachable every probe timeout until Close.
+func (m *Membership) redialLoop() {
+	defer m.wg.Done()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		m.redialUnreachable(time.Now())
+		m.mu.Lock()
+		every := m.det.ProbeTimeout()
+		m.mu.Unlock()
+		timer.Reset(every)
+	}
+}
+
 // redialUnreachable starts, in the background, a fresh dial of every member
 // held suspect or dead for less than redialFor that this node has no
 // connection to, unless one is in flight or one started less than a probe
-// interval ago. The dials are owned by m.wg (Close waits for them).
+// timeout ago. The dials are owned by m.wg (Close waits for them).
 func (m *Membership) redialUnreachable(now time.Time) {
 	net := m.cfg.Host.Network()
 	m.mu.Lock()
-	interval, timeout := m.det.ProbeInterval(), m.det.ProbeTimeout()
+	timeout := m.det.ProbeTimeout()
 	var targets []peer.ID
 	members := m.det.Members()
 	for id := range m.redials {
@@ -77,7 +96,7 @@ func (m *Membership) redialUnreachable(now time.Time) {
 			continue
 		}
 		r := m.redials[mem.ID]
-		if r.inFlight || now.Sub(r.last) < interval {
+		if r.inFlight || now.Sub(r.last) < timeout {
 			continue
 		}
 		p, err := peer.Decode(mem.ID)
@@ -89,7 +108,7 @@ func (m *Membership) redialUnreachable(now time.Time) {
 	}
 	m.mu.Unlock()
 	for _, p := range targets {
-		m.wg.Add(1) // from the probe loop, itself in wg: Close has not waited yet
+		m.wg.Add(1) // from redialLoop, itself in wg: Close has not waited yet
 		go func() {
 			defer m.wg.Done()
 			// Not subject to the swarm's dial backoff: the dials that failed
@@ -113,7 +132,8 @@ func (m *Membership) redialUnreachable(now time.Time) {
 
 // dropStalled closes this node's connections to p, a dead member whose
 // probe just failed again: see the comment at the top of this file. If it
-// is back after all, it comes back on a new connection at the next redial.
+// is back after all, it comes back on a new connection at the next redial,
+// within a probe timeout.
 func (m *Membership) dropStalled(p peer.ID) {
 	if m.ctx.Err() != nil || m.cfg.Host.Network().Connectedness(p) != network.Connected {
 		return
