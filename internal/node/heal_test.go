@@ -60,8 +60,8 @@ func TestHealReadmitsAndRepairsQuickly(t *testing.T) {
 
 	healed := time.Now()
 	part.set(false)
-	// A redial every probe interval, stretched up to AwarenessMaxMultiplier
-	// times (1.6 s) by a poor health score after the failed probes of the
+	// A redial every probe timeout, stretched up to AwarenessMaxMultiplier
+	// times (0.8 s) by a poor health score after the failed probes of the
 	// partition, then a probe and its refutation, and a sync session: about
 	// 0.4 to 1 s measured under -race; the bound leaves room for a loaded
 	// machine and stays well under the 20 s after which, without the
