@@ -84,10 +84,8 @@
 //     when a connection to it opens or a message from it arrives. Every
 //     probe timeout, each member held suspect or dead for less than
 //     redialFor that this node has no connection to is dialled afresh
-//     (past libp2p's dial backoff), so a healed partition is found within
-//     a probe timeout; a dead member whose probe fails again on a
-//     connection still open has its connections closed, so nothing waits
-//     on a connection stalled by a long partition (reconnect.go).
+//     (past libp2p's dial backoff), so a healed partition whose
+//     connections closed is found within a probe timeout (reconnect.go).
 //   - One peer id, one process: a member's probes carry its process's boot
 //     (random number, start time); a member that hears an older boot after
 //     a newer one was first heard (by more than twinGrace) answers the

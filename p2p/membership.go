@@ -92,9 +92,8 @@ type Membership struct {
 	warned map[string]bool
 	// redials tracks the fresh dials of unreachable members (reconnect.go).
 	redials map[string]redial
-	// redialed counts the redials that connected; stalledClosed the
-	// times a dead member's connections were closed (reconnect.go).
-	redialed, stalledClosed atomic.Int64
+	// redialed counts the redials that connected (reconnect.go).
+	redialed atomic.Int64
 
 	notify  *network.NotifyBundle
 	boot    boot      // this process
@@ -211,10 +210,9 @@ type MembershipStats struct {
 	ProbeFailures int64
 	// Suspicions and Refutations are the detector's (swim.Stats).
 	Suspicions, Refutations int64
-	// StalledClosed counts the times this node closed its connections to a
-	// dead member whose probe failed again; Redialed the fresh dials of a
-	// member held suspect or dead that connected (reconnect.go).
-	StalledClosed, Redialed int64
+	// Redialed counts the fresh dials of a member held suspect or dead
+	// that connected (reconnect.go).
+	Redialed int64
 }
 
 // Stats returns the traffic counters.
@@ -226,7 +224,7 @@ func (m *Membership) Stats() MembershipStats {
 	return MembershipStats{Probes: m.probes.Load(), ProbeBytesOut: m.probeBytesOut.Load(), BytesIn: m.probeBytesIn.Load(),
 		UpdatesPublished: m.updatesOut.Load(), Health: h, ProbeInterval: iv, Timeout: to,
 		ProbeFailures: m.probeFailures.Load(), Suspicions: ds.Suspicions, Refutations: ds.Refutations - m.startRefutations,
-		StalledClosed: m.stalledClosed.Load(), Redialed: m.redialed.Load()}
+		Redialed: m.redialed.Load()}
 }
 
 // notifyLocked wakes the watchers of Changed. REQUIRES: m.mu.
@@ -353,7 +351,6 @@ func (m *Membership) probe(target string) {
 	}
 	m.mu.Lock()
 	helpers := m.det.DirectFailed(target, time.Now())
-	before, _ := m.det.Member(target)
 	m.mu.Unlock()
 	// The indirect probes get the rest of the probe interval.
 	indirect := max(interval-timeout, timeout)
@@ -392,11 +389,6 @@ func (m *Membership) probe(target string) {
 	}
 	m.mu.Unlock()
 	m.publish(updates)
-	// A member already dead whose probe fails on a connection still open:
-	// the connection outlived a partition or the process (reconnect.go).
-	if before.State == swim.Dead {
-		m.dropStalled(p)
-	}
 }
 
 // heard records a message from id; a member reaped after it stayed dead is
