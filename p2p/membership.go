@@ -62,6 +62,10 @@ type MembershipConfig struct {
 	// again: after a partition heals, say, when what it missed should be
 	// repaired at once.
 	OnRecovered func(peer.ID)
+	// OnUnreachable, when set, is called (from the membership's goroutines,
+	// without its lock) when a member held alive becomes suspect or dead:
+	// what waits on it (a sync session) should stop waiting.
+	OnUnreachable func(peer.ID)
 }
 
 // Membership runs SWIM failure detection (package swim holds the logic):
@@ -351,6 +355,7 @@ func (m *Membership) probe(target string) {
 	}
 	m.mu.Lock()
 	helpers := m.det.DirectFailed(target, time.Now())
+	before, _ := m.det.Member(target)
 	m.mu.Unlock()
 	// The indirect probes get the rest of the probe interval.
 	indirect := max(interval-timeout, timeout)
@@ -387,8 +392,26 @@ func (m *Membership) probe(target string) {
 	if len(updates) > 0 {
 		m.notifyLocked()
 	}
+	after, _ := m.det.Member(target)
 	m.mu.Unlock()
 	m.publish(updates)
+	m.noteUnreachable(p, before.State, after.State)
+}
+
+// noteUnreachable calls OnUnreachable if a member went from alive to
+// suspect or dead.
+func (m *Membership) noteUnreachable(p peer.ID, before, after swim.State) {
+	if before == swim.Alive && (after == swim.Suspect || after == swim.Dead) && p != m.self && m.cfg.OnUnreachable != nil {
+		m.cfg.OnUnreachable(p)
+	}
+}
+
+// Suspected reports whether the failure detector holds p suspect or dead.
+func (m *Membership) Suspected(p peer.ID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mem, ok := m.det.Member(p.String())
+	return ok && (mem.State == swim.Suspect || mem.State == swim.Dead)
 }
 
 // heard records a message from id; a member reaped after it stayed dead is
@@ -546,6 +569,11 @@ func (m *Membership) apply(u swim.Update) {
 		m.notifyLocked()
 	}
 	m.mu.Unlock()
+	if known && u.ID != m.self.String() {
+		if p, err := peer.Decode(u.ID); err == nil {
+			m.noteUnreachable(p, before.State, after.State)
+		}
+	}
 	if recovered := known && (before.State == swim.Suspect || before.State == swim.Dead) && after.State == swim.Alive; recovered && u.ID != m.self.String() && m.cfg.OnRecovered != nil {
 		if p, err := peer.Decode(u.ID); err == nil {
 			m.cfg.OnRecovered(p)
