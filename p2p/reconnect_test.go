@@ -60,3 +60,52 @@ func TestMembershipRedialsUnreachableMembers(t *testing.T) {
 		t.Errorf("b is %v after the redial; a connection alone must not bring it back (only its refutation)", st)
 	}
 }
+
+// TestSyncerAbandonsSessionWithUnreachablePeer starts a session with a peer
+// whose sync handler reads the hello and never answers: a stand-in for a
+// connection that a partition stopped delivering on (the fault itself needs
+// packets dropped between hosts, which a test on loopback cannot cause).
+// The session waits; Abandon ends it at once, as the failure detector's
+// suspicion of the peer does in a node, instead of its 30 s deadline.
+func TestSyncerAbandonsSessionWithUnreachablePeer(t *testing.T) {
+	a, b := startTestNode(t, "test"), startTestNode(t, "test")
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	b.host.SetStreamHandler(SyncProtocol("test"), func(st network.Stream) {
+		defer st.Reset()
+		buf := make([]byte, 1)
+		_, _ = st.Read(buf)
+		<-hold
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := StartSyncer(SyncConfig{Cluster: "test", Host: a.host, Store: a.store, Logger: quiet, Interval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.SyncWith(context.Background(), b.host.ID())
+		done <- err
+	}()
+	// Abandon until the session has registered and ends: it may not have
+	// started yet at the first call.
+	deadline := time.After(10 * time.Second)
+	for {
+		s.Abandon(b.host.ID())
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("the abandoned session succeeded")
+			}
+			return
+		case <-deadline:
+			t.Fatal("the session did not end within 10 s of Abandon (its deadline is 30 s)")
+		case <-time.After(20 * time.Millisecond): // polling interval, not synchronization
+		}
+	}
+}
