@@ -40,7 +40,12 @@
 //   - Sessions start on an outbound connection, on Kick (a member alive
 //     again after a suspicion or death; at most one per peer per
 //     KickInterval), every Interval, and as a retry after a failure (250 ms
-//     doubling to 4 s, five times; not for a stale node).
+//     doubling to 4 s, five times; not for a stale node). The periodic
+//     sessions and the retries leave out a peer SyncConfig.Skip reports
+//     (the node's failure detector holds it suspect or dead), and Abandon
+//     cancels the sessions under way with a peer that became suspect: the
+//     sessions a node starts run one at a time, and one waiting across a
+//     partition would hold up the repair after its heal.
 //   - Admission: only members on the replicated list (MembersPrefix) may
 //     connect (the Admission gater, both directions), gossip, push, sync,
 //     ask for status or probe; a joining node trusts its bootstrap peers
