@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -61,7 +62,8 @@ type ConvergenceConfig struct {
 	Interval time.Duration
 	// FullInterval is how often the whole frontier is announced, not only
 	// what moved (for members that missed a delta or just joined; a
-	// membership change also triggers one). Default 5 s.
+	// membership change also triggers one), ±10 % at random so that nodes
+	// started together do not announce together. Default 5 s.
 	FullInterval time.Duration
 	// Membership, when set, gives the live members (Alive or Suspect);
 	// without it no other member counts.
@@ -457,6 +459,7 @@ func (c *Convergence) announceLoop(ctx context.Context) {
 		c.setMembers(m.Members())
 	}
 	var lastSent, lastFull time.Time
+	fullGap := jitterTenth(c.cfg.FullInterval)
 	full := true
 	for {
 		select {
@@ -476,7 +479,7 @@ func (c *Convergence) announceLoop(ctx context.Context) {
 			timer.Reset(wait)
 			continue
 		}
-		if now.Sub(lastFull) >= c.cfg.FullInterval {
+		if now.Sub(lastFull) >= fullGap {
 			full = true
 		}
 		c.mu.Lock()
@@ -492,10 +495,19 @@ func (c *Convergence) announceLoop(ctx context.Context) {
 			lastSent = now
 			if full {
 				lastFull, full = now, false
+				fullGap = jitterTenth(c.cfg.FullInterval)
 			}
 		}
-		timer.Reset(c.cfg.FullInterval - now.Sub(lastFull))
+		timer.Reset(fullGap - now.Sub(lastFull))
 	}
+}
+
+// jitterTenth returns d ± 10 %, uniformly at random.
+func jitterTenth(d time.Duration) time.Duration {
+	if d < 10 {
+		return d
+	}
+	return d - d/10 + rand.N(d/5+1)
 }
 
 // announce publishes one FrontierUpdate.

@@ -122,3 +122,20 @@ func FuzzDecodeFrontierUpdate(f *testing.F) {
 		}
 	})
 }
+
+func TestJitterTenthStaysWithinTenPercent(t *testing.T) {
+	for _, d := range []time.Duration{0, 5, 100 * time.Millisecond, 5 * time.Second} {
+		lo, hi := d-d/10, d+d/10
+		seen := map[time.Duration]bool{}
+		for range 1000 {
+			j := jitterTenth(d)
+			if j < lo || j > hi {
+				t.Fatalf("jitterTenth(%v) = %v; want within [%v, %v]", d, j, lo, hi)
+			}
+			seen[j] = true
+		}
+		if d >= time.Millisecond && len(seen) < 100 {
+			t.Fatalf("jitterTenth(%v) took only %d values in 1,000 draws", d, len(seen))
+		}
+	}
+}

@@ -43,7 +43,12 @@
 //   - Sessions start on an outbound connection, on Kick (a member alive
 //     again after a suspicion or death; at most one per peer per
 //     KickInterval), every Interval, and as a retry after a failure (250 ms
-//     doubling to 4 s, five times; not for a stale node).
+//     doubling to 4 s, five times; not for a stale node). The periodic
+//     sessions and the retries leave out a peer SyncConfig.Skip reports
+//     (the node's failure detector holds it suspect or dead), and Abandon
+//     cancels the sessions under way with a peer that became suspect: the
+//     sessions a node starts run one at a time, and one waiting across a
+//     partition would hold up the repair after its heal.
 //   - Admission: only members on the replicated list (MembersPrefix) may
 //     connect (the Admission gater, both directions), gossip, push, sync,
 //     ask for status or probe; a joining node trusts its bootstrap peers
@@ -84,7 +89,11 @@
 //     changed its view), a leave announced directly to every peer before
 //     Close. A probe's ack carries the responder's suspicion or death of the
 //     prober, which refutes it at once; a dead member is probed at once
-//     when a connection to it opens or a message from it arrives.
+//     when a connection to it opens or a message from it arrives. Every
+//     probe timeout, each member held suspect or dead for less than
+//     redialFor that this node has no connection to is dialled afresh
+//     (past libp2p's dial backoff), so a healed partition whose
+//     connections closed is found within a probe timeout (reconnect.go).
 //   - One peer id, one process: a member's probes carry its process's boot
 //     (random number, start time); a member that hears an older boot after
 //     a newer one was first heard (by more than twinGrace) answers the

@@ -62,6 +62,10 @@ type MembershipConfig struct {
 	// again: after a partition heals, say, when what it missed should be
 	// repaired at once.
 	OnRecovered func(peer.ID)
+	// OnUnreachable, when set, is called (from the membership's goroutines,
+	// without its lock) when a member held alive becomes suspect or dead:
+	// what waits on it (a sync session) should stop waiting.
+	OnUnreachable func(peer.ID)
 }
 
 // Membership runs SWIM failure detection (package swim holds the logic):
@@ -90,6 +94,10 @@ type Membership struct {
 	// ids already logged as live twice.
 	twins  *twins
 	warned map[string]bool
+	// redials tracks the fresh dials of unreachable members (reconnect.go).
+	redials map[string]redial
+	// redialed counts the redials that connected (reconnect.go).
+	redialed atomic.Int64
 
 	notify  *network.NotifyBundle
 	boot    boot      // this process
@@ -129,7 +137,7 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Membership{cfg: cfg, self: cfg.Host.ID(), det: det, ctx: ctx, cancel: cancel, changed: make(chan struct{}), reaped: map[string]bool{},
 		startRefutations: det.Stats().Refutations,
-		twins:            newTwins(twinGrace), warned: map[string]bool{},
+		twins:            newTwins(twinGrace), warned: map[string]bool{}, redials: map[string]redial{},
 		boot: boot{nonce: rand.Uint64() | 1, started: time.Now().UnixNano()}}
 	topic := MembersTopic(cfg.Cluster)
 	if err := cfg.PubSub.RegisterTopicValidator(topic, m.validate); err != nil {
@@ -155,9 +163,10 @@ func StartMembership(cfg MembershipConfig) (*Membership, error) {
 	}}
 	cfg.Host.Network().Notify(m.notify)
 	m.syncMembers(time.Now())
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.probeLoop()
 	go m.receiveLoop()
+	go m.redialLoop()
 	return m, nil
 }
 
@@ -205,6 +214,9 @@ type MembershipStats struct {
 	ProbeFailures int64
 	// Suspicions and Refutations are the detector's (swim.Stats).
 	Suspicions, Refutations int64
+	// Redialed counts the fresh dials of a member held suspect or dead
+	// that connected (reconnect.go).
+	Redialed int64
 }
 
 // Stats returns the traffic counters.
@@ -215,7 +227,8 @@ func (m *Membership) Stats() MembershipStats {
 	m.mu.Unlock()
 	return MembershipStats{Probes: m.probes.Load(), ProbeBytesOut: m.probeBytesOut.Load(), BytesIn: m.probeBytesIn.Load(),
 		UpdatesPublished: m.updatesOut.Load(), Health: h, ProbeInterval: iv, Timeout: to,
-		ProbeFailures: m.probeFailures.Load(), Suspicions: ds.Suspicions, Refutations: ds.Refutations - m.startRefutations}
+		ProbeFailures: m.probeFailures.Load(), Suspicions: ds.Suspicions, Refutations: ds.Refutations - m.startRefutations,
+		Redialed: m.redialed.Load()}
 }
 
 // notifyLocked wakes the watchers of Changed. REQUIRES: m.mu.
@@ -342,6 +355,7 @@ func (m *Membership) probe(target string) {
 	}
 	m.mu.Lock()
 	helpers := m.det.DirectFailed(target, time.Now())
+	before, _ := m.det.Member(target)
 	m.mu.Unlock()
 	// The indirect probes get the rest of the probe interval.
 	indirect := max(interval-timeout, timeout)
@@ -378,8 +392,26 @@ func (m *Membership) probe(target string) {
 	if len(updates) > 0 {
 		m.notifyLocked()
 	}
+	after, _ := m.det.Member(target)
 	m.mu.Unlock()
 	m.publish(updates)
+	m.noteUnreachable(p, before.State, after.State)
+}
+
+// noteUnreachable calls OnUnreachable if a member went from alive to
+// suspect or dead.
+func (m *Membership) noteUnreachable(p peer.ID, before, after swim.State) {
+	if before == swim.Alive && (after == swim.Suspect || after == swim.Dead) && p != m.self && m.cfg.OnUnreachable != nil {
+		m.cfg.OnUnreachable(p)
+	}
+}
+
+// Suspected reports whether the failure detector holds p suspect or dead.
+func (m *Membership) Suspected(p peer.ID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mem, ok := m.det.Member(p.String())
+	return ok && (mem.State == swim.Suspect || mem.State == swim.Dead)
 }
 
 // heard records a message from id; a member reaped after it stayed dead is
@@ -537,6 +569,11 @@ func (m *Membership) apply(u swim.Update) {
 		m.notifyLocked()
 	}
 	m.mu.Unlock()
+	if known && u.ID != m.self.String() {
+		if p, err := peer.Decode(u.ID); err == nil {
+			m.noteUnreachable(p, before.State, after.State)
+		}
+	}
 	if recovered := known && (before.State == swim.Suspect || before.State == swim.Dead) && after.State == swim.Alive; recovered && u.ID != m.self.String() && m.cfg.OnRecovered != nil {
 		if p, err := peer.Decode(u.ID); err == nil {
 			m.cfg.OnRecovered(p)

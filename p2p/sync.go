@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,12 @@ type SyncConfig struct {
 	// OnMerge, when set, is called after every complete session with the
 	// frontiers the peer sent in its hello: this node now holds all of it.
 	OnMerge func(peer.ID, frontier.Vector)
+	// Skip, when set, leaves a peer it reports out of the periodic sessions
+	// and the retries: the failure detector holds it suspect or dead, and a
+	// session with it would wait, on a connection that delivers nothing, and
+	// hold up every other session this node starts (they run one at a
+	// time). Sessions on a new connection and on Kick still run.
+	Skip func(peer.ID) bool
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -174,6 +181,9 @@ type Syncer struct {
 		handlers int
 		streams  map[network.Stream]struct{} // sessions running now, both directions: reset by Close
 		kicked   map[peer.ID]time.Time       // Kick's last accepted kick per peer
+		// started are the sessions this node started and runs now, by
+		// peer: Abandon cancels them.
+		started map[peer.ID]map[*context.CancelFunc]struct{}
 	}
 
 	sessions, failures, refused atomic.Int64
@@ -207,6 +217,7 @@ func StartSyncer(cfg SyncConfig) (*Syncer, error) {
 	s.diffCap.Store(int64(cfg.MaxDiffNodes))
 	s.mu.streams = map[network.Stream]struct{}{}
 	s.mu.kicked = map[peer.ID]time.Time{}
+	s.mu.started = map[peer.ID]map[*context.CancelFunc]struct{}{}
 	cfg.Host.SetStreamHandler(SyncProtocol(cfg.Cluster), func(st network.Stream) { s.handleSync(ctx, st) })
 	cfg.Host.SetStreamHandler(StatusProtocol(cfg.Cluster), s.handleStatus)
 	s.notify = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
@@ -376,6 +387,9 @@ func (s *Syncer) loop(ctx context.Context) {
 		case p := <-s.kick:
 			run(p)
 		case <-retry.C:
+			if s.skip(retryPeer) {
+				continue // suspect or dead: its recovery kicks a session
+			}
 			if s.cfg.Host.Network().Connectedness(retryPeer) != network.Connected {
 				// The failed connection may be gone: dial again (the
 				// admission gater still applies).
@@ -385,11 +399,26 @@ func (s *Syncer) loop(ctx context.Context) {
 			}
 			run(retryPeer)
 		case <-timer.C:
-			if peers := s.cfg.Host.Network().Peers(); len(peers) > 0 {
+			if peers := slices.DeleteFunc(s.cfg.Host.Network().Peers(), s.skip); len(peers) > 0 {
 				run(peers[rand.IntN(len(peers))])
 			}
 			timer.Reset(s.jittered())
 		}
+	}
+}
+
+// skip reports whether SyncConfig.Skip leaves p out.
+func (s *Syncer) skip(p peer.ID) bool { return s.cfg.Skip != nil && s.cfg.Skip(p) }
+
+// Abandon cancels the sessions this node started with p and runs now, as
+// when the failure detector starts to suspect p: such a session would wait
+// on a connection that delivers nothing (a partition) until its deadline,
+// and the sessions this node starts run one at a time.
+func (s *Syncer) Abandon(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.mu.started[p] {
+		(*c)()
 	}
 }
 
@@ -435,6 +464,20 @@ func (s *Syncer) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	s.mu.Lock()
+	if s.mu.started[p] == nil {
+		s.mu.started[p] = map[*context.CancelFunc]struct{}{}
+	}
+	s.mu.started[p][&cancel] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.mu.started[p], &cancel)
+		if len(s.mu.started[p]) == 0 {
+			delete(s.mu.started, p)
+		}
+		s.mu.Unlock()
+	}()
 	if s.cfg.Host.Network().Connectedness(p) != network.Connected {
 		return SyncStats{Peer: p}, fmt.Errorf("p2p: sync with %s: not connected", p)
 	}

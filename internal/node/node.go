@@ -78,6 +78,9 @@ type Node struct {
 
 	// conv is set once started; read by the commit hook and gossip.
 	conv atomic.Pointer[p2p.Convergence]
+	// membersRef is members, for the syncer's Skip, which runs before
+	// StartMembership returns.
+	membersRef atomic.Pointer[p2p.Membership]
 
 	closing   chan struct{} // closed when Close begins: ends member watches
 	stopAdmit chan struct{}
@@ -276,6 +279,12 @@ func Start(cfg Config) (_ *Node, err error) {
 				metricsHook(st, err)
 			}
 		},
+		// No periodic session or retry with a member the failure detector
+		// holds suspect or dead (a partition): it would hold up the others.
+		Skip: func(p peer.ID) bool {
+			m := n.membersRef.Load()
+			return m != nil && m.Suspected(p)
+		},
 	}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -292,6 +301,11 @@ func Start(cfg Config) (_ *Node, err error) {
 		// closed, so no new connection starts a session) is repaired now,
 		// not at the next periodic session.
 		OnRecovered: n.sync.Kick,
+		// A session under way with a member that just became unreachable
+		// would wait until the connection fails or its deadline (30 s),
+		// holding up every other session this node starts, the repair after
+		// the heal included.
+		OnUnreachable: n.sync.Abandon,
 		OnDuplicateIdentity: func(err error) { // called once
 			n.refusedErr = err
 			close(n.refused)
@@ -303,6 +317,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if n.members, err = p2p.StartMembership(mcfg); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
+	n.membersRef.Store(n.members)
 	cleanup = append(cleanup, n.members.Close)
 	conv, err := p2p.StartConvergence(p2p.ConvergenceConfig{
 		Cluster:    cfg.Cluster,

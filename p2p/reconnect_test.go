@@ -1,0 +1,111 @@
+package p2p
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/chorus-kv/chorus/p2p/swim"
+)
+
+// TestMembershipRedialsUnreachableMembers runs a membership on one real
+// host whose only member is another real host that stops answering probes
+// (its membership is closed) and then drops its connection, as a process
+// restarted or a partition that outlasted the connection would: the member
+// becomes dead, and the membership dials it again (its host is reachable)
+// within a few probe timeouts, rather than at the detector's next probe of
+// a dead member (20 s here) or never.
+func TestMembershipRedialsUnreachableMembers(t *testing.T) {
+	a, b := startTestNode(t, "test"), startTestNode(t, "test")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	fd := swim.LoopbackConfig()
+	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
+	start := func(n *testNode, other peer.ID) *Membership {
+		m, err := StartMembership(MembershipConfig{Cluster: "test", Host: n.host, PubSub: n.repl.PubSub(), Logger: quiet,
+			Detector: fd, Members: func() []peer.ID { return []peer.ID{n.host.ID(), other} }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(m.Close)
+		return m
+	}
+	ma := start(a, b.host.ID())
+	mb := start(b, a.host.ID())
+	state := func() swim.State {
+		for _, m := range ma.Members() {
+			if m.ID == b.host.ID().String() {
+				return m.State
+			}
+		}
+		return -1
+	}
+	waitFor(t, 10*time.Second, "a holds b alive", func() bool { return state() == swim.Alive })
+	mb.Close() // b's host stays up and no longer answers probes
+	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return state() == swim.Dead })
+	redialed := ma.Stats().Redialed
+	_ = b.host.Network().ClosePeer(a.host.ID())
+	// A redial every probe timeout (100 ms, stretched at most 8 times by a
+	// poor health score), with room for a loaded machine.
+	waitFor(t, 5*time.Second, "a dialled b again", func() bool {
+		return ma.Stats().Redialed > redialed && a.host.Network().Connectedness(b.host.ID()) == network.Connected
+	})
+	if st := state(); st != swim.Dead {
+		t.Errorf("b is %v after the redial; a connection alone must not bring it back (only its refutation)", st)
+	}
+}
+
+// TestSyncerAbandonsSessionWithUnreachablePeer starts a session with a peer
+// whose sync handler reads the hello and never answers: a stand-in for a
+// connection that a partition stopped delivering on (the fault itself needs
+// packets dropped between hosts, which a test on loopback cannot cause).
+// The session waits; Abandon ends it at once, as the failure detector's
+// suspicion of the peer does in a node, instead of its 30 s deadline.
+func TestSyncerAbandonsSessionWithUnreachablePeer(t *testing.T) {
+	a, b := startTestNode(t, "test"), startTestNode(t, "test")
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	b.host.SetStreamHandler(SyncProtocol("test"), func(st network.Stream) {
+		defer st.Reset()
+		buf := make([]byte, 1)
+		_, _ = st.Read(buf)
+		<-hold
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := StartSyncer(SyncConfig{Cluster: "test", Host: a.host, Store: a.store, Logger: quiet, Interval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.SyncWith(context.Background(), b.host.ID())
+		done <- err
+	}()
+	// Abandon until the session has registered and ends: it may not have
+	// started yet at the first call.
+	deadline := time.After(10 * time.Second)
+	for {
+		s.Abandon(b.host.ID())
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatal("the abandoned session succeeded")
+			}
+			return
+		case <-deadline:
+			t.Fatal("the session did not end within 10 s of Abandon (its deadline is 30 s)")
+		case <-time.After(20 * time.Millisecond): // polling interval, not synchronization
+		}
+	}
+}
