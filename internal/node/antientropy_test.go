@@ -263,14 +263,6 @@ func TestPartitionHealsToLWWWinners(t *testing.T) {
 	}
 }
 
-// testLogWriter sends a node's log lines to the test's log.
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 func isDeletedOwnKey(key string) bool {
 	var g int
 	_, err := fmt.Sscanf(key, "own/%d/0", &g)

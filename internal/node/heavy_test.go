@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,4 +57,12 @@ func TestHeavyNewNodeCatchesUpWith100kKeys(t *testing.T) {
 		t.Fatalf("the new node holds %d keys; want %d (%d and the member list)", got, want, keys)
 	}
 	t.Logf("a new node caught up with %d keys in %v", keys, time.Since(start).Round(time.Millisecond))
+}
+
+// testLogWriter sends a node's log lines to the test's log.
+type testLogWriter struct{ t testing.TB }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
