@@ -73,10 +73,12 @@ func TestNewcomerJoin(t *testing.T) {
 	if r := n2.cli(t, nil, "get", "/hello"); r.code != 1 {
 		t.Errorf("get on a node that was not admitted: %v", r)
 	}
-	if lines := linesWith(n1.stderr.String(), "refused a peer that is not on the member list"); len(lines) != 1 || !strings.Contains(lines[0], "chorus member add "+n2.nodeID) {
+	// The node logs its join state when its admission loop next looks
+	// (every second), so the line may come a moment after status says it.
+	if lines := waitLogLines(n1, "refused a peer that is not on the member list", 10*time.Second); len(lines) != 1 || !strings.Contains(lines[0], "chorus member add "+n2.nodeID) {
 		t.Errorf("n1's log: %q; want one line naming n2 and the command that admits it", lines)
 	}
-	if lines := linesWith(n2.stderr.String(), "not admitted: "); len(lines) != 1 || !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], admit) {
+	if lines := waitLogLines(n2, "not admitted: ", 10*time.Second); len(lines) != 1 || !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], admit) {
 		t.Errorf("n2's log: %q; want one warning with the command that admits it", lines)
 	}
 
@@ -126,24 +128,33 @@ func TestNewcomerJoin(t *testing.T) {
 		}
 	}
 	watch.stopGraceful(t)
-	var members struct {
-		JoinState string `json:"join_state"`
-		Members   []struct {
-			PeerID string `json:"peer_id"`
-			Name   string `json:"name"`
-			State  string `json:"state"`
-		} `json:"members"`
-	}
-	r := n1.mustCLI(t, nil, "members", "-o", "json")
-	if err := json.Unmarshal(r.stdout, &members); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, m := range members.Members {
-		got[m.Name] = m.State
-	}
-	if members.JoinState != "member" || got["n3"] != "unseen" || got["n9"] != "alive" {
-		t.Errorf("members -o json: join state %s, states %v; want member, n3 unseen and n9 alive", members.JoinState, got)
+	// n9 (n2, just joined) is alive once n1's failure detector holds it:
+	// it takes the member list in at its next probe round.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		var members struct {
+			JoinState string `json:"join_state"`
+			Members   []struct {
+				PeerID string `json:"peer_id"`
+				Name   string `json:"name"`
+				State  string `json:"state"`
+			} `json:"members"`
+		}
+		r := n1.mustCLI(t, nil, "members", "-o", "json")
+		if err := json.Unmarshal(r.stdout, &members); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, m := range members.Members {
+			got[m.Name] = m.State
+		}
+		if members.JoinState == "member" && got["n3"] == "unseen" && got["n9"] == "alive" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members -o json: join state %s, states %v; want member, n3 unseen and n9 alive", members.JoinState, got)
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval
 	}
 
 	// status: live keys and tombstones apart.
@@ -151,6 +162,19 @@ func TestNewcomerJoin(t *testing.T) {
 	n1.mustCLI(t, nil, "del", "/gone")
 	if st := n1.status(t); st.Tombstones != 1 || st.LiveKeys != st.Keys-1 || st.LiveKeys < 4 {
 		t.Errorf("status after a delete: %+v; want 1 tombstone and the rest live (/hello and 3 members)", st)
+	}
+}
+
+// waitLogLines waits until the agent's log holds a line with substr, or
+// within passes, and returns the lines that hold it.
+func waitLogLines(a *agent, substr string, within time.Duration) []string {
+	deadline := time.Now().Add(within)
+	for {
+		lines := linesWith(a.stderr.String(), substr)
+		if len(lines) > 0 || time.Now().After(deadline) {
+			return lines
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
 	}
 }
 
