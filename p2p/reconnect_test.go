@@ -109,3 +109,42 @@ func TestSyncerAbandonsSessionWithUnreachablePeer(t *testing.T) {
 		}
 	}
 }
+
+// TestStuckSessionHoldsUpNoOtherPeer: a session this node started with a
+// peer that never answers (a stand-in for a connection across a partition
+// that nobody has noticed yet: a real partition cannot be made on
+// loopback here) waits for its 60 s deadline, and meanwhile a session with
+// another peer runs and repairs at once, instead of queueing behind it.
+func TestStuckSessionHoldsUpNoOtherPeer(t *testing.T) {
+	a := startSyncNode(t, syncNodeOpts{})
+	b := startSyncNode(t, syncNodeOpts{})
+	c := startSyncNode(t, syncNodeOpts{})
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	b.host.SetStreamHandler(SyncProtocol("test"), func(st network.Stream) {
+		defer st.Reset()
+		buf := make([]byte, 1)
+		_, _ = st.Read(buf)
+		<-hold
+	})
+	if _, err := c.store.Put(context.Background(), []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, a.host, b.host) // a dials: a starts a session with b, which hangs
+	waitFor(t, 10*time.Second, "a's session with b to start", func() bool {
+		a.sync.mu.Lock()
+		defer a.sync.mu.Unlock()
+		return len(a.sync.mu.started[b.host.ID()]) > 0
+	})
+	connect(t, a.host, c.host) // and one with c
+	waitFor(t, 20*time.Second, "a to get c's key while its session with b hangs", func() bool {
+		e, err := a.store.GetEntry([]byte("k"))
+		return err == nil && e != nil
+	})
+	a.sync.mu.Lock()
+	stuck := len(a.sync.mu.started[b.host.ID()])
+	a.sync.mu.Unlock()
+	if stuck == 0 {
+		t.Fatal("a's session with b ended: the test did not hold it")
+	}
+}

@@ -344,6 +344,18 @@ func retryable(err error) bool {
 	return !errors.Is(err, ErrStale) && !errors.Is(err, context.Canceled)
 }
 
+// MaxOutgoingSessions bounds the sessions this node starts that run at
+// once; a peer has at most one of them. So a session stuck on a connection
+// that delivers nothing (a partition not yet noticed) holds up no session
+// with another peer: after a heal, repairs from the peers that are back
+// run at once.
+const MaxOutgoingSessions = 4
+
+// loop starts the sessions this node initiates: on a kick, on a retry, and
+// every Interval with a random peer. Each runs on a goroutine of its own,
+// at most MaxOutgoingSessions at once and one per peer; a peer that asks
+// for more waits in a queue (once). The loop owns the retry state and waits
+// for its sessions before it returns.
 func (s *Syncer) loop(ctx context.Context) {
 	defer s.wg.Done()
 	timer := time.NewTimer(s.jittered())
@@ -360,47 +372,95 @@ func (s *Syncer) loop(ctx context.Context) {
 	var retryPeer peer.ID
 	var backoff time.Duration
 	attempts := 0
-	run := func(p peer.ID) {
-		err := s.syncUntilDone(ctx, p)
+
+	type outcome struct {
+		p   peer.ID
+		err error
+	}
+	// Each session sends one outcome; the buffer holds all that can run,
+	// so none blocks after the loop has returned.
+	outcomes := make(chan outcome, MaxOutgoingSessions)
+	var sessions sync.WaitGroup
+	defer sessions.Wait()
+	running := map[peer.ID]bool{}
+	var queue []peer.ID // peers waiting for a slot or for their running session
+	queued := map[peer.ID]bool{}
+	redial := map[peer.ID]bool{} // queued retries dial again first
+
+	start := func(p peer.ID, dial bool) {
+		if running[p] || len(running) >= MaxOutgoingSessions {
+			if !queued[p] {
+				queued[p] = true
+				queue = append(queue, p)
+			}
+			redial[p] = redial[p] || dial
+			return
+		}
+		running[p] = true
+		sessions.Add(1)
+		go func() {
+			defer sessions.Done()
+			if dial && s.cfg.Host.Network().Connectedness(p) != network.Connected {
+				// The failed connection may be gone: dial again (the
+				// admission gater still applies).
+				dialCtx, cancel := context.WithTimeout(ctx, maxSyncRetry)
+				_ = s.cfg.Host.Connect(dialCtx, peer.AddrInfo{ID: p})
+				cancel()
+			}
+			outcomes <- outcome{p, s.syncUntilDone(ctx, p)}
+		}()
+	}
+	startQueued := func() {
+		for i := 0; i < len(queue) && len(running) < MaxOutgoingSessions; {
+			p := queue[i]
+			if running[p] {
+				i++
+				continue
+			}
+			queue = slices.Delete(queue, i, i+1)
+			delete(queued, p)
+			dial := redial[p]
+			delete(redial, p)
+			start(p, dial)
+		}
+	}
+	finish := func(o outcome) {
+		delete(running, o.p)
 		switch {
-		case err == nil:
-			if p == retryPeer {
+		case o.err == nil:
+			if o.p == retryPeer {
 				backoff, attempts = 0, 0
 			}
 		default:
-			if p != retryPeer {
-				backoff, attempts, retryPeer = 0, 0, p
+			if o.p != retryPeer {
+				backoff, attempts, retryPeer = 0, 0, o.p
 			}
 			// A few times; then the periodic syncs take over (a peer of
 			// another version fails every time).
-			if retryable(err) && ctx.Err() == nil && attempts < maxSyncRetries {
+			if retryable(o.err) && ctx.Err() == nil && attempts < maxSyncRetries {
 				attempts++
 				backoff = retryBackoff(backoff, s.cfg.Interval)
 				retry.Reset(backoff)
 			}
 		}
+		startQueued()
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case o := <-outcomes:
+			finish(o)
 		case p := <-s.kick:
-			run(p)
+			start(p, false)
 		case <-retry.C:
 			if s.skip(retryPeer) {
 				continue // suspect or dead: its recovery kicks a session
 			}
-			if s.cfg.Host.Network().Connectedness(retryPeer) != network.Connected {
-				// The failed connection may be gone: dial again (the
-				// admission gater still applies).
-				dialCtx, cancel := context.WithTimeout(ctx, maxSyncRetry)
-				_ = s.cfg.Host.Connect(dialCtx, peer.AddrInfo{ID: retryPeer})
-				cancel()
-			}
-			run(retryPeer)
+			start(retryPeer, true)
 		case <-timer.C:
 			if peers := slices.DeleteFunc(s.cfg.Host.Network().Peers(), s.skip); len(peers) > 0 {
-				run(peers[rand.IntN(len(peers))])
+				start(peers[rand.IntN(len(peers))], false)
 			}
 			timer.Reset(s.jittered())
 		}
@@ -413,7 +473,7 @@ func (s *Syncer) skip(p peer.ID) bool { return s.cfg.Skip != nil && s.cfg.Skip(p
 // Abandon cancels the sessions this node started with p and runs now, as
 // when the failure detector starts to suspect p: such a session would wait
 // on a connection that delivers nothing (a partition) until its deadline,
-// and the sessions this node starts run one at a time.
+// holding one of the MaxOutgoingSessions slots.
 func (s *Syncer) Abandon(p peer.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
