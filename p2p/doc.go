@@ -46,9 +46,10 @@
 //     doubling to 4 s, five times; not for a stale node). The periodic
 //     sessions and the retries leave out a peer SyncConfig.Skip reports
 //     (the node's failure detector holds it suspect or dead), and Abandon
-//     cancels the sessions under way with a peer that became suspect: the
-//     sessions a node starts run one at a time, and one waiting across a
-//     partition would hold up the repair after its heal.
+//     cancels the sessions under way with a peer that became suspect. The
+//     sessions a node starts run concurrently, at most MaxOutgoingSessions
+//     at once and one per peer, so one waiting across a partition holds up
+//     no repair with the peers that are back.
 //   - Admission: only members on the replicated list (MembersPrefix) may
 //     connect (the Admission gater, both directions), gossip, push, sync,
 //     ask for status or probe; a joining node trusts its bootstrap peers
