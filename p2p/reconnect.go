@@ -28,6 +28,13 @@ import (
 // (Reachable), whose refutation brings it back alive (OnRecovered kicks
 // another session).
 //
+// A member held dead that still has a connection (a partition that drops
+// packets leaves it open) is made probeable at every turn of the loop
+// (Reachable), so it is probed once a round of probes rather than at its
+// dead backoff: the heal is found within a round, where the backoff could
+// leave both sides holding each other dead for up to DeadRetryMax after it
+// (the sync sessions skip dead peers meanwhile).
+//
 // Connections that stay open across a partition are left to TCP. Closing a
 // member's connections when its probes fail was tried, and measured worse
 // in the nemesis suite: the close reaches only this side (the partition
@@ -94,7 +101,17 @@ func (m *Membership) redialUnreachable(now time.Time) {
 			continue
 		}
 		p, err := peer.Decode(mem.ID)
-		if err != nil || net.Connectedness(p) == network.Connected {
+		if err != nil {
+			continue
+		}
+		if net.Connectedness(p) == network.Connected {
+			// A member held dead that still has a connection (a partition
+			// that drops packets keeps it open): probe it at its next turn
+			// rather than at its dead backoff (up to DeadRetryMax), so the
+			// heal is found within a round of probes.
+			if mem.State == swim.Dead {
+				m.det.Reachable(mem.ID, now)
+			}
 			continue
 		}
 		m.redials[mem.ID] = redial{last: now, inFlight: true}

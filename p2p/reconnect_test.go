@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,4 +148,46 @@ func TestStuckSessionHoldsUpNoOtherPeer(t *testing.T) {
 	if stuck == 0 {
 		t.Fatal("a's session with b ended: the test did not hold it")
 	}
+}
+
+// TestDeadMemberWithConnectionIsProbedSoon: a member held dead whose
+// connection stays open (as across a partition that drops packets) is
+// probed again at its next turn, not after its dead backoff (20 s here),
+// so that a heal is noticed within a round of probes. b runs no membership:
+// its host takes the probes and answers none (it resets each stream).
+func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
+	a, b := startTestNode(t, "test"), startTestNode(t, "test")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	var probes atomic.Int32
+	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) {
+		probes.Add(1)
+		_ = st.Reset()
+	})
+	fd := swim.LoopbackConfig()
+	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
+	ma, err := StartMembership(MembershipConfig{Cluster: "test", Host: a.host, PubSub: a.repl.PubSub(), Logger: quiet,
+		Detector: fd, Members: func() []peer.ID { return []peer.ID{a.host.ID(), b.host.ID()} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ma.Close)
+	waitFor(t, 20*time.Second, "a holds b dead", func() bool {
+		for _, m := range ma.Members() {
+			if m.ID == b.host.ID().String() {
+				return m.State == swim.Dead
+			}
+		}
+		return false
+	})
+	if a.host.Network().Connectedness(b.host.ID()) != network.Connected {
+		t.Fatal("the connection closed: the test needs it open")
+	}
+	before := probes.Load()
+	waitFor(t, 10*time.Second, "a probes the dead b again, well before its 20 s dead backoff", func() bool {
+		return probes.Load() >= before+3
+	})
 }
