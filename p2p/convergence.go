@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -459,7 +458,7 @@ func (c *Convergence) announceLoop(ctx context.Context) {
 		c.setMembers(m.Members())
 	}
 	var lastSent, lastFull time.Time
-	fullGap := jitterTenth(c.cfg.FullInterval)
+	fullGap := jitter(c.cfg.FullInterval, 0.1)
 	full := true
 	for {
 		select {
@@ -495,19 +494,11 @@ func (c *Convergence) announceLoop(ctx context.Context) {
 			lastSent = now
 			if full {
 				lastFull, full = now, false
-				fullGap = jitterTenth(c.cfg.FullInterval)
+				fullGap = jitter(c.cfg.FullInterval, 0.1)
 			}
 		}
 		timer.Reset(fullGap - now.Sub(lastFull))
 	}
-}
-
-// jitterTenth returns d ± 10 %, uniformly at random.
-func jitterTenth(d time.Duration) time.Duration {
-	if d < 10 {
-		return d
-	}
-	return d - d/10 + rand.N(d/5+1)
 }
 
 // announce publishes one FrontierUpdate.

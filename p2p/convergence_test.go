@@ -123,19 +123,21 @@ func FuzzDecodeFrontierUpdate(f *testing.F) {
 	})
 }
 
-func TestJitterTenthStaysWithinTenPercent(t *testing.T) {
-	for _, d := range []time.Duration{0, 5, 100 * time.Millisecond, 5 * time.Second} {
-		lo, hi := d-d/10, d+d/10
-		seen := map[time.Duration]bool{}
-		for range 1000 {
-			j := jitterTenth(d)
-			if j < lo || j > hi {
-				t.Fatalf("jitterTenth(%v) = %v; want within [%v, %v]", d, j, lo, hi)
+func TestJitterStaysWithinItsFraction(t *testing.T) {
+	for _, frac := range []float64{0.1, 0.2} {
+		for _, d := range []time.Duration{0, 5, 100 * time.Millisecond, 5 * time.Second} {
+			lo, hi := time.Duration(float64(d)*(1-frac)), time.Duration(float64(d)*(1+frac))
+			seen := map[time.Duration]bool{}
+			for range 1000 {
+				j := jitter(d, frac)
+				if j < lo || j > hi {
+					t.Fatalf("jitter(%v, %v) = %v; want within [%v, %v]", d, frac, j, lo, hi)
+				}
+				seen[j] = true
 			}
-			seen[j] = true
-		}
-		if d >= time.Millisecond && len(seen) < 100 {
-			t.Fatalf("jitterTenth(%v) took only %d values in 1,000 draws", d, len(seen))
+			if d >= time.Millisecond && len(seen) < 100 {
+				t.Fatalf("jitter(%v, %v) took only %d values in 1,000 draws", d, frac, len(seen))
+			}
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -21,32 +22,12 @@ import (
 // a dead member (20 s here) or never.
 func TestMembershipRedialsUnreachableMembers(t *testing.T) {
 	a, b := startTestNode(t, "test"), startTestNode(t, "test")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
+	connect(t, a.host, b.host)
 	fd := swim.LoopbackConfig()
 	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
-	start := func(n *testNode, other peer.ID) *Membership {
-		m, err := StartMembership(MembershipConfig{Cluster: "test", Host: n.host, PubSub: n.repl.PubSub(), Logger: quiet,
-			Detector: fd, Members: func() []peer.ID { return []peer.ID{n.host.ID(), other} }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(m.Close)
-		return m
-	}
-	ma := start(a, b.host.ID())
-	mb := start(b, a.host.ID())
-	state := func() swim.State {
-		for _, m := range ma.Members() {
-			if m.ID == b.host.ID().String() {
-				return m.State
-			}
-		}
-		return -1
-	}
+	ma := startPairMembership(t, a, b.host.ID(), fd)
+	mb := startPairMembership(t, b, a.host.ID(), fd)
+	state := func() swim.State { return memberState(ma, b.host.ID()) }
 	waitFor(t, 10*time.Second, "a holds b alive", func() bool { return state() == swim.Alive })
 	mb.Close() // b's host stays up and no longer answers probes
 	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return state() == swim.Dead })
@@ -70,19 +51,8 @@ func TestMembershipRedialsUnreachableMembers(t *testing.T) {
 // suspicion of the peer does in a node, instead of its 30 s deadline.
 func TestSyncerAbandonsSessionWithUnreachablePeer(t *testing.T) {
 	a, b := startTestNode(t, "test"), startTestNode(t, "test")
-	hold := make(chan struct{})
-	t.Cleanup(func() { close(hold) })
-	b.host.SetStreamHandler(SyncProtocol("test"), func(st network.Stream) {
-		defer st.Reset()
-		buf := make([]byte, 1)
-		_, _ = st.Read(buf)
-		<-hold
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
+	hangSyncSessions(t, b.host)
+	connect(t, a.host, b.host)
 	s, err := StartSyncer(SyncConfig{Cluster: "test", Host: a.host, Store: a.store, Logger: quiet, Interval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -120,14 +90,7 @@ func TestStuckSessionHoldsUpNoOtherPeer(t *testing.T) {
 	a := startSyncNode(t, syncNodeOpts{})
 	b := startSyncNode(t, syncNodeOpts{})
 	c := startSyncNode(t, syncNodeOpts{})
-	hold := make(chan struct{})
-	t.Cleanup(func() { close(hold) })
-	b.host.SetStreamHandler(SyncProtocol("test"), func(st network.Stream) {
-		defer st.Reset()
-		buf := make([]byte, 1)
-		_, _ = st.Read(buf)
-		<-hold
-	})
+	hangSyncSessions(t, b.host)
 	if _, err := c.store.Put(context.Background(), []byte("k"), []byte("v")); err != nil {
 		t.Fatal(err)
 	}
@@ -157,11 +120,7 @@ func TestStuckSessionHoldsUpNoOtherPeer(t *testing.T) {
 // its host takes the probes and answers none (it resets each stream).
 func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
 	a, b := startTestNode(t, "test"), startTestNode(t, "test")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
+	connect(t, a.host, b.host)
 	var probes atomic.Int32
 	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) {
 		probes.Add(1)
@@ -169,25 +128,50 @@ func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
 	})
 	fd := swim.LoopbackConfig()
 	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
-	ma, err := StartMembership(MembershipConfig{Cluster: "test", Host: a.host, PubSub: a.repl.PubSub(), Logger: quiet,
-		Detector: fd, Members: func() []peer.ID { return []peer.ID{a.host.ID(), b.host.ID()} }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ma.Close)
-	waitFor(t, 20*time.Second, "a holds b dead", func() bool {
-		for _, m := range ma.Members() {
-			if m.ID == b.host.ID().String() {
-				return m.State == swim.Dead
-			}
-		}
-		return false
-	})
+	ma := startPairMembership(t, a, b.host.ID(), fd)
+	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
 	if a.host.Network().Connectedness(b.host.ID()) != network.Connected {
 		t.Fatal("the connection closed: the test needs it open")
 	}
 	before := probes.Load()
 	waitFor(t, 10*time.Second, "a probes the dead b again, well before its 20 s dead backoff", func() bool {
 		return probes.Load() >= before+3
+	})
+}
+
+// startPairMembership starts a membership on n whose member list is n and
+// other, stopped at the test's end.
+func startPairMembership(t *testing.T, n *testNode, other peer.ID, fd swim.Config) *Membership {
+	t.Helper()
+	m, err := StartMembership(MembershipConfig{Cluster: "test", Host: n.host, PubSub: n.repl.PubSub(), Logger: quiet,
+		Detector: fd, Members: func() []peer.ID { return []peer.ID{n.host.ID(), other} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// memberState returns the state m holds id in, -1 when it holds none.
+func memberState(m *Membership, id peer.ID) swim.State {
+	for _, mem := range m.Members() {
+		if mem.ID == id.String() {
+			return mem.State
+		}
+	}
+	return -1
+}
+
+// hangSyncSessions makes h's sync handler read a session's first bytes and
+// never answer, until the test ends: a stand-in for a connection that a
+// partition stopped delivering on.
+func hangSyncSessions(t *testing.T, h host.Host) {
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	h.SetStreamHandler(SyncProtocol("test"), func(st network.Stream) {
+		defer st.Reset()
+		buf := make([]byte, 1)
+		_, _ = st.Read(buf)
+		<-hold
 	})
 }

@@ -487,7 +487,13 @@ func (s *Syncer) jittered() time.Duration {
 	if s.cfg.Interval <= 0 {
 		return time.Hour
 	}
-	return time.Duration(float64(s.cfg.Interval) * (0.8 + 0.4*rand.Float64()))
+	return jitter(s.cfg.Interval, 0.2)
+}
+
+// jitter returns d ± frac of it, uniformly at random, so that nodes started
+// together do not act together.
+func jitter(d time.Duration, frac float64) time.Duration {
+	return time.Duration(float64(d) * (1 - frac + 2*frac*rand.Float64()))
 }
 
 // syncUntilDone runs sessions with p until one is not partial.
