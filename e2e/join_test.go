@@ -165,16 +165,16 @@ func TestNewcomerJoin(t *testing.T) {
 	}
 }
 
-// waitLogLines waits until the agent's log holds a line with substr, or
-// within passes, and returns the lines that hold it.
+// waitLogLines waits until the agent's log has a line with substr, or
+// within passes, and returns the lines that have it.
 func waitLogLines(a *agent, substr string, within time.Duration) []string {
 	deadline := time.Now().Add(within)
+	r := &lineReader{log: a.stderr}
 	for {
-		lines := linesWith(a.stderr.String(), substr)
-		if len(lines) > 0 || time.Now().After(deadline) {
-			return lines
+		line, err := r.Next(time.Until(deadline))
+		if err != nil || strings.Contains(line, substr) {
+			return linesWith(a.stderr.String(), substr)
 		}
-		time.Sleep(50 * time.Millisecond) // polling interval
 	}
 }
 
