@@ -33,7 +33,7 @@ type ReplicatorConfig struct {
 	// Cluster scopes the topic and protocols. Default "default".
 	Cluster string
 	Host    host.Host
-	Store   *store.Store
+	Store   ReplicatorStore
 	Logger  *slog.Logger
 	// SubscriptionBuffer is how many received messages may wait for the
 	// apply workers; GossipSub drops past it. Default 8192.

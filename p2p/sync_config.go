@@ -10,7 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/chorus-kv/chorus/crdt/frontier"
-	"github.com/chorus-kv/chorus/crdt/store"
 )
 
 // Defaults for SyncConfig.
@@ -40,7 +39,7 @@ const (
 type SyncConfig struct {
 	Cluster string
 	Host    host.Host
-	Store   *store.Store
+	Store   SyncStore
 	Logger  *slog.Logger
 	// Interval is how often the node syncs with a random connected peer,
 	// ±20% jitter. Default 5 s; negative turns periodic syncs off (syncs on

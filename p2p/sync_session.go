@@ -12,7 +12,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/p2p/antientropy"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
@@ -148,7 +147,7 @@ const maxApplyEntries = antientropy.DefaultApplyBatchEntries
 // the session sends, reads and decodes what the peer sends, and applies
 // what the session receives to the store.
 type streamDriver struct {
-	store   *store.Store
+	store   SyncStore
 	r       *bufio.Reader
 	w       *bufio.Writer
 	maxMsg  int
