@@ -23,6 +23,7 @@ import (
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/connlimit"
 	"github.com/chorus-kv/chorus/internal/etcdapi"
+	"github.com/chorus-kv/chorus/internal/grpcstop"
 	"github.com/chorus-kv/chorus/p2p"
 	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
 	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
@@ -482,19 +483,7 @@ func (n *Node) Close() error {
 		n.stopHTTP(time.Second)
 		n.hub.Close() // ends watch streams, which GracefulStop would wait for
 		close(n.closing)
-		stopped := make(chan struct{})
-		go func() {
-			defer close(stopped)
-			n.grpc.GracefulStop()
-		}()
-		timer := time.NewTimer(n.cfg.ShutdownTimeout)
-		select {
-		case <-stopped:
-		case <-timer.C:
-			n.grpc.Stop()
-			<-stopped
-		}
-		timer.Stop()
+		grpcstop.Graceful(n.grpc, n.cfg.ShutdownTimeout)
 		<-n.serveDone
 		close(n.stopGC)
 		<-n.gcDone
