@@ -21,6 +21,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/atomicfile"
 )
 
 // Lease limits, etcd's.
@@ -436,37 +437,12 @@ func (l *lessor) save() error {
 	l.mu.Unlock()
 	b, err := json.Marshal(saved)
 	if err == nil {
-		err = writeFileSync(l.path, b)
+		err = atomicfile.Write(l.path, b, 0o644)
 	}
 	if err != nil {
 		l.mu.Lock()
 		l.mu.dirty = true
 		l.mu.Unlock()
-	}
-	return err
-}
-
-func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-			err = d.Sync()
-			_ = d.Close()
-		}
 	}
 	return err
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/grpcstop"
 	"github.com/chorus-kv/chorus/watch"
 )
 
@@ -279,19 +280,7 @@ func (s *Server) Close() {
 		s.health.Shutdown() // NOT_SERVING to every health check from now on
 		close(s.done)
 		s.gateway.close(s.cfg.ShutdownTimeout) // its streams end with the server's
-		stopped := make(chan struct{})
-		go func() {
-			defer close(stopped)
-			s.grpc.GracefulStop()
-		}()
-		timer := time.NewTimer(s.cfg.ShutdownTimeout)
-		select {
-		case <-stopped:
-		case <-timer.C:
-			s.grpc.Stop()
-			<-stopped
-		}
-		timer.Stop()
+		grpcstop.Graceful(s.grpc, s.cfg.ShutdownTimeout)
 		<-s.serveDone
 		s.split.Close()
 		s.wg.Wait()

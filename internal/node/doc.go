@@ -6,7 +6,11 @@
 // What a caller does, in order:
 //
 //  1. Start(cfg): loads or creates the identity, opens the store, starts the
-//     hub and serves the client API on cfg.ListenClient.
+//     hub, starts the cluster-facing components through Peering
+//     (peering.go: admission, libp2p host, replicator, syncer, membership,
+//     convergence, bootstrapper, wired to each other and to the store's
+//     commit hook; internal/sim runs the same Peering on simulated hosts)
+//     and serves the client API on cfg.ListenClient.
 //  2. ClientAddr tells where it listens (useful with port 0); HTTPAddr where
 //     /healthz, /readyz, /metrics and the JSON API (gateway.go, /v1/...)
 //     are served (Config.ListenHTTP), and HTTPMux lets a caller add
