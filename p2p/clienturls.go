@@ -24,6 +24,24 @@ import (
 // not erase them). URLs are taken only from the member itself, as
 // authenticated by the transport (the signer of a topic message, the peer
 // at the other end of a probe); a relayed update carries none.
+//
+// Why here and not in the replicated member record (MemberKey): that
+// record is the operator's (member add writes it, member remove deletes it
+// and leaves a removal mark); a node rewriting its own at every start
+// would race an operator's rename (last writer wins on the whole record)
+// and could write itself back after a removal; every start would add a
+// store revision and a change under /chorus/ that etcd clients see; open
+// admission has no records at all; and a dead node's URL would stay
+// listed for good. An alive update lives as long as the process, is sent
+// anyway (probes and announcements), and the failure detector's state says
+// whether its URLs are still worth listing.
+//
+// Mixed versions: a node of an earlier version does not set client_urls
+// (it served them on its own protocol, /chorus/<cluster>/etcd-member/1,
+// which this version neither serves nor asks) and ignores the field when
+// it receives it (an unknown protobuf field; it relays no one's addresses
+// either). Each side lists the other's members without URLs until all are
+// upgraded.
 
 // Bounds of the client URLs one update carries: more, or a longer one, and
 // a topic message is rejected (decodeMemberUpdates); a probe's are ignored.
