@@ -98,6 +98,8 @@ type Membership struct {
 	redials map[string]redial
 	// redialed counts the redials that connected (reconnect.go).
 	redialed atomic.Int64
+	// urls are the client URLs of this node and its members (clienturls.go).
+	urls clientURLBook
 
 	notify  *network.NotifyBundle
 	boot    boot      // this process
@@ -516,6 +518,7 @@ func (m *Membership) handleProbe(st network.Stream) {
 	for _, u := range req.GetUpdates() {
 		if su, ok := fromProtoUpdate(u); ok && (su.ID == m.self.String() || su.ID == from.String() && su.From == from.String()) {
 			m.learnAddrs(u)
+			m.urls.learn(from, u)
 			m.apply(su)
 			if su.ID == from.String() && su.State == swim.Alive {
 				ack.Duplicate = m.checkTwins(from, u, now)
@@ -636,6 +639,7 @@ func (m *Membership) receiveLoop() {
 		for _, u := range us.GetUpdates() {
 			if su, ok := fromProtoUpdate(u); ok {
 				m.learnAddrs(u)
+				m.urls.learn(msg.GetFrom(), u)
 				m.apply(su)
 			}
 		}
@@ -664,7 +668,8 @@ func (m *Membership) Leave(ctx context.Context) {
 
 // decodeMemberUpdates decodes and checks a membership message: within
 // maxProbeBytes, at least one update, every update with an id, a known
-// state and at most maxAnnouncedAddrs addresses that parse.
+// state, at most maxAnnouncedAddrs addresses that parse and client URLs
+// within their bounds (checkClientURLs).
 func decodeMemberUpdates(data []byte) (*replicationv1.MemberUpdates, error) {
 	if len(data) > maxProbeBytes {
 		return nil, fmt.Errorf("%w: membership message of %d bytes; the limit is %d", ErrTooLarge, len(data), maxProbeBytes)
@@ -687,6 +692,9 @@ func decodeMemberUpdates(data []byte) (*replicationv1.MemberUpdates, error) {
 			if _, err := ma.NewMultiaddrBytes(a); err != nil {
 				return nil, fmt.Errorf("%w: update %d: address: %w", ErrUndecodable, i, err)
 			}
+		}
+		if err := checkClientURLs(u.GetClientUrls()); err != nil {
+			return nil, fmt.Errorf("%w: update %d: %w", ErrTooLarge, i, err)
 		}
 	}
 	return &us, nil
@@ -754,13 +762,14 @@ func (m *Membership) refuse(by peer.ID, d *replicationv1.DuplicateIdentity) {
 // maxAnnouncedAddrs bounds the addresses of one announcement.
 const maxAnnouncedAddrs = 16
 
-// withAddrs attaches this node's listen addresses and boot to its own alive
-// update.
+// withAddrs attaches this node's listen addresses, boot and client URLs to
+// its own alive update.
 func (m *Membership) withAddrs(u *replicationv1.MemberUpdate) *replicationv1.MemberUpdate {
 	if u.GetId() != m.self.String() || u.GetState() != replicationv1.MemberUpdate_STATE_ALIVE {
 		return u
 	}
 	u.Boot, u.StartedUnixNano = m.boot.nonce, m.boot.started
+	u.ClientUrls = m.urls.own()
 	for _, a := range m.cfg.Host.Addrs() {
 		if len(u.Addrs) == maxAnnouncedAddrs {
 			break

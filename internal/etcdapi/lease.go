@@ -33,7 +33,7 @@ const (
 )
 
 // lessor keeps this node's leases: a lease lives on the node that granted
-// it. They are saved to the data folder (leaseFile) at most a second after a
+// it. They are saved to Config.LeaseFile at most a second after a
 // change and when the server closes, and loaded at start, each with its full
 // TTL again (as etcd does when a new leader takes over): a restart keeps
 // them, a crash may lose the last second of grants and attachments.
@@ -70,8 +70,8 @@ func newLessor(s *Server) (*lessor, error) {
 	l := &lessor{s: s}
 	l.mu.leases = make(map[int64]*lease)
 	l.mu.keys = make(map[string]attachment)
-	if s.cfg.DataDir != "" {
-		l.path = filepath.Join(s.cfg.DataDir, leaseFile)
+	if s.cfg.LeaseFile != "" {
+		l.path = s.cfg.LeaseFile
 		if err := l.load(); err != nil {
 			return nil, err
 		}
@@ -365,9 +365,6 @@ func (s *Server) serveStream(ctx context.Context, loop func() error) error {
 		return rpctypes.ErrGRPCStopped
 	}
 }
-
-// leaseFile, in the node's data folder, holds its leases and their keys.
-const leaseFile = "etcd-leases.json"
 
 // leaseSaveInterval is the most often the lease file is rewritten.
 const leaseSaveInterval = time.Second

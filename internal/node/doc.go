@@ -20,6 +20,14 @@
 //     Config.ShutdownTimeout), stops the gRPC server, and closes the store
 //     after its queued writes are durable.
 //
+// The data folder's layout is the node's alone: the identity key
+// (p2p.IdentityFile), the store (StoreDir) and, with the etcd API, its
+// leases (EtcdLeaseFile); the packages it wires get paths, not the folder.
+// The etcd API reads the cluster's members from the node's member view
+// (etcd.go: etcdMembers, the one view `chorus members` shows too), where
+// each member's etcd client URL comes with its own failure-detector
+// updates (p2p.Membership.SetClientURLs).
+//
 // Snapshots: MaintenanceService.Snapshot streams the store's entries from one
 // LevelDB snapshot; RestoreSnapshot builds a new data folder from such a
 // file, all or nothing (restore.go).
