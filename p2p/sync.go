@@ -225,6 +225,7 @@ func StartSyncer(cfg SyncConfig) (*Syncer, error) {
 		if c.Stat().Direction != network.DirOutbound {
 			return
 		}
+		s.cfg.Logger.Debug("anti-entropy kick on a new connection", "peer", c.RemotePeer())
 		select {
 		case s.kick <- c.RemotePeer():
 		default: // a burst of connections: the periodic sync covers the rest
@@ -303,8 +304,10 @@ func (s *Syncer) Kick(p peer.ID) {
 	s.mu.Lock()
 	if last, ok := s.mu.kicked[p]; ok && now.Sub(last) < KickInterval || s.mu.closed {
 		s.mu.Unlock()
+		s.cfg.Logger.Debug("anti-entropy kick dropped: one less than a kick interval ago", "peer", p)
 		return
 	}
+	s.cfg.Logger.Debug("anti-entropy kick", "peer", p)
 	if len(s.mu.kicked) >= 4096 {
 		clear(s.mu.kicked)
 	}
@@ -387,8 +390,9 @@ func (s *Syncer) loop(ctx context.Context) {
 	queued := map[peer.ID]bool{}
 	redial := map[peer.ID]bool{} // queued retries dial again first
 
-	start := func(p peer.ID, dial bool) {
+	start := func(p peer.ID, dial bool, why string) {
 		if running[p] || len(running) >= MaxOutgoingSessions {
+			s.cfg.Logger.Debug("anti-entropy session queued", "peer", p, "why", why, "running", running[p])
 			if !queued[p] {
 				queued[p] = true
 				queue = append(queue, p)
@@ -398,6 +402,7 @@ func (s *Syncer) loop(ctx context.Context) {
 		}
 		running[p] = true
 		sessions.Add(1)
+		s.cfg.Logger.Debug("anti-entropy session starts", "peer", p, "why", why)
 		go func() {
 			defer sessions.Done()
 			if dial && s.cfg.Host.Network().Connectedness(p) != network.Connected {
@@ -421,11 +426,12 @@ func (s *Syncer) loop(ctx context.Context) {
 			delete(queued, p)
 			dial := redial[p]
 			delete(redial, p)
-			start(p, dial)
+			start(p, dial, "queued")
 		}
 	}
 	finish := func(o outcome) {
 		delete(running, o.p)
+		s.cfg.Logger.Debug("anti-entropy session ended", "peer", o.p, "err", o.err)
 		switch {
 		case o.err == nil:
 			if o.p == retryPeer {
@@ -452,15 +458,16 @@ func (s *Syncer) loop(ctx context.Context) {
 		case o := <-outcomes:
 			finish(o)
 		case p := <-s.kick:
-			start(p, false)
+			start(p, false, "kick")
 		case <-retry.C:
 			if s.skip(retryPeer) {
+				s.cfg.Logger.Debug("anti-entropy retry skipped: peer suspect or dead", "peer", retryPeer)
 				continue // suspect or dead: its recovery kicks a session
 			}
-			start(retryPeer, true)
+			start(retryPeer, true, "retry")
 		case <-timer.C:
 			if peers := slices.DeleteFunc(s.cfg.Host.Network().Peers(), s.skip); len(peers) > 0 {
-				start(peers[rand.IntN(len(peers))], false)
+				start(peers[rand.IntN(len(peers))], false, "periodic")
 			}
 			timer.Reset(s.jittered())
 		}

@@ -24,6 +24,7 @@ var (
 	flagSamples  = flag.String("nemesis.samples", "", "CSV file for the RSS and descriptor samples (default with -nemesis.soak: chorus-nemesis-SEED.csv in the system's temporary folder)")
 	flagRound    = flag.Duration("nemesis.round", 30*time.Second, "planned time of one round: each round ends with a full heal, a pause of the writers, and a measurement of the time to converge")
 	flagConverge = flag.Duration("nemesis.converge-timeout", 2*time.Minute, "how long a round waits for the cluster to converge after its final heal before failing")
+	flagLogs     = flag.String("nemesis.logs", "", "folder that keeps the agents' logs (nN.log, at --log-level debug) after the run; default: the logs are at info level and deleted with the run's temporary folder")
 )
 
 const nodes = 5
@@ -105,11 +106,22 @@ func TestNemesis(t *testing.T) {
 	if err := os.WriteFile(secret, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	logDir := dir
+	if *flagLogs != "" {
+		if err := os.MkdirAll(*flagLogs, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		logDir = *flagLogs
+		t.Logf("nemesis: the agents' debug logs go to %s", logDir)
+	}
 	lab := newLab(t, nodes)
 	cl := make([]*node, nodes)
 	for i := range cl {
-		if cl[i], err = newNode(i, lab, dir, bin, secret); err != nil {
+		if cl[i], err = newNode(i, lab, dir, logDir, bin, secret); err != nil {
 			t.Fatal(err)
+		}
+		if *flagLogs != "" {
+			cl[i].args = append(cl[i].args, "--log-level", "debug")
 		}
 	}
 	t.Cleanup(func() {
