@@ -113,9 +113,9 @@ func TestStuckSessionHoldsUpNoOtherPeer(t *testing.T) {
 	}
 }
 
-// TestDeadMemberWithConnectionIsProbedSoon: a member held dead whose
-// connection stays open (as across a partition that drops packets) is
-// probed again at its next turn, not after its dead backoff (20 s here),
+// TestDeadMemberWithConnectionIsProbedSoon: a member held dead that has a
+// connection (as across a partition that drops packets) is probed again at
+// its next turn, not after its dead backoff (20 s here),
 // so that a heal is noticed within a round of probes. b runs no membership:
 // its host takes the probes and answers none (it resets each stream).
 func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
@@ -130,13 +130,70 @@ func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
 	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
 	ma := startPairMembership(t, a, b.host.ID(), fd)
 	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
-	if a.host.Network().Connectedness(b.host.ID()) != network.Connected {
-		t.Fatal("the connection closed: the test needs it open")
-	}
+	// a closes the connection once (TestDeadMemberWithConnectionIsDialledAfresh)
+	// and dials again: the new one stays open while b is dead.
+	waitFor(t, 10*time.Second, "a connected to b again", func() bool {
+		return ma.Stats().Redialed > 0 && a.host.Network().Connectedness(b.host.ID()) == network.Connected
+	})
 	before := probes.Load()
 	waitFor(t, 10*time.Second, "a probes the dead b again, well before its 20 s dead backoff", func() bool {
 		return probes.Load() >= before+3
 	})
+}
+
+// TestDeadMemberWithConnectionIsDialledAfresh: when a holds b dead while
+// a connection to b stays open (a partition that drops packets leaves it
+// so, and after the heal it stays silent until TCP's next retransmission,
+// seconds later), a closes it, once, and dials b afresh. b's host takes
+// the probes and answers none (it resets each stream).
+func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
+	a, b := startTestNode(t, "test"), startTestNode(t, "test")
+	connect(t, a.host, b.host)
+	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) { _ = st.Reset() })
+	fd := swim.LoopbackConfig()
+	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
+	ma := startPairMembership(t, a, b.host.ID(), fd)
+	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
+	waitFor(t, 10*time.Second, "a dialled b afresh", func() bool {
+		return ma.Stats().Redialed > 0 && a.host.Network().Connectedness(b.host.ID()) == network.Connected
+	})
+	// Once per death: the new connection stays.
+	conns := a.host.Network().ConnsToPeer(b.host.ID())
+	if len(conns) == 0 {
+		t.Fatal("no connection to b")
+	}
+	first := conns[0]
+	for i := range 10 { // turns of the redial loop, each a second apart
+		ma.redialUnreachable(time.Now().Add(time.Duration(i+1) * time.Second))
+	}
+	if first.IsClosed() {
+		t.Error("a closed the new connection to b too: once per death")
+	}
+}
+
+// TestRedialPeriodIgnoresHealth: the redial loop's period is the probe
+// timeout as configured, however poor the health score: the node cut off
+// by a partition has the worst score (every probe failed), and it is the
+// one that must find the heal soonest.
+func TestRedialPeriodIgnoresHealth(t *testing.T) {
+	a := startTestNode(t, "test")
+	other, err := peer.Decode("12D3KooWLHZb2aj8iEV1CNE64CHfCp6QXj6ekpiJTYjidQqCDkJK") // nobody listens
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := swim.LoopbackConfig()
+	ma := startPairMembership(t, a, other, fd)
+	waitFor(t, 20*time.Second, "a's health score to worsen (its probes of the absent member fail)", func() bool {
+		ma.mu.Lock()
+		defer ma.mu.Unlock()
+		return ma.det.Health() >= 2
+	})
+	ma.mu.Lock()
+	every, stretched := ma.redialEvery(), ma.det.ProbeTimeout()
+	ma.mu.Unlock()
+	if every != fd.ProbeTimeout {
+		t.Errorf("redial period %v with a poor health score (probe timeout stretched to %v); want the configured %v", every, stretched, fd.ProbeTimeout)
+	}
 }
 
 // startPairMembership starts a membership on n whose member list is n and

@@ -202,6 +202,7 @@ type Syncer struct {
 	// for one deadline is repaired in smaller sessions instead of failing
 	// the same way again.
 	diffCap   atomic.Int64
+	relays    relayLimiter // see relay.go
 	closeOnce sync.Once
 }
 
@@ -783,6 +784,9 @@ func (s *Syncer) local() antientropy.Local {
 func (s *Syncer) runSession(ctx context.Context, st network.Stream, initiator bool) (SyncStats, error) {
 	stats, err := s.exchange(ctx, st, initiator)
 	s.account(stats, err)
+	if err == nil && stats.EntriesApplied > 0 {
+		s.relay(st.Conn().RemotePeer()) // a repair: pass it on (relay.go)
+	}
 	return stats, err
 }
 
