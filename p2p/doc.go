@@ -42,7 +42,8 @@
 //     durable before the next is queued, so local writes interleave.
 //   - Sessions start on an outbound connection, on Kick (a member alive
 //     again after a suspicion or death; at most one per peer per
-//     KickInterval), every Interval, and as a retry after a failure (250 ms
+//     KickInterval; it dials the peer, past libp2p's dial backoff, when
+//     there is no connection), every Interval, and as a retry after a failure (250 ms
 //     doubling to 4 s, five times; not for a stale node). The periodic
 //     sessions and the retries leave out a peer SyncConfig.Skip reports
 //     (the node's failure detector holds it suspect or dead), and Abandon

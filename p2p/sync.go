@@ -407,9 +407,11 @@ func (s *Syncer) loop(ctx context.Context) {
 		go func() {
 			defer sessions.Done()
 			if dial && s.cfg.Host.Network().Connectedness(p) != network.Connected {
-				// The failed connection may be gone: dial again (the
-				// admission gater still applies).
-				dialCtx, cancel := context.WithTimeout(ctx, maxSyncRetry)
+				// The failed connection may be gone, or a member back alive
+				// (Kick) has none yet: dial, past libp2p's dial backoff (the
+				// dials that failed while it was away must not delay this
+				// one; the admission gater still applies).
+				dialCtx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "a sync session's peer may be reachable again"), maxSyncRetry)
 				_ = s.cfg.Host.Connect(dialCtx, peer.AddrInfo{ID: p})
 				cancel()
 			}
@@ -459,7 +461,7 @@ func (s *Syncer) loop(ctx context.Context) {
 		case o := <-outcomes:
 			finish(o)
 		case p := <-s.kick:
-			start(p, false, "kick")
+			start(p, true, "kick")
 		case <-retry.C:
 			if s.skip(retryPeer) {
 				s.cfg.Logger.Debug("anti-entropy retry skipped: peer suspect or dead", "peer", retryPeer)
