@@ -101,9 +101,10 @@
 //     each member held suspect or dead for less than redialFor that this
 //     node has no connection to is dialled afresh (past libp2p's dial
 //     backoff), so a healed partition is found within a probe timeout; the
-//     connections to a member held dead are closed once per death for
-//     that, since one left open across a partition stays silent after the
-//     heal until TCP's next retransmission (reconnect.go).
+//     connections to a member held dead, or suspect for a probe interval,
+//     are closed for that, once until it is alive again, since one left
+//     open across a partition stays silent after the heal until TCP's next
+//     retransmission (reconnect.go).
 //   - One peer id, one process: a member's probes carry its process's boot
 //     (random number, start time); a member that hears an older boot after
 //     a newer one was first heard (by more than twinGrace) answers the

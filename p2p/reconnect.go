@@ -40,8 +40,8 @@ import (
 // doubles (0.2, 0.4, 0.8, 1.6, 3.2 s...): after a 3 s partition the nemesis
 // suite saw every member keep a healed node dead for 2.9 s, all recovering
 // at the same instant, the next retransmission. So the loop also closes
-// the connections to a member held dead, once per death, and the next
-// turns dial it afresh (a new connection connects at once after the heal).
+// the connections to a member held dead, or suspect for a probe interval,
+// once until it is alive again, and the next turns dial it afresh (a new connection connects at once after the heal).
 // Closing when probes fail, during the partition, was tried before and
 // measured worse: the close reaches only this side, and the other keeps a
 // half-open connection that it uses for its new streams to this node until
@@ -62,9 +62,9 @@ const redialFor = 2 * time.Minute
 type redial struct {
 	last     time.Time // the last dial started
 	inFlight bool
-	// closedFor is the StateSince of the death for which this node closed
-	// its connections to the member (once per death).
-	closedFor time.Time
+	// closed: this node closed its connections to the member, once until
+	// it is alive again (which deletes this state).
+	closed bool
 }
 
 // redialEvery is the period of the redial loop and the least time between
@@ -128,16 +128,18 @@ func (m *Membership) redialUnreachable(now time.Time) {
 			// heal is found within a round of probes.
 			if mem.State == swim.Dead {
 				m.det.Reachable(mem.ID, now)
-				// And close that connection, once per death, so that the
-				// next turns dial afresh: after a heal, a connection that
-				// was silent through the partition stays silent until
-				// TCP's next retransmission (its backoff doubles: seconds),
-				// while a new one connects at once.
-				if !r.closedFor.Equal(mem.StateSince) {
-					r.closedFor = mem.StateSince
-					m.redials[mem.ID] = r
-					stalled = append(stalled, p)
-				}
+			}
+			// And close that connection, once until the member is alive
+			// again, when it is dead or has been suspect for a probe
+			// interval, so that the next turns dial afresh: after a heal,
+			// a connection that was silent through the partition stays
+			// silent until TCP's next retransmission (its backoff
+			// doubles: seconds), while a new one connects at once. (A
+			// partition of 8 s can end with every member still suspect.)
+			if !r.closed && (mem.State == swim.Dead || now.Sub(mem.StateSince) >= m.det.Config().ProbeInterval) {
+				r.closed = true
+				m.redials[mem.ID] = r
+				stalled = append(stalled, p)
 			}
 			continue
 		}

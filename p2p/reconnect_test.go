@@ -140,10 +140,11 @@ func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
 	})
 }
 
-// TestDeadMemberWithConnectionIsDialledAfresh: when a holds b dead while
-// a connection to b stays open (a partition that drops packets leaves it
-// so, and after the heal it stays silent until TCP's next retransmission,
-// seconds later), a closes it, once, and dials b afresh. b's host takes
+// TestDeadMemberWithConnectionIsDialledAfresh: when a holds b suspect (for
+// a probe interval) or dead while a connection to b stays open (a partition
+// that drops packets leaves it so, and after the heal it stays silent until
+// TCP's next retransmission, seconds later), a closes it, once until b is
+// alive again, and dials b afresh. b's host takes
 // the probes and answers none (it resets each stream).
 func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
 	a, b := startTestNode(t, "test"), startTestNode(t, "test")
@@ -156,7 +157,7 @@ func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
 	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
 	// The redial loop, or the next probe, dials afresh.
 	waitFor(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
-	// Once per death: the new connection stays.
+	// Once until b is alive again: the new connection stays.
 	conns := a.host.Network().ConnsToPeer(b.host.ID())
 	if len(conns) == 0 {
 		t.Fatal("no connection to b")
@@ -166,7 +167,28 @@ func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
 		ma.redialUnreachable(time.Now().Add(time.Duration(i+1) * time.Second))
 	}
 	if second.IsClosed() {
-		t.Error("a closed the new connection to b too: once per death")
+		t.Error("a closed the new connection to b too: once until b is alive again")
+	}
+}
+
+// TestSuspectMemberWithConnectionIsDialledAfresh: a partition of 8 s in the
+// nemesis suite ended with every member suspect, none dead yet, and every
+// connection across it silent until TCP's next retransmission (4.6 s after
+// the heal). So a member suspect for a probe interval gets its connection
+// closed and dialled afresh, as a dead one does. b stays suspect here (a
+// long suspicion timeout) and answers no probe.
+func TestSuspectMemberWithConnectionIsDialledAfresh(t *testing.T) {
+	a, b := startTestNode(t, "test"), startTestNode(t, "test")
+	connect(t, a.host, b.host)
+	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) { _ = st.Reset() })
+	first := a.host.Network().ConnsToPeer(b.host.ID())[0]
+	fd := swim.LoopbackConfig()
+	fd.SuspicionMult, fd.SuspicionMaxTimeoutMult = 1000, 1 // 200 s: b stays suspect
+	ma := startPairMembership(t, a, b.host.ID(), fd)
+	waitFor(t, 20*time.Second, "a holds b suspect", func() bool { return memberState(ma, b.host.ID()) == swim.Suspect })
+	waitFor(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
+	if st := memberState(ma, b.host.ID()); st != swim.Suspect {
+		t.Errorf("b is %v; the test needs it suspect", st)
 	}
 }
 
