@@ -101,8 +101,8 @@
 //     each member held suspect or dead for less than redialFor that this
 //     node has no connection to is dialled afresh (past libp2p's dial
 //     backoff), so a healed partition is found within a probe timeout; the
-//     connections to a member held dead, or suspect for a probe interval,
-//     are closed for that, once until it is alive again, since one left
+//     connections to a member held suspect or dead are closed for that,
+//     once until it is alive again, and it is dialled at once, since one left
 //     open across a partition stays silent after the heal until TCP's next
 //     retransmission (reconnect.go).
 //   - One peer id, one process: a member's probes carry its process's boot

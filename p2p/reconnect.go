@@ -40,8 +40,9 @@ import (
 // doubles (0.2, 0.4, 0.8, 1.6, 3.2 s...): after a 3 s partition the nemesis
 // suite saw every member keep a healed node dead for 2.9 s, all recovering
 // at the same instant, the next retransmission. So the loop also closes
-// the connections to a member held dead, or suspect for a probe interval,
-// once until it is alive again, and the next turns dial it afresh (a new connection connects at once after the heal).
+// the connections to a member held suspect or dead, once until it is alive
+// again, and dials it afresh at once, then at every turn while there is no
+// connection (a new connection connects at once after the heal).
 // Closing when probes fail, during the partition, was tried before and
 // measured worse: the close reaches only this side, and the other keeps a
 // half-open connection that it uses for its new streams to this node until
@@ -130,14 +131,15 @@ func (m *Membership) redialUnreachable(now time.Time) {
 				m.det.Reachable(mem.ID, now)
 			}
 			// And close that connection, once until the member is alive
-			// again, when it is dead or has been suspect for a probe
-			// interval, so that the next turns dial afresh: after a heal,
-			// a connection that was silent through the partition stays
-			// silent until TCP's next retransmission (its backoff
-			// doubles: seconds), while a new one connects at once. (A
-			// partition of 8 s can end with every member still suspect.)
-			if !r.closed && (mem.State == swim.Dead || now.Sub(mem.StateSince) >= m.det.Config().ProbeInterval) {
-				r.closed = true
+			// again, and dial afresh at once (then at the next turns as
+			// long as there is no connection): after a heal, a connection
+			// that was silent through the partition stays silent until
+			// TCP's next retransmission (its backoff doubles: seconds),
+			// while a new one connects at once. (A partition of 8 s can
+			// end with every member still suspect, and one of 3 s can be
+			// noticed only after its heal.)
+			if !r.closed {
+				r.closed, r.last, r.inFlight = true, now, true
 				m.redials[mem.ID] = r
 				stalled = append(stalled, p)
 			}
@@ -148,33 +150,38 @@ func (m *Membership) redialUnreachable(now time.Time) {
 		targets = append(targets, p)
 	}
 	m.mu.Unlock()
-	for _, p := range stalled {
-		m.wg.Add(1) // as the dials below
-		go func() {
-			defer m.wg.Done()
-			m.cfg.Logger.Debug("closing the connections to a member held dead, to dial it afresh", "peer", p)
-			_ = net.ClosePeer(p)
-		}()
-	}
 	for _, p := range targets {
-		m.wg.Add(1) // from redialLoop, itself in wg: Close has not waited yet
-		go func() {
-			defer m.wg.Done()
-			// Not subject to the swarm's dial backoff: the dials that failed
-			// during the partition must not delay the one after its heal.
-			ctx, cancel := context.WithTimeout(network.WithForceDirectDial(m.ctx, "a suspect or dead member may be reachable again"), timeout)
-			err := m.cfg.Host.Connect(ctx, peer.AddrInfo{ID: p})
-			cancel()
-			m.mu.Lock()
-			if r, ok := m.redials[p.String()]; ok {
-				r.inFlight = false
-				m.redials[p.String()] = r
-			}
-			m.mu.Unlock()
-			if err == nil {
-				m.redialed.Add(1)
-				m.cfg.Logger.Debug("reconnected to a member held suspect or dead", "peer", p)
-			}
-		}()
+		m.redialInBackground(p, timeout, false)
 	}
+	for _, p := range stalled {
+		m.redialInBackground(p, timeout, true)
+	}
+}
+
+// redialInBackground dials p afresh, first closing its connections if
+// closeFirst. The goroutine is owned by m.wg (Close waits for it).
+func (m *Membership) redialInBackground(p peer.ID, timeout time.Duration, closeFirst bool) {
+	m.wg.Add(1) // from redialLoop, itself in wg: Close has not waited yet
+	go func() {
+		defer m.wg.Done()
+		if closeFirst {
+			m.cfg.Logger.Debug("closing the connections to a member held suspect or dead, to dial it afresh", "peer", p)
+			_ = m.cfg.Host.Network().ClosePeer(p)
+		}
+		// Not subject to the swarm's dial backoff: the dials that failed
+		// during the partition must not delay the one after its heal.
+		ctx, cancel := context.WithTimeout(network.WithForceDirectDial(m.ctx, "a suspect or dead member may be reachable again"), timeout)
+		err := m.cfg.Host.Connect(ctx, peer.AddrInfo{ID: p})
+		cancel()
+		m.mu.Lock()
+		if r, ok := m.redials[p.String()]; ok {
+			r.inFlight = false
+			m.redials[p.String()] = r
+		}
+		m.mu.Unlock()
+		if err == nil {
+			m.redialed.Add(1)
+			m.cfg.Logger.Debug("reconnected to a member held suspect or dead", "peer", p)
+		}
+	}()
 }

@@ -140,8 +140,8 @@ func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
 	})
 }
 
-// TestDeadMemberWithConnectionIsDialledAfresh: when a holds b suspect (for
-// a probe interval) or dead while a connection to b stays open (a partition
+// TestDeadMemberWithConnectionIsDialledAfresh: when a holds b suspect or
+// dead while a connection to b stays open (a partition
 // that drops packets leaves it so, and after the heal it stays silent until
 // TCP's next retransmission, seconds later), a closes it, once until b is
 // alive again, and dials b afresh. b's host takes
@@ -174,8 +174,8 @@ func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
 // TestSuspectMemberWithConnectionIsDialledAfresh: a partition of 8 s in the
 // nemesis suite ended with every member suspect, none dead yet, and every
 // connection across it silent until TCP's next retransmission (4.6 s after
-// the heal). So a member suspect for a probe interval gets its connection
-// closed and dialled afresh, as a dead one does. b stays suspect here (a
+// the heal). So a suspect member gets its connection closed and dialled
+// afresh, as a dead one does. b stays suspect here (a
 // long suspicion timeout) and answers no probe.
 func TestSuspectMemberWithConnectionIsDialledAfresh(t *testing.T) {
 	a, b := startTestNode(t, "test"), startTestNode(t, "test")
