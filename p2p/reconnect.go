@@ -40,9 +40,9 @@ import (
 // doubles (0.2, 0.4, 0.8, 1.6, 3.2 s...): after a 3 s partition the nemesis
 // suite saw every member keep a healed node dead for 2.9 s, all recovering
 // at the same instant, the next retransmission. So the loop also closes
-// the connections to a member held suspect or dead, once until it is alive
-// again, and dials it afresh at once, then at every turn while there is no
-// connection (a new connection connects at once after the heal).
+// the connections to a member held suspect or dead that were opened before
+// it was, and dials it afresh at once, then at every turn while there is
+// no connection (a new connection connects at once after the heal).
 // Closing when probes fail, during the partition, was tried before and
 // measured worse: the close reaches only this side, and the other keeps a
 // half-open connection that it uses for its new streams to this node until
@@ -63,9 +63,10 @@ const redialFor = 2 * time.Minute
 type redial struct {
 	last     time.Time // the last dial started
 	inFlight bool
-	// closed: this node closed its connections to the member, once until
-	// it is alive again (which deletes this state).
-	closed bool
+	// since is when the member was first seen suspect or dead here (this
+	// state is deleted when it is alive again): the connections opened
+	// before are the ones a partition may have left silent.
+	since time.Time
 }
 
 // redialEvery is the period of the redial loop and the least time between
@@ -102,7 +103,8 @@ func (m *Membership) redialUnreachable(now time.Time) {
 	net := m.cfg.Host.Network()
 	m.mu.Lock()
 	timeout, every := m.det.ProbeTimeout(), m.redialEvery()
-	var targets, stalled []peer.ID
+	var targets []peer.ID
+	var stalled []stale
 	members := m.det.Members()
 	for id := range m.redials {
 		if _, ok := m.det.Member(id); !ok {
@@ -115,6 +117,10 @@ func (m *Membership) redialUnreachable(now time.Time) {
 			continue
 		}
 		r := m.redials[mem.ID]
+		if r.since.IsZero() {
+			r.since = mem.StateSince
+			m.redials[mem.ID] = r
+		}
 		if r.inFlight || now.Sub(r.last) < every {
 			continue
 		}
@@ -130,18 +136,21 @@ func (m *Membership) redialUnreachable(now time.Time) {
 			if mem.State == swim.Dead {
 				m.det.Reachable(mem.ID, now)
 			}
-			// And close that connection, once until the member is alive
-			// again, and dial afresh at once (then at the next turns as
-			// long as there is no connection): after a heal, a connection
-			// that was silent through the partition stays silent until
-			// TCP's next retransmission (its backoff doubles: seconds),
-			// while a new one connects at once. (A partition of 8 s can
-			// end with every member still suspect, and one of 3 s can be
-			// noticed only after its heal.)
-			if !r.closed {
-				r.closed, r.last, r.inFlight = true, now, true
+			// And close the connections opened before the member stopped
+			// being alive, and dial afresh at once (then at the next turns
+			// as long as there is no connection): after a heal, a
+			// connection that was silent through the partition stays
+			// silent until TCP's next retransmission (its backoff
+			// doubles: seconds), while a new one connects at once. (A
+			// partition of 8 s can end with every member still suspect,
+			// and one of 3 s can be noticed only after its heal.) A
+			// connection opened since is left alone: it is this fresh one,
+			// or the member's own (closing those made two nodes that each
+			// suspected the other close each other's new connections).
+			if old := openedBefore(net.ConnsToPeer(p), r.since); len(old) > 0 {
+				r.last, r.inFlight = now, true
 				m.redials[mem.ID] = r
-				stalled = append(stalled, p)
+				stalled = append(stalled, stale{p, old})
 			}
 			continue
 		}
@@ -151,22 +160,42 @@ func (m *Membership) redialUnreachable(now time.Time) {
 	}
 	m.mu.Unlock()
 	for _, p := range targets {
-		m.redialInBackground(p, timeout, false)
+		m.redialInBackground(p, timeout, nil)
 	}
-	for _, p := range stalled {
-		m.redialInBackground(p, timeout, true)
+	for _, st := range stalled {
+		m.redialInBackground(st.p, timeout, st.conns)
 	}
 }
 
-// redialInBackground dials p afresh, first closing its connections if
-// closeFirst. The goroutine is owned by m.wg (Close waits for it).
-func (m *Membership) redialInBackground(p peer.ID, timeout time.Duration, closeFirst bool) {
+// stale is a member's connections opened before it stopped being alive.
+type stale struct {
+	p     peer.ID
+	conns []network.Conn
+}
+
+// openedBefore returns the connections of conns opened before t.
+func openedBefore(conns []network.Conn, t time.Time) []network.Conn {
+	var out []network.Conn
+	for _, c := range conns {
+		if c.Stat().Opened.Before(t) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// redialInBackground closes the connections old, then dials p afresh
+// unless a connection remains. The goroutine is owned by m.wg (Close waits
+// for it).
+func (m *Membership) redialInBackground(p peer.ID, timeout time.Duration, old []network.Conn) {
 	m.wg.Add(1) // from redialLoop, itself in wg: Close has not waited yet
 	go func() {
 		defer m.wg.Done()
-		if closeFirst {
-			m.cfg.Logger.Debug("closing the connections to a member held suspect or dead, to dial it afresh", "peer", p)
-			_ = m.cfg.Host.Network().ClosePeer(p)
+		if len(old) > 0 {
+			m.cfg.Logger.Debug("closing the connections to a member held suspect or dead opened before it was, to dial it afresh", "peer", p, "connections", len(old))
+			for _, c := range old {
+				_ = c.Close()
+			}
 		}
 		// Not subject to the swarm's dial backoff: the dials that failed
 		// during the partition must not delay the one after its heal.
