@@ -42,14 +42,20 @@
 //     durable before the next is queued, so local writes interleave.
 //   - Sessions start on an outbound connection, on Kick (a member alive
 //     again after a suspicion or death; at most one per peer per
-//     KickInterval), every Interval, and as a retry after a failure (250 ms
+//     KickInterval; it dials the peer, past libp2p's dial backoff, when
+//     there is no connection), every Interval, and as a retry after a failure (250 ms
 //     doubling to 4 s, five times; not for a stale node). The periodic
 //     sessions and the retries leave out a peer SyncConfig.Skip reports
 //     (the node's failure detector holds it suspect or dead), and Abandon
 //     cancels the sessions under way with a peer that became suspect. The
 //     sessions a node starts run concurrently, at most MaxOutgoingSessions
 //     at once and one per peer, so one waiting across a partition holds up
-//     no repair with the peers that are back.
+//     no repair with the peers that are back. A session that applied
+//     entries here (a repair) kicks sessions with up to three other
+//     connected peers that Skip does not leave out, each at most once per
+//     KickInterval (relay.go): gossip does not carry another node's
+//     writes, and the others would otherwise wait for their periodic
+//     sessions.
 //   - Admission: only members on the replicated list (MembersPrefix) may
 //     connect (the Admission gater, both directions), gossip, push, sync,
 //     ask for status or probe; a joining node trusts its bootstrap peers
@@ -91,10 +97,14 @@
 //     Close. A probe's ack carries the responder's suspicion or death of the
 //     prober, which refutes it at once; a dead member is probed at once
 //     when a connection to it opens or a message from it arrives. Every
-//     probe timeout, each member held suspect or dead for less than
-//     redialFor that this node has no connection to is dialled afresh
-//     (past libp2p's dial backoff), so a healed partition whose
-//     connections closed is found within a probe timeout (reconnect.go).
+//     probe timeout (as configured, not stretched by the health score),
+//     each member held suspect or dead for less than redialFor that this
+//     node has no connection to is dialled afresh (past libp2p's dial
+//     backoff), so a healed partition is found within a probe timeout; the
+//     connections to a member held suspect or dead are closed for that,
+//     once until it is alive again, and it is dialled at once, since one left
+//     open across a partition stays silent after the heal until TCP's next
+//     retransmission (reconnect.go).
 //   - One peer id, one process: a member's probes carry its process's boot
 //     (random number, start time); a member that hears an older boot after
 //     a newer one was first heard (by more than twinGrace) answers the

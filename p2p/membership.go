@@ -317,6 +317,9 @@ func (m *Membership) probeLoop() {
 			target, ok = m.det.StartProbe(now)
 		}
 		m.mu.Unlock()
+		for _, u := range updates {
+			m.cfg.Logger.Debug("member state changed by a timeout", "peer", u.ID, "to", u.State)
+		}
 		m.publish(updates)
 		if ok {
 			m.probe(target)
@@ -403,6 +406,9 @@ func (m *Membership) probe(target string) {
 // noteUnreachable calls OnUnreachable if a member went from alive to
 // suspect or dead.
 func (m *Membership) noteUnreachable(p peer.ID, before, after swim.State) {
+	if before != after {
+		m.cfg.Logger.Debug("member state changed", "peer", p, "from", before, "to", after)
+	}
 	if before == swim.Alive && (after == swim.Suspect || after == swim.Dead) && p != m.self && m.cfg.OnUnreachable != nil {
 		m.cfg.OnUnreachable(p)
 	}

@@ -113,9 +113,9 @@ func TestStuckSessionHoldsUpNoOtherPeer(t *testing.T) {
 	}
 }
 
-// TestDeadMemberWithConnectionIsProbedSoon: a member held dead whose
-// connection stays open (as across a partition that drops packets) is
-// probed again at its next turn, not after its dead backoff (20 s here),
+// TestDeadMemberWithConnectionIsProbedSoon: a member held dead that has a
+// connection (as across a partition that drops packets) is probed again at
+// its next turn, not after its dead backoff (20 s here),
 // so that a heal is noticed within a round of probes. b runs no membership:
 // its host takes the probes and answers none (it resets each stream).
 func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
@@ -126,17 +126,109 @@ func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
 		probes.Add(1)
 		_ = st.Reset()
 	})
+	first := a.host.Network().ConnsToPeer(b.host.ID())[0]
 	fd := swim.LoopbackConfig()
 	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
 	ma := startPairMembership(t, a, b.host.ID(), fd)
 	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
-	if a.host.Network().Connectedness(b.host.ID()) != network.Connected {
-		t.Fatal("the connection closed: the test needs it open")
-	}
+	// a closes the connection once (TestDeadMemberWithConnectionIsDialledAfresh)
+	// and dials again: the new one stays open while b is dead.
+	waitFor(t, 10*time.Second, "a connected to b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
 	before := probes.Load()
 	waitFor(t, 10*time.Second, "a probes the dead b again, well before its 20 s dead backoff", func() bool {
 		return probes.Load() >= before+3
 	})
+}
+
+// TestDeadMemberWithConnectionIsDialledAfresh: when a holds b suspect or
+// dead while a connection to b stays open (a partition
+// that drops packets leaves it so, and after the heal it stays silent until
+// TCP's next retransmission, seconds later), a closes it, once until b is
+// alive again, and dials b afresh. b's host takes
+// the probes and answers none (it resets each stream).
+func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
+	a, b := startTestNode(t, "test"), startTestNode(t, "test")
+	connect(t, a.host, b.host)
+	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) { _ = st.Reset() })
+	first := a.host.Network().ConnsToPeer(b.host.ID())[0]
+	fd := swim.LoopbackConfig()
+	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
+	ma := startPairMembership(t, a, b.host.ID(), fd)
+	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
+	// The redial loop, or the next probe, dials afresh.
+	waitFor(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
+	// Once until b is alive again: the new connection stays.
+	conns := a.host.Network().ConnsToPeer(b.host.ID())
+	if len(conns) == 0 {
+		t.Fatal("no connection to b")
+	}
+	second := conns[0]
+	for i := range 10 { // turns of the redial loop, each a second apart
+		ma.redialUnreachable(time.Now().Add(time.Duration(i+1) * time.Second))
+	}
+	if second.IsClosed() {
+		t.Error("a closed the new connection to b too: once until b is alive again")
+	}
+}
+
+// TestSuspectMemberWithConnectionIsDialledAfresh: a partition of 8 s in the
+// nemesis suite ended with every member suspect, none dead yet, and every
+// connection across it silent until TCP's next retransmission (4.6 s after
+// the heal). So a suspect member gets its connection closed and dialled
+// afresh, as a dead one does. b stays suspect here (a
+// long suspicion timeout) and answers no probe.
+func TestSuspectMemberWithConnectionIsDialledAfresh(t *testing.T) {
+	a, b := startTestNode(t, "test"), startTestNode(t, "test")
+	connect(t, a.host, b.host)
+	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) { _ = st.Reset() })
+	first := a.host.Network().ConnsToPeer(b.host.ID())[0]
+	fd := swim.LoopbackConfig()
+	fd.SuspicionMult, fd.SuspicionMaxTimeoutMult = 1000, 1 // 200 s: b stays suspect
+	ma := startPairMembership(t, a, b.host.ID(), fd)
+	waitFor(t, 20*time.Second, "a holds b suspect", func() bool { return memberState(ma, b.host.ID()) == swim.Suspect })
+	waitFor(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
+	if st := memberState(ma, b.host.ID()); st != swim.Suspect {
+		t.Errorf("b is %v; the test needs it suspect", st)
+	}
+}
+
+// reconnected reports whether h's connection first to p is closed and
+// another is open.
+func reconnected(h host.Host, p peer.ID, first network.Conn) bool {
+	if !first.IsClosed() {
+		return false
+	}
+	for _, c := range h.Network().ConnsToPeer(p) {
+		if c != first && !c.IsClosed() {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRedialPeriodIgnoresHealth: the redial loop's period is the probe
+// timeout as configured, however poor the health score: the node cut off
+// by a partition has the worst score (every probe failed), and it is the
+// one that must find the heal soonest.
+func TestRedialPeriodIgnoresHealth(t *testing.T) {
+	a := startTestNode(t, "test")
+	other, err := peer.Decode("12D3KooWLHZb2aj8iEV1CNE64CHfCp6QXj6ekpiJTYjidQqCDkJK") // nobody listens
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := swim.LoopbackConfig()
+	ma := startPairMembership(t, a, other, fd)
+	waitFor(t, 20*time.Second, "a's health score to worsen (its probes of the absent member fail)", func() bool {
+		ma.mu.Lock()
+		defer ma.mu.Unlock()
+		return ma.det.Health() >= 2
+	})
+	ma.mu.Lock()
+	every, stretched := ma.redialEvery(), ma.det.ProbeTimeout()
+	ma.mu.Unlock()
+	if every != fd.ProbeTimeout {
+		t.Errorf("redial period %v with a poor health score (probe timeout stretched to %v); want the configured %v", every, stretched, fd.ProbeTimeout)
+	}
 }
 
 // startPairMembership starts a membership on n whose member list is n and

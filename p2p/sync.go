@@ -61,6 +61,7 @@ type Syncer struct {
 	// for one deadline is repaired in smaller sessions instead of failing
 	// the same way again.
 	diffCap   atomic.Int64
+	relays    relayLimiter // see relay.go
 	closeOnce sync.Once
 }
 
@@ -84,6 +85,7 @@ func StartSyncer(cfg SyncConfig) (*Syncer, error) {
 		if c.Stat().Direction != network.DirOutbound {
 			return
 		}
+		s.cfg.Logger.Debug("anti-entropy kick on a new connection", "peer", c.RemotePeer())
 		select {
 		case s.kick <- c.RemotePeer():
 		default: // a burst of connections: the periodic sync covers the rest
@@ -122,8 +124,10 @@ func (s *Syncer) Kick(p peer.ID) {
 	s.mu.Lock()
 	if last, ok := s.mu.kicked[p]; ok && now.Sub(last) < KickInterval || s.mu.closed {
 		s.mu.Unlock()
+		s.cfg.Logger.Debug("anti-entropy kick dropped: one less than a kick interval ago", "peer", p)
 		return
 	}
+	s.cfg.Logger.Debug("anti-entropy kick", "peer", p)
 	if len(s.mu.kicked) >= 4096 {
 		clear(s.mu.kicked)
 	}
@@ -206,8 +210,9 @@ func (s *Syncer) loop(ctx context.Context) {
 	queued := map[peer.ID]bool{}
 	redial := map[peer.ID]bool{} // queued retries dial again first
 
-	start := func(p peer.ID, dial bool) {
+	start := func(p peer.ID, dial bool, why string) {
 		if running[p] || len(running) >= MaxOutgoingSessions {
+			s.cfg.Logger.Debug("anti-entropy session queued", "peer", p, "why", why, "running", running[p])
 			if !queued[p] {
 				queued[p] = true
 				queue = append(queue, p)
@@ -217,12 +222,15 @@ func (s *Syncer) loop(ctx context.Context) {
 		}
 		running[p] = true
 		sessions.Add(1)
+		s.cfg.Logger.Debug("anti-entropy session starts", "peer", p, "why", why)
 		go func() {
 			defer sessions.Done()
 			if dial && s.cfg.Host.Network().Connectedness(p) != network.Connected {
-				// The failed connection may be gone: dial again (the
-				// admission gater still applies).
-				dialCtx, cancel := context.WithTimeout(ctx, maxSyncRetry)
+				// The failed connection may be gone, or a member back alive
+				// (Kick) has none yet: dial, past libp2p's dial backoff (the
+				// dials that failed while it was away must not delay this
+				// one; the admission gater still applies).
+				dialCtx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "a sync session's peer may be reachable again"), maxSyncRetry)
 				_ = s.cfg.Host.Connect(dialCtx, peer.AddrInfo{ID: p})
 				cancel()
 			}
@@ -240,11 +248,12 @@ func (s *Syncer) loop(ctx context.Context) {
 			delete(queued, p)
 			dial := redial[p]
 			delete(redial, p)
-			start(p, dial)
+			start(p, dial, "queued")
 		}
 	}
 	finish := func(o outcome) {
 		delete(running, o.p)
+		s.cfg.Logger.Debug("anti-entropy session ended", "peer", o.p, "err", o.err)
 		switch {
 		case o.err == nil:
 			if o.p == retryPeer {
@@ -271,15 +280,16 @@ func (s *Syncer) loop(ctx context.Context) {
 		case o := <-outcomes:
 			finish(o)
 		case p := <-s.kick:
-			start(p, false)
+			start(p, true, "kick")
 		case <-retry.C:
 			if s.skip(retryPeer) {
+				s.cfg.Logger.Debug("anti-entropy retry skipped: peer suspect or dead", "peer", retryPeer)
 				continue // suspect or dead: its recovery kicks a session
 			}
-			start(retryPeer, true)
+			start(retryPeer, true, "retry")
 		case <-timer.C:
 			if peers := slices.DeleteFunc(s.cfg.Host.Network().Peers(), s.skip); len(peers) > 0 {
-				start(peers[rand.IntN(len(peers))], false)
+				start(peers[rand.IntN(len(peers))], false, "periodic")
 			}
 			timer.Reset(s.jittered())
 		}

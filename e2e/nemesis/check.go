@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/chorus-kv/chorus/crdt"
 )
 
 // Write is one write a writer attempted.
@@ -46,6 +48,7 @@ type History struct {
 	attempted map[string]string // value -> key, acknowledged or not
 	Acked     int
 	Unknown   int
+	maxStamp  uint64 // the greatest HLC of an acknowledged write
 }
 
 // NewHistory builds a history from writes.
@@ -59,11 +62,27 @@ func NewHistory(writes []Write) *History {
 		}
 		h.Acked++
 		h.acked[w.Value] = w
+		h.maxStamp = max(h.maxStamp, w.HLC)
 		if cur, ok := h.latest[w.Key]; !ok || less(cur.HLC, cur.Origin, w.HLC, w.Origin) {
 			h.latest[w.Key] = w
 		}
 	}
 	return h
+}
+
+// ClockWait returns how long after healed the peers' clocks must run
+// before they accept every acknowledged write: a node whose clock ran ahead
+// (the skew fault) stamped its writes ahead, a node restarted on the same
+// data keeps stamping from there until its clock catches up, and a peer
+// refuses a timestamp more than maxOffset ahead of its own clock
+// (--max-clock-offset) until its clock gets there. No node can converge
+// sooner, whatever the network does. Zero when no acknowledged write is
+// stamped that far ahead of healed.
+func (h *History) ClockWait(healed time.Time, maxOffset time.Duration) time.Duration {
+	if h.maxStamp == 0 {
+		return 0
+	}
+	return max(0, crdt.Timestamp(h.maxStamp).Time().Add(-maxOffset).Sub(healed))
 }
 
 // Problem is one violation a checker found.

@@ -136,3 +136,29 @@ func TestPercentile(t *testing.T) {
 		t.Errorf("Percentile(nil) = %v, want 0", got)
 	}
 }
+
+func TestHistoryClockWait(t *testing.T) {
+	healed := time.UnixMilli(1_000_000_000_000)
+	stamp := func(d time.Duration) uint64 { return uint64(healed.Add(d).UnixMilli()) << 16 }
+	tests := []struct {
+		name   string
+		writes []Write
+		want   time.Duration
+	}{
+		{"no write", nil, 0},
+		{"stamped before the heal", []Write{{Key: "a", Value: "1", Acked: true, HLC: stamp(-time.Second)}}, 0},
+		{"ahead, within the offset", []Write{{Key: "a", Value: "1", Acked: true, HLC: stamp(400 * time.Millisecond)}}, 0},
+		{"2 s ahead", []Write{
+			{Key: "a", Value: "1", Acked: true, HLC: stamp(2 * time.Second)},
+			{Key: "b", Value: "2", Acked: true, HLC: stamp(time.Second)},
+		}, 1500 * time.Millisecond},
+		{"an unacknowledged write does not count", []Write{{Key: "a", Value: "1", HLC: stamp(2 * time.Second)}}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := NewHistory(tt.writes).ClockWait(healed, 500*time.Millisecond); got != tt.want {
+				t.Errorf("ClockWait = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

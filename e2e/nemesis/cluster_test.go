@@ -87,13 +87,14 @@ func (w *startedWriter) Write(p []byte) (int, error) {
 	return w.log.Write(p)
 }
 
-func newNode(i int, l *lab, dir, bin, secret string) (*node, error) {
+// newNode prepares node i: its data folder under dir, its log in logDir.
+func newNode(i int, l *lab, dir, logDir, bin, secret string) (*node, error) {
 	n := &node{i: i, ns: l.ns[i], ip: l.ips[i], dir: filepath.Join(dir, fmt.Sprintf("n%d", i))}
 	if err := os.MkdirAll(n.dir, 0o700); err != nil {
 		return nil, err
 	}
 	var err error
-	if n.log, err = os.Create(filepath.Join(dir, fmt.Sprintf("n%d.log", i))); err != nil {
+	if n.log, err = os.Create(filepath.Join(logDir, fmt.Sprintf("n%d.log", i))); err != nil {
 		return nil, err
 	}
 	var peers []string

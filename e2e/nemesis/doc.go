@@ -27,11 +27,18 @@
 //  5. at the end of each round: pauses the writers, heals, and measures the
 //     time until every node has the same Merkle root and holds every
 //     acknowledged write; then checks, on every node, that no acknowledged
-//     write is lost and that LWW winners agree and are right (History).
+//     write is lost and that LWW winners agree and are right (History). A
+//     round whose acknowledged writes are stamped more than the agents'
+//     max clock offset past the heal (a clock that ran ahead) cannot
+//     converge before the peers' clocks catch up (History.ClockWait): it
+//     is reported apart, with that wait.
 //  6. at the end: checks each watcher's stream against its node's change log
 //     replayed over the same revisions (CheckStream: no gap, no duplicate),
 //     and prints the seed, the writes, the faults, the problems, the
 //     convergence times and each node's RSS and descriptor range.
+//
+// -nemesis.logs DIR keeps the agents' logs, at debug level, in DIR, with a
+// line marking each fault's apply and heal in every node's log.
 //
 // The soak (-nemesis.soak) runs the same for 30 minutes, never restarting n0
 // and n1, samples every node's VmRSS and open descriptors every 5 s into a

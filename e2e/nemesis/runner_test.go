@@ -19,8 +19,19 @@ type runner struct {
 	nodes []*node
 }
 
+// mark writes a line into every node's log, so that the agents' lines can
+// be read against the schedule.
+func (r *runner) mark(what string, faults []Fault) {
+	line := fmt.Sprintf("=== nemesis: %s %s %v\n", time.Now().UTC().Format("15:04:05.000"), what, faults)
+	for _, n := range r.nodes {
+		_, _ = n.log.WriteString(line)
+	}
+}
+
 func (r *runner) apply(faults []Fault) {
 	r.t.Helper()
+	r.mark("apply", faults)
+	defer r.mark("applied", faults)
 	for _, f := range faults {
 		var err error
 		switch f.Kind {
@@ -41,6 +52,8 @@ func (r *runner) apply(faults []Fault) {
 
 func (r *runner) heal(faults []Fault) {
 	r.t.Helper()
+	r.mark("heal", faults)
+	defer r.mark("healed", faults)
 	for _, f := range faults {
 		var err error
 		switch f.Kind {
