@@ -35,14 +35,18 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func startTestNode(t testing.TB, cluster string) *testNode {
 	t.Helper()
+	return startTestNodeOn(t, nil, cluster)
+}
+
+// startTestNodeOn starts a test node on the simulated network sn (inside
+// netsim.Run), or on loopback when sn is nil.
+func startTestNodeOn(t testing.TB, sn *simNet, cluster string) *testNode {
+	t.Helper()
 	id, err := LoadOrCreateIdentity(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHost(id, []string{"/ip4/127.0.0.1/tcp/0"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := hostMaker(sn)(t, id)
 	n := &testNode{id: id, host: h}
 	var repl *Replicator
 	var mu sync.Mutex

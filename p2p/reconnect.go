@@ -58,17 +58,17 @@ type redial struct {
 }
 
 // redialLoop calls redialUnreachable every probe timeout until Close.
-func (m *Membership) redialLoop() {
+func (m *Membership) redialLoop(ctx context.Context) {
 	defer m.wg.Done()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
-		case <-m.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-timer.C:
 		}
-		m.redialUnreachable(time.Now())
+		m.redialUnreachable(ctx, time.Now())
 		m.mu.Lock()
 		every := m.det.ProbeTimeout()
 		m.mu.Unlock()
@@ -80,7 +80,7 @@ func (m *Membership) redialLoop() {
 // held suspect or dead for less than redialFor that this node has no
 // connection to, unless one is in flight or one started less than a probe
 // timeout ago. The dials are owned by m.wg (Close waits for them).
-func (m *Membership) redialUnreachable(now time.Time) {
+func (m *Membership) redialUnreachable(ctx context.Context, now time.Time) {
 	net := m.cfg.Host.Network()
 	m.mu.Lock()
 	timeout := m.det.ProbeTimeout()
@@ -124,7 +124,7 @@ func (m *Membership) redialUnreachable(now time.Time) {
 			defer m.wg.Done()
 			// Not subject to the swarm's dial backoff: the dials that failed
 			// during the partition must not delay the one after its heal.
-			ctx, cancel := context.WithTimeout(network.WithForceDirectDial(m.ctx, "a suspect or dead member may be reachable again"), timeout)
+			ctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "a suspect or dead member may be reachable again"), timeout)
 			err := m.cfg.Host.Connect(ctx, peer.AddrInfo{ID: p})
 			cancel()
 			m.mu.Lock()

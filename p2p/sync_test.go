@@ -30,6 +30,7 @@ type syncNode struct {
 }
 
 type syncNodeOpts struct {
+	net       *simNet       // nil: a host on loopback
 	interval  time.Duration // 0: no periodic sync
 	maxDiff   int
 	grace     time.Duration
@@ -46,10 +47,7 @@ func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHost(id, []string{"/ip4/127.0.0.1/tcp/0"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := hostMaker(o.net)(t, id)
 	n := &syncNode{host: h}
 	cfg := store.Config{Path: t.TempDir(), NodeID: []byte(id.ID), TombstoneGrace: o.grace, OnCommit: o.onCommit}
 	if o.wall != 0 {

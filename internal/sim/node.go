@@ -7,11 +7,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
@@ -19,6 +17,7 @@ import (
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/frontier"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/netsim"
 	"github.com/chorus-kv/chorus/p2p"
 )
 
@@ -119,14 +118,9 @@ func (c *Cluster) startNode(i int, peers []peer.AddrInfo) (_ *Node, err error) {
 		return nil, fmt.Errorf("sim: node %d: %w", i, err)
 	}
 	if n.Host, err = p2p.NewHostWith(p2p.Identity{Key: sk, ID: id}, p2p.HostConfig{
-		Listen: []string{listenAddr(i)},
+		Listen: []string{netsim.ListenAddr(i)},
 		Gater:  n.Admission,
-	},
-		c.net.quicOption(),
-		// Identify's address discovery stalls synctest (as simlibp2p notes).
-		libp2p.DisableIdentifyAddressDiscovery(),
-		libp2p.ResourceManager(&network.NullResourceManager{}),
-	); err != nil {
+	}, c.net.HostOptions()...); err != nil {
 		return nil, fmt.Errorf("sim: node %d: %w", i, err)
 	}
 	cleanup = append(cleanup, func() { _ = n.Host.Close() })
