@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -30,8 +31,9 @@ func (e *memberEvents) count(of map[peer.ID][]time.Time, p peer.ID) int {
 // startSimMembers starts n nodes on sn, each with a replicator and a
 // membership with open admission (its members are the peers it is
 // connected to) and the detector's timing fd, connects every pair, and
-// waits until every node holds every other alive.
-func startSimMembers(t *testing.T, sn *simNet, n int, fd swim.Config) ([]*testNode, []*Membership, []*memberEvents) {
+// waits until every node holds every other alive. configure, when set,
+// adjusts node i's configuration first.
+func startSimMembers(t *testing.T, sn *simNet, n int, fd swim.Config, configure ...func(i int, c *MembershipConfig)) ([]*testNode, []*Membership, []*memberEvents) {
 	t.Helper()
 	nodes := make([]*testNode, n)
 	for i := range nodes {
@@ -53,8 +55,12 @@ func startSimMembers(t *testing.T, sn *simNet, n int, fd swim.Config) ([]*testNo
 				ev.mu.Unlock()
 			}
 		}
-		m, err := StartMembership(MembershipConfig{Cluster: "test", Host: nd.host, PubSub: nd.repl.PubSub(), Logger: quiet,
-			Detector: fd, OnUnreachable: record(ev.unreachable), OnRecovered: record(ev.recovered)})
+		cfg := MembershipConfig{Cluster: "test", Host: nd.host, PubSub: nd.repl.PubSub(), Logger: quiet,
+			Detector: fd, OnUnreachable: record(ev.unreachable), OnRecovered: record(ev.recovered)}
+		for _, f := range configure {
+			f(i, &cfg)
+		}
+		m, err := StartMembership(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,6 +204,134 @@ func TestMembershipCloseStopsEverything(t *testing.T) {
 		ack, answered := ms[0].ping(ctx, nodes[1].host.ID(), &replicationv1.Probe{Kind: replicationv1.Probe_KIND_PING}, fd.ProbeTimeout)
 		if ack || answered {
 			t.Errorf("a closed membership answered a probe (ack %v, answered %v)", ack, answered)
+		}
+	})
+}
+
+// TestSlowNodeIsNotSuspected: a member that answers every ping after half
+// the probe timeout (slow, but in time) is never suspected. On virtual
+// time the delay is exact, so a loaded machine cannot stretch it past the
+// timeout (on real time this test failed under load).
+func TestSlowNodeIsNotSuspected(t *testing.T) {
+	netsim.Run(t, func(t *testing.T) {
+		sn := startSimNet(t)
+		fd := swim.LoopbackConfig()
+		slow := func() time.Duration { return fd.ProbeTimeout / 2 }
+		nodes, ms, _ := startSimMembers(t, sn, 4, fd, func(i int, c *MembershipConfig) {
+			if i == 3 {
+				c.ProbeDelay = slow
+			}
+		})
+		// Over 20 probe intervals (every node probes it several times), no
+		// node ever suspects it.
+		deadline := time.Now().Add(20 * fd.ProbeInterval)
+		probesBefore := ms[0].Stats().Probes
+		for time.Now().Before(deadline) {
+			for i, m := range ms[:3] {
+				if s := memberState(m, nodes[3].host.ID()); s != swim.Alive {
+					t.Fatalf("node %d holds the slow node %v", i, s)
+				}
+			}
+			time.Sleep(5 * time.Millisecond) // polling step (virtual time)
+		}
+		if ms[0].Stats().Probes == probesBefore {
+			t.Fatal("node 0 sent no probe while watching: the test proved nothing")
+		}
+	})
+}
+
+// TestKilledMemberSuspectedThenDeadThenBack: a member killed (no leave) is
+// suspected first, then declared dead by every live member within the
+// detector's bound, with the failed probes counted. Restarted with its
+// identity on a new address and connected to one member only, it is alive
+// again for every member, and holds every member alive: its refutation
+// outranks its death, and its announcements carry its new addresses. On
+// virtual time (it was an internal/node test on loopback).
+func TestKilledMemberSuspectedThenDeadThenBack(t *testing.T) {
+	netsim.Run(t, func(t *testing.T) {
+		sn := startSimNet(t)
+		fd := swim.LoopbackConfig()
+		fd.ReapAfter = time.Hour
+		// A member list, as admission gives one: the restarted node
+		// probes every member, not only the one it is connected to.
+		var mu sync.Mutex
+		var ids []peer.ID
+		members := func() []peer.ID {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(ids)
+		}
+		nodes, ms, _ := startSimMembers(t, sn, 4, fd, func(_ int, c *MembershipConfig) {
+			mu.Lock()
+			ids = append(ids, c.Host.ID())
+			mu.Unlock()
+			c.Members = members
+		})
+		victim := nodes[3]
+		killed := time.Now()
+		ms[3].Close() // a crash: no leave announced
+		victim.repl.Close()
+		_ = victim.host.Close()
+		var suspectAt, deadAt time.Time
+		// One probe round to reach it (3 members), the probe and indirect
+		// probes, and the longest suspicion timeout: no slack for a loaded
+		// machine, on virtual time.
+		bound := 3*fd.ProbeInterval + fd.ProbeInterval + 6*time.Duration(fd.SuspicionMult)*fd.ProbeInterval
+		waitFor(t, bound, "node 0 declares the killed node dead", func() bool {
+			switch memberState(ms[0], victim.host.ID()) {
+			case swim.Suspect:
+				if suspectAt.IsZero() {
+					suspectAt = time.Now()
+				}
+			case swim.Dead:
+				deadAt = time.Now()
+				return true
+			}
+			return false
+		})
+		if suspectAt.IsZero() {
+			t.Fatal("the killed node went to dead without being suspected first")
+		}
+		t.Logf("suspected after %v, dead after %v", suspectAt.Sub(killed), deadAt.Sub(killed))
+		if st := ms[0].Stats(); st.Suspicions < 1 {
+			t.Errorf("node 0's membership stats %+v; want the suspicion counted", st)
+		}
+		var failures int64
+		for _, m := range ms[:3] {
+			failures += m.Stats().ProbeFailures
+		}
+		if failures < 1 {
+			t.Error("no failed probe counted on any live node")
+		}
+		waitFor(t, bound, "every live node declares it dead", func() bool {
+			for _, m := range ms[:3] {
+				if memberState(m, victim.host.ID()) != swim.Dead {
+					return false
+				}
+			}
+			return true
+		})
+
+		restarted := startTestNodeAs(t, sn, "test", victim.id) // a new address
+		connect(t, restarted.host, nodes[0].host)
+		mr, err := StartMembership(MembershipConfig{Cluster: "test", Host: restarted.host, PubSub: restarted.repl.PubSub(), Logger: quiet, Detector: fd, Members: members})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(mr.Close)
+		ok := false
+		for deadline := time.Now().Add(10 * time.Second); !ok && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			ok = true
+			for i, m := range ms[:3] {
+				if memberState(m, restarted.host.ID()) != swim.Alive || memberState(mr, nodes[i].host.ID()) != swim.Alive {
+					ok = false
+				}
+			}
+		}
+		if !ok {
+			for i, m := range ms[:3] {
+				t.Errorf("node %d holds the restarted node %v, and it holds node %d %v", i, memberState(m, restarted.host.ID()), i, memberState(mr, nodes[i].host.ID()))
+			}
 		}
 	})
 }
