@@ -72,15 +72,12 @@ func (m *Membership) probeLoop(ctx context.Context) {
 		// intervals, and as soon as the topic first has peers, so members
 		// that are not connected to it learn where it is.
 		hasPeers := len(m.topic.ListPeers()) > 0
+		// One critical section decides the turn: the announcement, the
+		// detector's timeouts, and the probe to start.
 		m.mu.Lock()
 		every := 30 * m.det.Config().ProbeInterval
 		me, _ := m.det.Member(m.self.String())
-		m.mu.Unlock()
-		if me.State == swim.Alive && (now.Sub(lastAnnounce) >= every || hasPeers && !announcedToPeers) {
-			m.publish(ctx, []swim.Update{{ID: me.ID, State: swim.Alive, Incarnation: me.Incarnation, From: me.ID}})
-			lastAnnounce, announcedToPeers = now, hasPeers
-		}
-		m.mu.Lock()
+		announce := me.State == swim.Alive && (now.Sub(lastAnnounce) >= every || hasPeers && !announcedToPeers)
 		updates, reaped := m.det.Tick(now)
 		for _, id := range reaped {
 			m.reaped[id] = true
@@ -94,10 +91,15 @@ func (m *Membership) probeLoop(ctx context.Context) {
 			target, ok = m.det.StartProbe(now)
 		}
 		m.mu.Unlock()
+		if announce {
+			m.publish(ctx, []swim.Update{{ID: me.ID, State: swim.Alive, Incarnation: me.Incarnation, From: me.ID}})
+			lastAnnounce, announcedToPeers = now, hasPeers
+		}
 		m.publish(ctx, updates)
 		if ok {
 			m.probe(ctx, target)
 		}
+		// After the probe, which moved the next probe's time.
 		m.mu.Lock()
 		next := m.det.NextProbeAt()
 		if t, ok := m.det.NextTickAt(); ok && t.Before(next) {
