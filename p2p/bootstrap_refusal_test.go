@@ -67,7 +67,7 @@ func memberHost(t *testing.T, sn *simNet) (peer.ID, []ma.Multiaddr, *logBuffer) 
 		t.Fatal(err)
 	}
 	if sn != nil {
-		h, _ := sn.newHost(t, id, HostConfig{Gater: adm})
+		h := sn.newHost(t, id, HostConfig{Gater: adm})
 		return id.ID, h.Addrs(), log
 	}
 	h, err := NewHostWith(id, HostConfig{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Gater: adm})

@@ -32,21 +32,34 @@ func startSimNet(t testing.TB) *simNet {
 	return &simNet{net: netsim.Start(t, netsim.LinkConfig{Latency: time.Millisecond}, 1)}
 }
 
-// newHost starts a host with id on the network, closed when the test ends,
-// and returns it with its index on the network (for Partition).
-func (s *simNet) newHost(t testing.TB, id Identity, cfg HostConfig) (host.Host, int) {
+// newHost starts a host with id on the network at the next index (the
+// order of the calls gives the indexes Partition takes), closed when the
+// test ends.
+func (s *simNet) newHost(t testing.TB, id Identity, cfg HostConfig) host.Host {
 	t.Helper()
+	return s.newHostAt(t, s.reserve(), id, cfg)
+}
+
+// reserve returns the index of a host not started yet.
+func (s *simNet) reserve() int {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	i := s.next
 	s.next++
-	s.mu.Unlock()
+	return i
+}
+
+// newHostAt starts a host with id at index i (from reserve: a host that
+// comes up, or comes back, at a known address), closed when the test ends.
+func (s *simNet) newHostAt(t testing.TB, i int, id Identity, cfg HostConfig) host.Host {
+	t.Helper()
 	cfg.Listen = []string{netsim.ListenAddr(i)}
 	h, err := NewHostWith(id, cfg, s.net.HostOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Close() })
-	return h, i
+	return h
 }
 
 // hostMaker returns how startTestNodeOn makes a node's host: on the
@@ -55,8 +68,7 @@ func hostMaker(sn *simNet) func(testing.TB, Identity) host.Host {
 	return func(t testing.TB, id Identity) host.Host {
 		t.Helper()
 		if sn != nil {
-			h, _ := sn.newHost(t, id, HostConfig{})
-			return h
+			return sn.newHost(t, id, HostConfig{})
 		}
 		h, err := NewHost(id, []string{"/ip4/127.0.0.1/tcp/0"})
 		if err != nil {
