@@ -157,7 +157,7 @@ func (a *Admission) JoinFacts() JoinFacts {
 
 // NewAdmission returns the admission of self, with the member list read
 // from st.
-func NewAdmission(self peer.ID, bootstrap []peer.AddrInfo, open bool, st *store.Store, logger *slog.Logger) (*Admission, error) {
+func NewAdmission(self peer.ID, bootstrap []peer.AddrInfo, open bool, st AdmissionStore, logger *slog.Logger) (*Admission, error) {
 	a := &Admission{self: self, bootstrap: map[peer.ID]bool{}, open: open, logger: logger,
 		members: map[peer.ID]*replicationv1.MemberRecord{}, removed: map[peer.ID]bool{},
 		refusedLogged: map[peer.ID]time.Time{}, now: time.Now}

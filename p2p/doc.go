@@ -116,8 +116,19 @@
 //     mDNS dials, the syncer's loop and sessions) is stopped by its owner's
 //     Close, which waits for it.
 //
-// What a caller does, in order: LoadOrCreateIdentity; NewHost;
-// StartReplicator with the host and the store (ChainStart: the clock's
+// Each component takes the narrow view of the store it uses (stores.go:
+// ReplicatorStore, SyncStore, AdmissionStore), which *store.Store
+// satisfies. The Syncer's code is split by concern: sync.go (the Syncer
+// and its loop: kicks, retries, periodic sessions), sync_session.go (one
+// session over a stream), sync_config.go, sync_stats.go (counters and the
+// byte-counting stream), sync_errors.go and sync_status.go (the status
+// protocol).
+//
+// What a caller does, in order (internal/node's Peering does exactly this,
+// for the agent and for the simulation in internal/sim):
+// LoadOrCreateIdentity; NewAdmission (the member list, from the store);
+// NewHost (the admission as its gater); StartReplicator with the host and
+// the store (ChainStart: the clock's
 // value now, the epoch; OnBatch: Convergence.ObserveBatch), and pass
 // Enqueue to the store's commit hook; StartSyncer (LocalFrontier and
 // OnMerge: the Convergence's); StartMembership; StartConvergence with the

@@ -91,35 +91,59 @@ func resourceManager(maxFDs int) (network.ResourceManager, error) {
 	return rm, nil
 }
 
-// NewHostWith starts a libp2p host as NewHost does, with a swarm key and a
-// connection gater when cfg has them.
-func NewHostWith(id Identity, cfg HostConfig, extra ...libp2p.Option) (host.Host, error) {
-	listen := cfg.Listen
-	if len(listen) == 0 {
-		listen = DefaultListenAddrs
-		if cfg.SwarmKey != nil {
-			listen = []string{DefaultListenAddrs[0]}
+// swarmKeyBytes is the length of a private network's key (go-libp2p's pnet
+// refuses any other at every connection).
+const swarmKeyBytes = 32
+
+// WithDefaults returns c with Listen set to DefaultListenAddrs when empty
+// (their TCP ones only, with a SwarmKey).
+func (c HostConfig) WithDefaults() HostConfig {
+	if len(c.Listen) == 0 {
+		c.Listen = DefaultListenAddrs
+		if c.SwarmKey != nil {
+			c.Listen = []string{DefaultListenAddrs[0]}
 		}
 	}
+	return c
+}
+
+// Validate reports every problem with c at once: a listen address that is
+// not a multiaddr, a QUIC one with a SwarmKey, a SwarmKey that is not 32
+// bytes, a negative MaxFDs.
+func (c HostConfig) Validate() error {
 	var errs []error
-	for _, a := range listen {
+	for _, a := range c.Listen {
 		m, err := ma.NewMultiaddr(a)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("p2p: listen address %q: %w", a, err))
 			continue
 		}
-		if cfg.SwarmKey != nil {
+		if c.SwarmKey != nil {
 			if _, err := m.ValueForProtocol(ma.P_QUIC_V1); err == nil {
 				errs = append(errs, fmt.Errorf("p2p: listen address %q: QUIC cannot be used with a swarm key (go-libp2p refuses a private network over QUIC); listen on TCP only", a))
 			}
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if c.SwarmKey != nil && len(c.SwarmKey) != swarmKeyBytes {
+		errs = append(errs, fmt.Errorf("p2p: swarm key of %d bytes; want %d", len(c.SwarmKey), swarmKeyBytes))
+	}
+	if c.MaxFDs < 0 {
+		errs = append(errs, fmt.Errorf("p2p: MaxFDs is %d; it must not be negative (0 leaves libp2p's own scaling)", c.MaxFDs))
+	}
+	return errors.Join(errs...)
+}
+
+// NewHostWith starts a libp2p host as NewHost does, with a swarm key and a
+// connection gater when cfg has them. cfg takes its defaults first and must
+// then be valid (HostConfig.Validate).
+func NewHostWith(id Identity, cfg HostConfig, extra ...libp2p.Option) (host.Host, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(id.Key),
-		libp2p.ListenAddrStrings(listen...),
+		libp2p.ListenAddrStrings(cfg.Listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.DisableMetrics(),
 		libp2p.DisableRelay(),
@@ -141,7 +165,7 @@ func NewHostWith(id Identity, cfg HostConfig, extra ...libp2p.Option) (host.Host
 	}
 	h, err := libp2p.New(append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("p2p: start host on %v: %w", listen, err)
+		return nil, fmt.Errorf("p2p: start host on %v: %w", cfg.Listen, err)
 	}
 	return h, nil
 }

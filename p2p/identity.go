@@ -9,6 +9,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/chorus-kv/chorus/internal/atomicfile"
 )
 
 // IdentityFile is the name of the key file in a node's data folder.
@@ -49,7 +51,7 @@ func LoadOrCreateIdentity(dir string) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("p2p: encode identity key: %w", err)
 	}
-	if err := writeFileAtomic(path, b, 0o600); err != nil {
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return Identity{}, fmt.Errorf("p2p: write identity key: %w", err)
 	}
 	return newIdentity(sk)
@@ -94,36 +96,4 @@ func newIdentity(sk crypto.PrivKey) (Identity, error) {
 		return Identity{}, fmt.Errorf("p2p: peer id from key: %w", err)
 	}
 	return Identity{Key: sk, ID: id}, nil
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

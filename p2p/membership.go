@@ -73,8 +73,8 @@ type Membership struct {
 	topic *pubsub.Topic
 	sub   *pubsub.Subscription
 	// stop cancels the context the goroutines run in (they receive it as
-	// an argument); done is closed at the same time, for the probe
-	// handlers, which libp2p starts.
+	// an argument); done is closed at the same time, for what runs on
+	// others' goroutines (untilClose).
 	stop context.CancelFunc
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -95,6 +95,8 @@ type Membership struct {
 	redials map[string]redial
 	// redialed counts the redials that connected (reconnect.go).
 	redialed atomic.Int64
+	// urls are the client URLs of this node and its members (clienturls.go).
+	urls clientURLBook
 
 	notify  *network.NotifyBundle
 	boot    boot      // this process

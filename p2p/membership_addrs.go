@@ -15,13 +15,14 @@ import (
 // maxAnnouncedAddrs bounds the addresses of one announcement.
 const maxAnnouncedAddrs = 16
 
-// withAddrs attaches this node's listen addresses and boot to its own alive
-// update.
+// withAddrs attaches this node's listen addresses, boot and client URLs to
+// its own alive update.
 func (m *Membership) withAddrs(u *replicationv1.MemberUpdate) *replicationv1.MemberUpdate {
 	if u.GetId() != m.self.String() || u.GetState() != replicationv1.MemberUpdate_STATE_ALIVE {
 		return u
 	}
 	u.Boot, u.StartedUnixNano = m.boot.nonce, m.boot.started
+	u.ClientUrls = m.urls.own()
 	for _, a := range m.cfg.Host.Addrs() {
 		if len(u.Addrs) == maxAnnouncedAddrs {
 			break

@@ -126,6 +126,7 @@ func (m *Membership) receiveLoop(ctx context.Context) {
 		for _, u := range us.GetUpdates() {
 			if su, ok := fromProtoUpdate(u); ok {
 				m.learnAddrs(u)
+				m.urls.learn(msg.GetFrom(), u)
 				m.apply(ctx, su)
 			}
 		}

@@ -150,7 +150,7 @@ func (m *Membership) handleProbe(st network.Stream) {
 	m.mu.Unlock()
 	defer m.handlers.Done()
 	defer st.Close()
-	ctx, cancel := m.handlerContext()
+	ctx, cancel := m.untilClose()
 	defer cancel()
 	from := st.Conn().RemotePeer()
 	if m.cfg.Admit != nil && m.cfg.Admit(from) != nil {
@@ -177,6 +177,7 @@ func (m *Membership) handleProbe(st network.Stream) {
 	for _, u := range req.GetUpdates() {
 		if su, ok := fromProtoUpdate(u); ok && (su.ID == m.self.String() || su.ID == from.String() && su.From == from.String()) {
 			m.learnAddrs(u)
+			m.urls.learn(from, u)
 			m.apply(ctx, su)
 			if su.ID == from.String() && su.State == swim.Alive {
 				ack.Duplicate = m.checkTwins(from, u, now)
@@ -218,10 +219,11 @@ func (m *Membership) handleProbe(st network.Stream) {
 	}
 }
 
-// handlerContext returns the context of a probe handler (libp2p starts
-// those, not the membership): it ends when Close begins or when cancel is
-// called, whichever comes first. Its goroutine ends with it.
-func (m *Membership) handlerContext() (context.Context, context.CancelFunc) {
+// untilClose returns a context for work the membership's own goroutines
+// do not run (a probe handler, which libp2p starts; SetClientURLs' caller):
+// it ends when Close begins or when cancel is called, whichever comes
+// first. Its goroutine ends with it.
+func (m *Membership) untilClose() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		select {

@@ -36,7 +36,8 @@ func (m *Membership) validate(_ context.Context, _ peer.ID, msg *pubsub.Message)
 
 // decodeMemberUpdates decodes and checks a membership message: within
 // maxProbeBytes, at least one update, every update with an id, a known
-// state and at most maxAnnouncedAddrs addresses that parse.
+// state, at most maxAnnouncedAddrs addresses that parse and client URLs
+// within their bounds (checkClientURLs).
 func decodeMemberUpdates(data []byte) (*replicationv1.MemberUpdates, error) {
 	if len(data) > maxProbeBytes {
 		return nil, fmt.Errorf("%w: membership message of %d bytes; the limit is %d", ErrTooLarge, len(data), maxProbeBytes)
@@ -59,6 +60,9 @@ func decodeMemberUpdates(data []byte) (*replicationv1.MemberUpdates, error) {
 			if _, err := ma.NewMultiaddrBytes(a); err != nil {
 				return nil, fmt.Errorf("%w: update %d: address: %w", ErrUndecodable, i, err)
 			}
+		}
+		if err := checkClientURLs(u.GetClientUrls()); err != nil {
+			return nil, fmt.Errorf("%w: update %d: %w", ErrTooLarge, i, err)
 		}
 	}
 	return &us, nil

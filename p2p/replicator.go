@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/crdtpb"
 	"github.com/chorus-kv/chorus/crdt/store"
 )
 
@@ -33,7 +34,7 @@ type ReplicatorConfig struct {
 	// Cluster scopes the topic and protocols. Default "default".
 	Cluster string
 	Host    host.Host
-	Store   *store.Store
+	Store   ReplicatorStore
 	Logger  *slog.Logger
 	// SubscriptionBuffer is how many received messages may wait for the
 	// apply workers; GossipSub drops past it. Default 8192.
@@ -332,7 +333,7 @@ func (r *Replicator) Enqueue(changes []store.Change) {
 			prev = r.mu.lastOwn
 		}
 		r.mu.lastOwn = max(r.mu.lastOwn, e.HLC)
-		size := entryWireBytes(&e)
+		size := crdtpb.WireBytes(&e)
 		if r.mu.queueBytes+size > r.cfg.MaxQueueBytes {
 			r.droppedLocal.Add(1)
 			continue
@@ -367,14 +368,14 @@ func (r *Replicator) publishLoop(ctx context.Context) {
 		r.mu.Unlock()
 		for len(entries) > 0 {
 			n, size := 0, 0
-			for n < len(entries) && (n == 0 || size+entryWireBytes(&entries[n].entry) <= r.cfg.MaxBatchBytes) {
+			for n < len(entries) && (n == 0 || size+crdtpb.WireBytes(&entries[n].entry) <= r.cfg.MaxBatchBytes) {
 				// A break in the chain (a write dropped from gossip, or one
 				// with no chain) starts a new batch: a batch's chain must
 				// cover every write in it.
 				if n > 0 && entries[n].prev != entries[n-1].entry.HLC {
 					break
 				}
-				size += entryWireBytes(&entries[n].entry)
+				size += crdtpb.WireBytes(&entries[n].entry)
 				n++
 			}
 			if err := r.publish(ctx, entries[:n]); err != nil {

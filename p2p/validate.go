@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/crdtpb"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
 
@@ -108,13 +109,7 @@ func (v *Validator) DecodeGossip(data []byte, from peer.ID, ownOnly bool) (*Goss
 	}
 	entries := make([]crdt.Entry, len(b.GetEntries()))
 	for i, e := range b.GetEntries() {
-		entries[i] = crdt.Entry{
-			Key:       e.GetKey(),
-			Value:     e.GetValue(),
-			HLC:       crdt.Timestamp(e.GetHlc()),
-			Origin:    e.GetOrigin(),
-			Tombstone: e.GetTombstone(),
-		}
+		entries[i] = crdtpb.ToEntry(e)
 		if err := v.Limits.CheckEntry(&entries[i]); err != nil {
 			return nil, fmt.Errorf("%w: entry %d: %w", ErrBadEntry, i, err)
 		}
@@ -146,8 +141,7 @@ func (v *Validator) DecodeGossip(data []byte, from peer.ID, ownOnly bool) (*Goss
 func EncodeBatch(entries []crdt.Entry) ([]byte, error) {
 	b := &replicationv1.Batch{Entries: make([]*replicationv1.Entry, len(entries))}
 	for i := range entries {
-		e := &entries[i]
-		b.Entries[i] = &replicationv1.Entry{Key: e.Key, Value: e.Value, Hlc: uint64(e.HLC), Origin: e.Origin, Tombstone: e.Tombstone}
+		b.Entries[i] = crdtpb.FromEntry(&entries[i])
 	}
 	return proto.Marshal(b)
 }
@@ -157,8 +151,7 @@ func EncodeBatch(entries []crdt.Entry) ([]byte, error) {
 func encodeGossip(items []queued) ([]byte, error) {
 	b := &replicationv1.Batch{Entries: make([]*replicationv1.Entry, len(items))}
 	for i := range items {
-		e := &items[i].entry
-		b.Entries[i] = &replicationv1.Entry{Key: e.Key, Value: e.Value, Hlc: uint64(e.HLC), Origin: e.Origin, Tombstone: e.Tombstone}
+		b.Entries[i] = crdtpb.FromEntry(&items[i].entry)
 	}
 	if p := items[0].prev; p != 0 {
 		prev := uint64(p)
@@ -166,6 +159,3 @@ func encodeGossip(items []queued) ([]byte, error) {
 	}
 	return proto.Marshal(b)
 }
-
-// entryWireBytes is an upper bound on an entry's encoded size, for batching.
-func entryWireBytes(e *crdt.Entry) int { return len(e.Key) + len(e.Value) + len(e.Origin) + 32 }

@@ -24,7 +24,11 @@
 // makes the previous batch durable (one fsync) meanwhile; when it is idle,
 // the committer hands it the open batch. So merging overlaps the disk, a lone
 // write waits for no one, and every write that arrives during one fsync
-// shares the next (group commit): throughput grows with concurrency.
+// shares the next (group commit): throughput grows with concurrency. The
+// code follows the path: submit.go (a request queued and awaited),
+// commit.go (the committer), writer.go (the writer and its fsync policy),
+// leveldb_batch.go (the LevelDB batch both fill), purge.go and compact.go
+// (tombstone purges and change-log compaction inside a batch).
 //
 // Apply waits for its batch's fsync, like Put. ApplyBuffered, for entries
 // that another node holds durably and anti-entropy can bring again (gossip),

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/crdtpb"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
 
@@ -56,27 +57,14 @@ func (c *Change) Visible() bool {
 }
 
 func toProto(r *Record) *replicationv1.Entry {
-	return &replicationv1.Entry{
-		Key:            r.Key,
-		Value:          r.Value,
-		Hlc:            uint64(r.HLC),
-		Origin:         r.Origin,
-		Tombstone:      r.Tombstone,
-		CreateRevision: r.CreateRevision,
-		ModRevision:    r.ModRevision,
-		Version:        r.Version,
-	}
+	m := crdtpb.FromEntry(&r.Entry)
+	m.CreateRevision, m.ModRevision, m.Version = r.CreateRevision, r.ModRevision, r.Version
+	return m
 }
 
 func fromProto(e *replicationv1.Entry) Record {
 	return Record{
-		Entry: crdt.Entry{
-			Key:       e.GetKey(),
-			Value:     e.GetValue(),
-			HLC:       crdt.Timestamp(e.GetHlc()),
-			Origin:    e.GetOrigin(),
-			Tombstone: e.GetTombstone(),
-		},
+		Entry:          crdtpb.ToEntry(e),
 		CreateRevision: e.GetCreateRevision(),
 		ModRevision:    e.GetModRevision(),
 		Version:        e.GetVersion(),

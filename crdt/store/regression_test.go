@@ -175,7 +175,7 @@ func TestWritesDoNotRetainCallerBuffers(t *testing.T) {
 // TestBatchCapsHoldWithMultiOpRequests: Config.MaxBatchOps "caps how many
 // changes share one batch", MaxBatchBytes caps a batch's bytes and "a single
 // larger request still gets a batch of its own". The gather loop in
-// commitLoop (commit.go lines 62-75) checks the caps before taking the next
+// commitLoop (commit.go) checks the caps before taking the next
 // queued request but not after: it appends the request whatever its size, so
 // one batch can exceed MaxBatchOps/MaxBatchBytes by a whole request (an
 // Apply of thousands of entries from anti-entropy joins a batch already near

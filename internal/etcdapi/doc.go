@@ -67,8 +67,8 @@
 //     follows the node's own trimming (--retain-revisions). A Compact at or
 //     below it fails with ErrCompacted. On a store never trimmed, Compact(2)
 //     trims nothing, so revision 1 (the empty state) stays readable.
-//   - Leases live on the node that granted them. They are saved in the data
-//     folder (etcd-leases.json, rewritten at most once a second and at
+//   - Leases live on the node that granted them. They are saved in
+//     Config.LeaseFile (rewritten at most once a second and at
 //     Close) and reloaded at start, each with its full TTL again, as etcd
 //     does on a leader change; a crash may lose the last second of grants
 //     and attachments, and a node that never comes back leaves the keys of
@@ -76,11 +76,24 @@
 //     the put that named the lease; a later write of it detaches it. At
 //     expiry or Revoke, the keys still attached are deleted in one store
 //     batch, so the deletes replicate like any other.
-//   - MemberList lists this node and the gossip topic's peers, each named by
-//     its peer id with the etcd client URL it reports over a libp2p protocol
-//     (/chorus/<cluster>/etcd-member/1). Status reports APIVersion, the size
-//     of the LevelDB folder, the revision, and the node as its own leader.
-//     Alarm lists none.
+//   - MemberList lists this node (Config.NodeID, with its own client URL)
+//     and every member Config.Members returns: the node's one view of its
+//     cluster (the member list and the failure detector's states), in which
+//     each member's client URLs travel with its own SWIM alive updates
+//     (internal/node's etcdMembers, over package p2p's clienturls.go). The
+//     package knows members only through the Membership interface: it
+//     imports neither package p2p nor libp2p. Nodes of earlier versions
+//     served their URL on a JSON protocol of their own
+//     (/chorus/<cluster>/etcd-member/1) and do not announce it: in a
+//     cluster of mixed versions each side lists the other's members without
+//     URLs (an old node's ask of a new one fails: protocol not supported),
+//     and no call fails.
+//     Each member is named by its peer id's text, and its etcd member id is
+//     derived from that text (hashID), so a member has the same id on every
+//     node, in their lists and in its own headers. A member held dead or
+//     left is listed without URLs (memberList). Status reports APIVersion,
+//     the size of the store folder (Config.StorePath), the revision, and the
+//     node as its own leader. Alarm lists none.
 //   - gRPC's health service (grpc.health.v1) answers SERVING until Close.
 //   - Every other call answers Unimplemented with a message naming it.
 //
@@ -97,8 +110,11 @@
 // slot of a semaphore (Config.MaxConcurrentRangeReads); a stream holds at
 // most Config.MaxWatchesPerStream watches, and the hub bounds the node's.
 //
-// What a caller does, in order: Start with the node's store, hub and host;
-// Close before closing the hub and the store. The server owns its goroutines
+// What a caller does, in order: Start with the node's store, hub and
+// membership view, and the paths it chose in its data folder (StorePath,
+// LeaseFile: the layout of the folder is the node's); Close before closing
+// the hub and the store. CheckWrite, when given, is the node's rule on
+// which keys clients may write (the node refuses its reserved prefix). The server owns its goroutines
 // (stream receivers, one sender per watch, the lease expiry loop) and Close
 // waits for them.
 package etcdapi

@@ -489,6 +489,22 @@ func TestMemberListStatusAndUnimplemented(t *testing.T) {
 			if u1[0] != "http://"+n1.EtcdAddr().String() || u2[0] != "http://"+n2.EtcdAddr().String() {
 				t.Errorf("client URLs %v, %v; want the nodes' etcd addresses", u1, u2)
 			}
+			// A member has one id: the one n1 lists for n2 is the one n2
+			// answers with, and n1 lists itself under its own.
+			for _, m := range ml.Members {
+				if m.Name == n1.ID() && m.ID != ml.Header.MemberId {
+					t.Errorf("n1 lists itself as %x; its header says %x", m.ID, ml.Header.MemberId)
+				}
+				if m.Name == n2.ID() {
+					h2, err := dial(t, n2).Get(ctx, "/none")
+					if err != nil {
+						t.Fatalf("Get on n2: %v", err)
+					}
+					if h2.Header.MemberId != m.ID {
+						t.Errorf("n1 lists n2 as %x; n2's header says %x", m.ID, h2.Header.MemberId)
+					}
+				}
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -515,6 +531,43 @@ func TestMemberListStatusAndUnimplemented(t *testing.T) {
 	_, err = c.Defragment(ctx, n1.EtcdAddr().String())
 	if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "Defragment") {
 		t.Errorf("Defragment: %v; want Unimplemented naming the call", err)
+	}
+}
+
+// TestReservedKeysRefused: the keys under /chorus/ hold the cluster's own
+// state (the member list); an etcd client cannot write them, alone or in a
+// Txn, and the refusal says why.
+func TestReservedKeysRefused(t *testing.T) {
+	n := startNode(t, nil)
+	c := dial(t, n)
+	ctx := ctxT(t)
+	before, err := c.Get(ctx, "/chorus/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"Put", func() error { _, err := c.Put(ctx, "/chorus/members/x", "y"); return err }},
+		{"Delete", func() error { _, err := c.Delete(ctx, "/chorus/members/x"); return err }},
+		{"Txn with a free key first", func() error {
+			_, err := c.Txn(ctx).Then(clientv3.OpPut("/free", "1"), clientv3.OpPut("/chorus/removed/x", "y")).Commit()
+			return err
+		}},
+	}
+	for _, call := range calls {
+		err := call.call()
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s under /chorus/: %v; want InvalidArgument", call.name, err)
+		}
+	}
+	after, err := c.Get(ctx, "/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Header.Revision != before.Header.Revision || len(after.Kvs) != len(before.Kvs) {
+		t.Errorf("a refused write landed: revision %d -> %d, keys %v", before.Header.Revision, after.Header.Revision, after.Kvs)
 	}
 }
 

@@ -99,7 +99,8 @@ func startBare(t *testing.T, dir string, cfg etcdapi.Config) *bareServer {
 	if b.hub, err = watch.NewHub(b.store, watch.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listen, cfg.Store, cfg.Hub, cfg.NodeID, cfg.DataDir, cfg.Logger = "127.0.0.1:0", b.store, b.hub, "12D3KooWtest", dir, quiet
+	cfg.Listen, cfg.Store, cfg.Hub, cfg.NodeID, cfg.Logger = "127.0.0.1:0", b.store, b.hub, "12D3KooWtest", quiet
+	cfg.StorePath, cfg.LeaseFile = filepath.Join(dir, "db"), filepath.Join(dir, "etcd-leases.json")
 	if b.srv, err = etcdapi.Start(cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/atomicfile"
 )
 
 // Lease limits, etcd's.
@@ -32,7 +33,7 @@ const (
 )
 
 // lessor keeps this node's leases: a lease lives on the node that granted
-// it. They are saved to the data folder (leaseFile) at most a second after a
+// it. They are saved to Config.LeaseFile at most a second after a
 // change and when the server closes, and loaded at start, each with its full
 // TTL again (as etcd does when a new leader takes over): a restart keeps
 // them, a crash may lose the last second of grants and attachments.
@@ -69,8 +70,8 @@ func newLessor(s *Server) (*lessor, error) {
 	l := &lessor{s: s}
 	l.mu.leases = make(map[int64]*lease)
 	l.mu.keys = make(map[string]attachment)
-	if s.cfg.DataDir != "" {
-		l.path = filepath.Join(s.cfg.DataDir, leaseFile)
+	if s.cfg.LeaseFile != "" {
+		l.path = s.cfg.LeaseFile
 		if err := l.load(); err != nil {
 			return nil, err
 		}
@@ -365,9 +366,6 @@ func (s *Server) serveStream(ctx context.Context, loop func() error) error {
 	}
 }
 
-// leaseFile, in the node's data folder, holds its leases and their keys.
-const leaseFile = "etcd-leases.json"
-
 // leaseSaveInterval is the most often the lease file is rewritten.
 const leaseSaveInterval = time.Second
 
@@ -436,37 +434,12 @@ func (l *lessor) save() error {
 	l.mu.Unlock()
 	b, err := json.Marshal(saved)
 	if err == nil {
-		err = writeFileSync(l.path, b)
+		err = atomicfile.Write(l.path, b, 0o644)
 	}
 	if err != nil {
 		l.mu.Lock()
 		l.mu.dirty = true
 		l.mu.Unlock()
-	}
-	return err
-}
-
-func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		if d, derr := os.Open(filepath.Dir(path)); derr == nil {
-			err = d.Sync()
-			_ = d.Close()
-		}
 	}
 	return err
 }

@@ -33,7 +33,7 @@ func TestWatchProgressNotify(t *testing.T) {
 	}
 	defer hub.Close()
 	srv, err := etcdapi.Start(etcdapi.Config{
-		Listen: "127.0.0.1:0", Store: st, Hub: hub, NodeID: "12D3KooWtest", DataDir: t.TempDir(),
+		Listen: "127.0.0.1:0", Store: st, Hub: hub, NodeID: "12D3KooWtest",
 		ProgressNotifyInterval: 100 * time.Millisecond, Logger: quiet,
 	})
 	if err != nil {

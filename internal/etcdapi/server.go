@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/peer"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/grpcstop"
 	"github.com/chorus-kv/chorus/watch"
 )
 
@@ -51,25 +50,27 @@ type Config struct {
 	// Store and Hub are the node's store and watch hub.
 	Store *store.Store
 	Hub   *watch.Hub
-	// NodeID is the node's peer id: the etcd member name, and the source of
-	// the member id.
-	NodeID peer.ID
-	// Cluster is the cluster name: the source of the etcd cluster id, and the
-	// scope of the member-info protocol.
+	// NodeID is the node's peer id (its text form): the etcd member name,
+	// and the source of the member id.
+	NodeID string
+	// Cluster is the cluster name: the source of the etcd cluster id.
 	Cluster string
-	// Host, when set, serves this member's etcd client URL to the other
-	// members (for MemberList) and asks them for theirs.
-	Host host.Host
-	// Peers returns the other members of the cluster (the gossip topic's
-	// peers). Default: none.
-	Peers func() []peer.ID
-	// Members returns every member of the cluster (the admitted members, and
-	// the connected peers when admission is open): MemberList lists each,
-	// with its etcd client URL if it serves the etcd API, without one
-	// otherwise. Default: none (only the members that serve the etcd API).
-	Members func() []peer.ID
-	// DataDir is the node's data folder: Status reports the size of its db/.
-	DataDir string
+	// Members is the cluster's membership as the node knows it: MemberList
+	// lists each member it returns (see Membership). Default: none, so
+	// MemberList lists this node alone.
+	Members Membership
+	// CheckWrite, when set, vets the key of every client write (Put,
+	// DeleteRange, a Txn's writes): an error refuses the whole call with
+	// InvalidArgument and the error's text. The node refuses the keys
+	// reserved for the cluster's own state. Default: every key may be
+	// written.
+	CheckWrite func(key []byte) error
+	// StorePath is the folder of the node's store: Status reports the size
+	// of the files under it (1 when empty: etcdctl divides by it).
+	StorePath string
+	// LeaseFile is the file the leases are saved to and loaded from (see
+	// lessor). Default: none, and leases do not survive a restart.
+	LeaseFile string
 	// ProgressNotifyInterval is how often a watch created with
 	// progress_notify gets a progress notification when it had no events
 	// (etcd's --watch-progress-notify-interval). Default 10 minutes (etcd's).
@@ -106,11 +107,8 @@ type Config struct {
 
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
-	if c.Peers == nil {
-		c.Peers = func() []peer.ID { return nil }
-	}
 	if c.Members == nil {
-		c.Members = func() []peer.ID { return nil }
+		c.Members = noMembers{}
 	}
 	if c.ProgressNotifyInterval == 0 {
 		c.ProgressNotifyInterval = DefaultProgressNotifyInterval
@@ -168,7 +166,6 @@ type Server struct {
 	clusterID uint64
 	locks     *keyLocks
 	leases    *lessor
-	view      *memberView
 	grpc      *grpc.Server
 	health    *health.Server
 	listener  net.Listener
@@ -206,7 +203,6 @@ func Start(cfg Config) (*Server, error) {
 	if s.leases, err = newLessor(s); err != nil {
 		return nil, err
 	}
-	s.view = &memberView{members: make(map[string]viewEntry)}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("etcdapi: listen on %s: %w", cfg.Listen, err)
@@ -229,27 +225,14 @@ func Start(cfg Config) (*Server, error) {
 	// gRPC's health service, as etcd serves it (probes use it).
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	if cfg.Host != nil {
-		cfg.Host.SetStreamHandler(memberProtocol(cfg.Cluster), s.serveMemberInfo)
-	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.leases.run()
 	}()
-	if cfg.Host != nil {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.refreshMembers()
-		}()
-	}
 	s.split = newSplitListener(lis)
 	if s.gateway, err = startGateway(s.split.http, lis.Addr(), cfg.Logger.Warn); err != nil {
 		s.split.Close()
-		if cfg.Host != nil {
-			cfg.Host.RemoveStreamHandler(memberProtocol(cfg.Cluster))
-		}
 		close(s.done)
 		s.wg.Wait()
 		return nil, err
@@ -273,25 +256,10 @@ func (s *Server) ClientURL() string { return "http://" + s.listener.Addr().Strin
 // call more than once.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
-		if s.cfg.Host != nil {
-			s.cfg.Host.RemoveStreamHandler(memberProtocol(s.cfg.Cluster))
-		}
 		s.health.Shutdown() // NOT_SERVING to every health check from now on
 		close(s.done)
 		s.gateway.close(s.cfg.ShutdownTimeout) // its streams end with the server's
-		stopped := make(chan struct{})
-		go func() {
-			defer close(stopped)
-			s.grpc.GracefulStop()
-		}()
-		timer := time.NewTimer(s.cfg.ShutdownTimeout)
-		select {
-		case <-stopped:
-		case <-timer.C:
-			s.grpc.Stop()
-			<-stopped
-		}
-		timer.Stop()
+		grpcstop.Graceful(s.grpc, s.cfg.ShutdownTimeout)
 		<-s.serveDone
 		s.split.Close()
 		s.wg.Wait()

@@ -13,7 +13,6 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
-	"github.com/chorus-kv/chorus/p2p"
 )
 
 // txnExec runs the operations of a Put, a DeleteRange or a Txn, under the
@@ -74,9 +73,11 @@ func (x *txnExec) write(e crdt.Entry, fill func(*store.Change)) {
 // records lease attachments and serves the late reads.
 func (x *txnExec) commit(ctx context.Context) error {
 	if x.wrote() {
-		for i := range x.writes {
-			if err := p2p.CheckWritable(x.writes[i].Key); err != nil {
-				return status.Error(codes.InvalidArgument, err.Error())
+		if check := x.s.cfg.CheckWrite; check != nil {
+			for i := range x.writes {
+				if err := check(x.writes[i].Key); err != nil {
+					return status.Error(codes.InvalidArgument, err.Error())
+				}
 			}
 		}
 		changes, err := x.s.store.WriteBatch(ctx, x.writes)

@@ -6,7 +6,11 @@
 // What a caller does, in order:
 //
 //  1. Start(cfg): loads or creates the identity, opens the store, starts the
-//     hub and serves the client API on cfg.ListenClient.
+//     hub, starts the cluster-facing components through Peering
+//     (peering.go: admission, libp2p host, replicator, syncer, membership,
+//     convergence, bootstrapper, wired to each other and to the store's
+//     commit hook; internal/sim runs the same Peering on simulated hosts)
+//     and serves the client API on cfg.ListenClient.
 //  2. ClientAddr tells where it listens (useful with port 0); HTTPAddr where
 //     /healthz, /readyz, /metrics and the JSON API (gateway.go, /v1/...)
 //     are served (Config.ListenHTTP), and HTTPMux lets a caller add
@@ -15,6 +19,14 @@
 //  3. Close, once: ends watches, drains in-flight calls (for at most
 //     Config.ShutdownTimeout), stops the gRPC server, and closes the store
 //     after its queued writes are durable.
+//
+// The data folder's layout is the node's alone: the identity key
+// (p2p.IdentityFile), the store (StoreDir) and, with the etcd API, its
+// leases (EtcdLeaseFile); the packages it wires get paths, not the folder.
+// The etcd API reads the cluster's members from the node's member view
+// (etcd.go: etcdMembers, the one view `chorus members` shows too), where
+// each member's etcd client URL comes with its own failure-detector
+// updates (p2p.Membership.SetClientURLs).
 //
 // Snapshots: MaintenanceService.Snapshot streams the store's entries from one
 // LevelDB snapshot; RestoreSnapshot builds a new data folder from such a

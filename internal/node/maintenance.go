@@ -3,10 +3,10 @@ package node
 import (
 	"context"
 
+	"github.com/chorus-kv/chorus/crdt/crdtpb"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/snapshot"
 	maintenancev1 "github.com/chorus-kv/chorus/proto/chorus/maintenance/v1"
-	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
 
 // maintenanceServer serves maintenancev1.MaintenanceServiceServer.
@@ -46,13 +46,7 @@ func (s *maintenanceServer) Snapshot(_ *maintenancev1.SnapshotRequest, stream ma
 		out.w = w
 		return err
 	}, func(r *store.Record) error {
-		return w.Add(&replicationv1.Entry{
-			Key:       r.Key,
-			Value:     r.Value,
-			Hlc:       uint64(r.HLC),
-			Origin:    r.Origin,
-			Tombstone: r.Tombstone,
-		})
+		return w.Add(crdtpb.FromEntry(&r.Entry))
 	})
 	if err == nil {
 		_, err = w.Close()

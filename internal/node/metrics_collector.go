@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -42,6 +43,10 @@ type nodeCollector struct {
 	watchWatchers, watchEvents, watchSlow *prometheus.Desc
 
 	admRefused, admMembers *prometheus.Desc
+
+	convLag, convMaxLag, convUnknown      *prometheus.Desc
+	convAnnouncements, convAnnouncedBytes *prometheus.Desc
+	convRejected, convHelloBytes          *prometheus.Desc
 }
 
 func newNodeCollector(n *Node) *nodeCollector {
@@ -101,6 +106,14 @@ func newNodeCollector(n *Node) *nodeCollector {
 
 		admRefused: d("chorus_admission_refused_connections_total", "libp2p connections admission refused, by reason: not_member, removed.", "reason"),
 		admMembers: d("chorus_admission_members", "Members on the replicated member list."),
+
+		convLag:            d("chorus_convergence_member_lag_seconds", "Per member that announced its frontiers (this node included): the age of the oldest write it is not known to hold, 0 when none (as LAG in chorus members).", "member"),
+		convMaxLag:         d("chorus_convergence_max_lag_seconds", "The highest of chorus_convergence_member_lag_seconds: how far behind the slowest member is."),
+		convUnknown:        d("chorus_convergence_unannounced_members", "Live members that announced no frontier yet (LAG ?): until they do, converged watches and puts that wait for convergence wait for them."),
+		convAnnouncements:  d("chorus_convergence_announcements_total", "Frontier announcements, by direction: sent, received (accepted from members).", "direction"),
+		convAnnouncedBytes: d("chorus_convergence_announcement_bytes_total", "Payload bytes of frontier announcements, by direction: sent, received.", "direction"),
+		convRejected:       d("chorus_convergence_rejected_announcements_total", "Frontier announcements rejected (undecodable, or not from an admitted member)."),
+		convHelloBytes:     d("chorus_convergence_hello_bytes_total", "Frontier bytes this node put in its anti-entropy hellos."),
 	}
 }
 
@@ -118,6 +131,8 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.mProbeBytes, c.mHealth, c.mInterval,
 		c.watchWatchers, c.watchEvents, c.watchSlow,
 		c.admRefused, c.admMembers,
+		c.convLag, c.convMaxLag, c.convUnknown, c.convAnnouncements, c.convAnnouncedBytes,
+		c.convRejected, c.convHelloBytes,
 	} {
 		ch <- d
 	}
@@ -223,6 +238,34 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.admRefused, as.RefusedNotMember, "not_member")
 	counter(c.admRefused, as.RefusedRemoved, "removed")
 	gauge(c.admMembers, float64(len(n.admission.SortedIDs())))
+
+	if conv := n.Convergence(); conv != nil {
+		var maxLag time.Duration
+		known := map[string]bool{}
+		for id, l := range conv.Lag() {
+			if !l.Known {
+				continue
+			}
+			known[id.String()] = true
+			maxLag = max(maxLag, l.Lag)
+			gauge(c.convLag, l.Lag.Seconds(), id.String())
+		}
+		gauge(c.convMaxLag, maxLag.Seconds())
+		unknown := 0
+		for _, m := range n.members.Members() {
+			if (m.State == swim.Alive || m.State == swim.Suspect) && !known[m.ID] && m.ID != n.ID() {
+				unknown++
+			}
+		}
+		gauge(c.convUnknown, float64(unknown))
+		cs := conv.Stats()
+		counter(c.convAnnouncements, cs.Announcements, "sent")
+		counter(c.convAnnouncements, cs.Received, "received")
+		counter(c.convAnnouncedBytes, cs.AnnouncedBytes, "sent")
+		counter(c.convAnnouncedBytes, cs.ReceivedBytes, "received")
+		counter(c.convRejected, cs.Rejected)
+		counter(c.convHelloBytes, cs.HelloBytes)
+	}
 }
 
 // convergence asks every connected, admitted peer for its Merkle root (at

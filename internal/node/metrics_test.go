@@ -171,6 +171,17 @@ func TestMetricsEndpoint(t *testing.T) {
 		compared, _ := s.get("chorus_antientropy_compared_peers")
 		return sessions > sessions0 && durations > 0 && probes > probes0 && conv == 1 && compared == 1
 	})
+	// Convergence bookkeeping: b announces its frontiers, a counts them and
+	// shows b's lag, which falls to 0 once b holds every write a knows of.
+	eventually(t, 30*time.Second, "a holds b's announced lag at 0 and no unannounced member", func() bool {
+		s := scrape(t, a)
+		received, _ := s.get("chorus_convergence_announcements_total", "direction", "received")
+		sent, _ := s.get("chorus_convergence_announcements_total", "direction", "sent")
+		lag, ok := s.get("chorus_convergence_member_lag_seconds", "member", b.ID())
+		unknown, _ := s.get("chorus_convergence_unannounced_members")
+		maxLag, _ := s.get("chorus_convergence_max_lag_seconds")
+		return received > 0 && sent > 0 && ok && lag == 0 && unknown == 0 && maxLag == 0
+	})
 	s := scrape(t, a)
 	if v := s.must(t, "chorus_membership_members", "state", "alive"); v != 2 {
 		t.Errorf("members alive = %v; want 2 (a and b)", v)

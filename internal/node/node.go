@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
@@ -21,10 +20,10 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/chorus-kv/chorus/crdt"
-	"github.com/chorus-kv/chorus/crdt/frontier"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/connlimit"
 	"github.com/chorus-kv/chorus/internal/etcdapi"
+	"github.com/chorus-kv/chorus/internal/grpcstop"
 	"github.com/chorus-kv/chorus/p2p"
 	clusterv1 "github.com/chorus-kv/chorus/proto/chorus/cluster/v1"
 	kvv1 "github.com/chorus-kv/chorus/proto/chorus/kv/v1"
@@ -34,12 +33,14 @@ import (
 
 // Node is one running Chorus node.
 type Node struct {
-	cfg       Config
-	identity  p2p.Identity
-	store     *store.Store
-	hub       *watch.Hub
+	cfg      Config
+	identity p2p.Identity
+	store    *store.Store
+	hub      *watch.Hub
+	// peering is the cluster-facing components (peering.go); host, sync,
+	// admission, members and boot are its, named here for brevity.
+	peering   Peering
 	host      host.Host
-	repl      atomic.Pointer[p2p.Replicator] // set once started; read by the commit hook
 	sync      *p2p.Syncer
 	admission *p2p.Admission
 	members   *p2p.Membership
@@ -75,12 +76,6 @@ type Node struct {
 	// seen holds the peers this node had a connection to since it started
 	// (peer.ID -> true; watchSeen).
 	seen sync.Map
-
-	// conv is set once started; read by the commit hook and gossip.
-	conv atomic.Pointer[p2p.Convergence]
-	// membersRef is members, for the syncer's Skip, which runs before
-	// StartMembership returns.
-	membersRef atomic.Pointer[p2p.Membership]
 
 	closing   chan struct{} // closed when Close begins: ends member watches
 	stopAdmit chan struct{}
@@ -202,139 +197,72 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	cleanup = append(cleanup, n.hub.Close)
 
-	if n.admission, err = p2p.NewAdmission(id.ID, bootstrap, cfg.OpenAdmission, st, cfg.Logger); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	if cfg.JoinSecretFile != "" {
-		n.admission.UseJoinSecret()
-	}
-	n.logAdmission(len(bootstrap))
-	var gater connmgr.ConnectionGater = n.admission
-	if cfg.Gater != nil {
-		gater = bothGaters{n.admission, cfg.Gater}
-	}
-	if n.host, err = p2p.NewHostWith(id, p2p.HostConfig{Listen: cfg.ListenP2P, SwarmKey: swarmKey, Gater: gater, MaxFDs: n.caps.P2P}); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	cleanup = append(cleanup, func() { _ = n.host.Close() })
-	n.watchSeen()
-	// This run's epoch: the gossip chain of this node's writes starts there,
-	// and its convergence tracker announces it.
-	epoch := st.Clock().Now()
-	repl, err := p2p.StartReplicator(p2p.ReplicatorConfig{
-		Cluster:    cfg.Cluster,
-		Host:       n.host,
-		Store:      st,
-		Logger:     cfg.Logger,
-		DropGossip: cfg.DropGossip,
-		Admit:      n.admission.Check,
-		OnApply:    n.metrics.applyHook(),
-		ChainStart: epoch,
-		OnBatch: func(origin peer.ID, prev, first, last crdt.Timestamp) {
-			if c := n.conv.Load(); c != nil {
-				c.ObserveBatch(origin, prev, first, last)
-			}
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	n.repl.Store(repl)
-	cleanup = append(cleanup, repl.Close)
-	n.startCatchUp()
 	metricsHook := n.metrics.sessionHook()
-	if n.sync, err = p2p.StartSyncer(p2p.SyncConfig{
-		Cluster:  cfg.Cluster,
-		Host:     n.host,
-		Store:    st,
-		Logger:   cfg.Logger,
-		Interval: cfg.SyncInterval,
-		Timeout:  cfg.SyncTimeout,
-		Admit:    n.admission.Check,
-		LocalFrontier: func() frontier.Vector {
-			if c := n.conv.Load(); c != nil {
-				return c.LocalFrontier()
+	if err := n.peering.Start(PeeringConfig{
+		Cluster:       cfg.Cluster,
+		Identity:      id,
+		Store:         st,
+		Logger:        cfg.Logger,
+		Bootstrap:     bootstrap,
+		OpenAdmission: cfg.OpenAdmission,
+		OnAdmission: func(a *p2p.Admission) {
+			n.admission = a
+			if cfg.JoinSecretFile != "" {
+				a.UseJoinSecret()
 			}
-			return nil
+			n.logAdmission(len(bootstrap))
+			n.startCatchUp()
 		},
-		OnMerge: func(p peer.ID, v frontier.Vector) {
-			if c := n.conv.Load(); c != nil {
-				c.Merge(p, v)
-			}
-		},
-		OnComplete: func(p peer.ID) {
-			if n.repairing.CompareAndSwap(true, false) {
-				cfg.Logger.Warn("caught up after the repair: serving reads again", "peer", p)
-			}
-			n.admission.Synced()
-			n.firstSync.Store(true)
+		OnRemoved: func(p peer.ID) {
 			select {
-			case n.syncedCh <- struct{}{}:
-			default:
+			case n.removed <- p:
+			default: // enforceAdmission's sweep closes it within a second
 			}
 		},
-		OnSession: func(st p2p.SyncStats, err error) {
-			n.sessionEnded(st, err)
-			if metricsHook != nil {
-				metricsHook(st, err)
-			}
+		Gater: cfg.Gater,
+		Host:  p2p.HostConfig{Listen: cfg.ListenP2P, SwarmKey: swarmKey, MaxFDs: n.caps.P2P},
+		OnHost: func(h host.Host) {
+			n.host = h
+			n.watchSeen()
 		},
-		// No periodic session or retry with a member the failure detector
-		// holds suspect or dead (a partition): it would hold up the others.
-		Skip: func(p peer.ID) bool {
-			m := n.membersRef.Load()
-			return m != nil && m.Suspected(p)
+		Replicator: p2p.ReplicatorConfig{
+			DropGossip: cfg.DropGossip,
+			OnApply:    n.metrics.applyHook(),
 		},
+		Syncer: p2p.SyncConfig{
+			Interval: cfg.SyncInterval,
+			Timeout:  cfg.SyncTimeout,
+			OnComplete: func(p peer.ID) {
+				if n.repairing.CompareAndSwap(true, false) {
+					cfg.Logger.Warn("caught up after the repair: serving reads again", "peer", p)
+				}
+				n.firstSync.Store(true)
+				select {
+				case n.syncedCh <- struct{}{}:
+				default:
+				}
+			},
+			OnSession: func(st p2p.SyncStats, err error) {
+				n.sessionEnded(st, err)
+				if metricsHook != nil {
+					metricsHook(st, err)
+				}
+			},
+		},
+		Membership: p2p.MembershipConfig{
+			Detector:   cfg.FailureDetector,
+			ProbeDelay: cfg.ProbeDelay,
+			OnDuplicateIdentity: func(err error) { // called once
+				n.refusedErr = err
+				close(n.refused)
+			},
+		},
+		Convergence: p2p.ConvergenceConfig{Interval: cfg.FrontierInterval},
 	}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	cleanup = append(cleanup, func() { _ = n.sync.Close() })
-	mcfg := p2p.MembershipConfig{
-		Cluster:    cfg.Cluster,
-		Host:       n.host,
-		PubSub:     repl.PubSub(),
-		Logger:     cfg.Logger,
-		Detector:   cfg.FailureDetector,
-		Admit:      n.admission.Check,
-		ProbeDelay: cfg.ProbeDelay,
-		// A member back from a partition (often on connections that never
-		// closed, so no new connection starts a session) is repaired now,
-		// not at the next periodic session.
-		OnRecovered: n.sync.Kick,
-		// A session under way with a member that just became unreachable
-		// would wait until the connection fails or its deadline (30 s),
-		// holding up every other session this node starts, the repair after
-		// the heal included.
-		OnUnreachable: n.sync.Abandon,
-		OnDuplicateIdentity: func(err error) { // called once
-			n.refusedErr = err
-			close(n.refused)
-		},
-	}
-	if !cfg.OpenAdmission {
-		mcfg.Members = n.admission.SortedIDs
-	}
-	if n.members, err = p2p.StartMembership(mcfg); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	n.membersRef.Store(n.members)
-	cleanup = append(cleanup, n.members.Close)
-	conv, err := p2p.StartConvergence(p2p.ConvergenceConfig{
-		Cluster:    cfg.Cluster,
-		Self:       id.ID,
-		PubSub:     repl.PubSub(),
-		Clock:      st.Clock(),
-		Epoch:      epoch,
-		Logger:     cfg.Logger,
-		Interval:   cfg.FrontierInterval,
-		Membership: n.members,
-		Admit:      n.admission.Check,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("node: %w", err)
-	}
-	n.conv.Store(conv)
-	cleanup = append(cleanup, conv.Close)
+	n.sync, n.members = n.peering.Syncer, n.peering.Members
+	cleanup = append(cleanup, func() { _ = n.peering.Close() })
 	n.stopAdmit, n.admitDone = make(chan struct{}), make(chan struct{})
 	go n.enforceAdmission()
 	cleanup = append(cleanup, func() { close(n.stopAdmit); <-n.admitDone })
@@ -373,16 +301,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	cleanup = append(cleanup, func() { n.stopHTTP(time.Second) })
 
-	n.boot = p2p.StartBootstrapperWith(p2p.BootstrapConfig{
-		Host:       n.host,
-		Peers:      bootstrap,
-		Logger:     cfg.Logger,
-		AllowProbe: n.admission.AllowBootstrap,
-		DoneProbe:  n.admission.ForgetBootstrap,
-		OnLearn:    n.admission.AllowBootstrap,
-		OnRefused:  n.admission.BootstrapRefused,
-	})
-	cleanup = append(cleanup, n.boot.Close)
+	n.boot = n.peering.StartBootstrapper()
 	if cfg.MDNS {
 		if n.mdns, err = p2p.StartMDNS(n.host, cfg.Cluster, cfg.Logger); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
@@ -464,20 +383,7 @@ func httpAddr(a net.Addr) string {
 // node's own writes to gossip. It never blocks.
 func (n *Node) onCommit(changes []store.Change) {
 	n.hub.Publish(changes)
-	if a := n.admission; a != nil {
-		for _, p := range a.Observe(changes) {
-			select {
-			case n.removed <- p:
-			default: // enforceAdmission's sweep closes it within a second
-			}
-		}
-	}
-	if r := n.repl.Load(); r != nil {
-		r.Enqueue(changes)
-	}
-	if c := n.conv.Load(); c != nil {
-		c.LocalCommit(changes)
-	}
+	n.peering.OnCommit(changes)
 }
 
 // collectTombstones purges tombstones older than the grace period, every
@@ -505,7 +411,7 @@ func (n *Node) collectTombstones() {
 // Convergence returns the node's convergence tracker: which writes every
 // live member holds, and each member's lag (Convergence.Lag, which a
 // metric can read).
-func (n *Node) Convergence() *p2p.Convergence { return n.conv.Load() }
+func (n *Node) Convergence() *p2p.Convergence { return n.peering.Convergence() }
 
 // Syncer returns the node's anti-entropy syncer.
 func (n *Node) Syncer() *p2p.Syncer { return n.sync }
@@ -548,7 +454,7 @@ func (n *Node) P2PAddrs() []string { return p2p.FullAddrs(n.host) }
 func (n *Node) Host() host.Host { return n.host }
 
 // Replicator returns the node's gossip replicator.
-func (n *Node) Replicator() *p2p.Replicator { return n.repl.Load() }
+func (n *Node) Replicator() *p2p.Replicator { return n.peering.Replicator() }
 
 // Store returns the node's store.
 func (n *Node) Store() *store.Store { return n.store }
@@ -577,33 +483,17 @@ func (n *Node) Close() error {
 		n.stopHTTP(time.Second)
 		n.hub.Close() // ends watch streams, which GracefulStop would wait for
 		close(n.closing)
-		stopped := make(chan struct{})
-		go func() {
-			defer close(stopped)
-			n.grpc.GracefulStop()
-		}()
-		timer := time.NewTimer(n.cfg.ShutdownTimeout)
-		select {
-		case <-stopped:
-		case <-timer.C:
-			n.grpc.Stop()
-			<-stopped
-		}
-		timer.Stop()
+		grpcstop.Graceful(n.grpc, n.cfg.ShutdownTimeout)
 		<-n.serveDone
 		close(n.stopGC)
 		<-n.gcDone
 		close(n.stopAdmit)
 		<-n.admitDone
-		cs, rs := n.conv.Load().Stats(), n.repl.Load().Stats()
+		cs, rs := n.peering.Convergence().Stats(), n.peering.Replicator().Stats()
 		n.cfg.Logger.Info("convergence bookkeeping", "announcements", cs.Announcements, "announced_bytes", cs.AnnouncedBytes,
 			"received", cs.Received, "received_bytes", cs.ReceivedBytes, "hello_frontier_bytes", cs.HelloBytes,
 			"gossip_batches", rs.Published, "gossip_entries", rs.PublishedEntries)
-		n.conv.Load().Close()
-		n.members.Close()
-		_ = n.sync.Close()
-		n.repl.Load().Close()
-		hostErr := n.host.Close()
+		hostErr := n.peering.Close()
 		n.closeErr = n.store.Close()
 		if n.closeErr == nil && hostErr != nil {
 			n.closeErr = fmt.Errorf("node: close libp2p host: %w", hostErr)

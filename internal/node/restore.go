@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/crdtpb"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/snapshot"
 	"github.com/chorus-kv/chorus/p2p"
@@ -167,8 +168,7 @@ func RestoreSnapshot(ctx context.Context, r io.Reader, cfg RestoreConfig) (_ Res
 		if e.GetTombstone() {
 			res.Tombstones++
 		}
-		batch = append(batch, crdt.Entry{Key: e.GetKey(), Value: e.GetValue(), HLC: crdt.Timestamp(e.GetHlc()),
-			Origin: e.GetOrigin(), Tombstone: e.GetTombstone()})
+		batch = append(batch, crdtpb.ToEntry(e))
 		if len(batch) == restoreBatch {
 			if err := flush(); err != nil {
 				return res, err

@@ -15,17 +15,18 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/crdt"
-	"github.com/chorus-kv/chorus/crdt/frontier"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/netsim"
+	"github.com/chorus-kv/chorus/internal/node"
 	"github.com/chorus-kv/chorus/p2p"
 )
 
 // Node is one simulated Chorus node: the real store (in memory), admission,
-// Replicator, Syncer, Membership, Convergence and Bootstrapper, wired as
-// the agent wires them (internal/node), on a host of the simulated network.
-// What the agent adds around them (gRPC and HTTP servers, the watch hub,
-// tombstone collection) is left out: it serves clients, not the cluster.
+// Replicator, Syncer, Membership, Convergence and Bootstrapper, started by
+// the agent's own wiring (node.Peering), on a host of the simulated
+// network. What the agent adds around them (gRPC and HTTP servers, the
+// watch hub, tombstone collection) is left out: it serves clients, not the
+// cluster.
 type Node struct {
 	Index     int
 	ID        peer.ID
@@ -36,7 +37,9 @@ type Node struct {
 	Sync      *p2p.Syncer
 	Members   *p2p.Membership
 	Conv      *p2p.Convergence
-	boot      *p2p.Bootstrapper
+	// peering runs the components above; Host to Conv are its, named here
+	// for the scenarios.
+	peering node.Peering
 
 	gossip gossipCounter
 
@@ -85,10 +88,7 @@ func (c *Cluster) startNode(i int, peers []peer.AddrInfo) (_ *Node, err error) {
 			}
 		}
 	}()
-	log := c.cfg.Logger
 	clock := crdt.NewClock(crdt.SystemWallClock, crdt.DefaultMaxOffset) // time.Now: the bubble's virtual clock
-	var repl *p2p.Replicator
-	var conv *p2p.Convergence
 	st, err := store.Open(store.Config{
 		NodeID:           []byte(id),
 		Clock:            clock,
@@ -98,15 +98,7 @@ func (c *Cluster) startNode(i int, peers []peer.AddrInfo) (_ *Node, err error) {
 		QueueDepth:      64,
 		OnCommit: func(changes []store.Change) {
 			c.observe(i, changes)
-			if n.Admission != nil {
-				n.Admission.Observe(changes)
-			}
-			if repl != nil {
-				repl.Enqueue(changes)
-			}
-			if conv != nil {
-				conv.LocalCommit(changes)
-			}
+			n.peering.OnCommit(changes)
 		},
 	})
 	if err != nil {
@@ -114,105 +106,42 @@ func (c *Cluster) startNode(i int, peers []peer.AddrInfo) (_ *Node, err error) {
 	}
 	n.Store = st
 	cleanup = append(cleanup, func() { _ = st.Close() })
-	if n.Admission, err = p2p.NewAdmission(id, peers, true, st, log); err != nil {
-		return nil, fmt.Errorf("sim: node %d: %w", i, err)
-	}
-	if n.Host, err = p2p.NewHostWith(p2p.Identity{Key: sk, ID: id}, p2p.HostConfig{
-		Listen: []string{netsim.ListenAddr(i)},
-		Gater:  n.Admission,
-	}, c.net.HostOptions()...); err != nil {
-		return nil, fmt.Errorf("sim: node %d: %w", i, err)
-	}
-	cleanup = append(cleanup, func() { _ = n.Host.Close() })
-	epoch := clock.Now()
 	n.gossip.topic = p2p.Topic(c.cfg.Cluster)
-	repl, err = p2p.StartReplicator(p2p.ReplicatorConfig{
-		Cluster:            c.cfg.Cluster,
-		Host:               n.Host,
-		Store:              st,
-		Logger:             log,
-		Admit:              n.Admission.Check,
-		ChainStart:         epoch,
-		SubscriptionBuffer: c.cfg.SubscriptionBuffer,
-		OnBatch: func(origin peer.ID, prev, first, last crdt.Timestamp) {
-			if conv != nil {
-				conv.ObserveBatch(origin, prev, first, last)
-			}
-		},
-		PubSubOptions: []pubsub.Option{pubsub.WithRawTracer(&n.gossip)},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("sim: node %d: %w", i, err)
-	}
-	n.Repl = repl
-	cleanup = append(cleanup, repl.Close)
-	if n.Sync, err = p2p.StartSyncer(p2p.SyncConfig{
-		Cluster:  c.cfg.Cluster,
-		Host:     n.Host,
-		Store:    st,
-		Logger:   log,
-		Interval: c.cfg.SyncInterval,
-		Admit:    n.Admission.Check,
-		LocalFrontier: func() frontier.Vector {
-			if conv != nil {
-				return conv.LocalFrontier()
-			}
-			return nil
-		},
-		OnMerge: func(p peer.ID, v frontier.Vector) {
-			if conv != nil {
-				conv.Merge(p, v)
-			}
-		},
-		OnComplete: func(peer.ID) { n.Admission.Synced() },
-		OnSession: func(s p2p.SyncStats, _ error) {
-			c.stats.syncBytes.Add(s.BytesSent)
-			c.stats.syncSessions.Add(1)
-		},
-	}); err != nil {
-		return nil, fmt.Errorf("sim: node %d: %w", i, err)
-	}
-	cleanup = append(cleanup, func() { _ = n.Sync.Close() })
 	det := c.cfg.Detector
 	det.Rand = rand.New(rand.NewPCG(c.cfg.Seed, uint64(i)+1))
-	if n.Members, err = p2p.StartMembership(p2p.MembershipConfig{
-		Cluster:     c.cfg.Cluster,
-		Host:        n.Host,
-		PubSub:      repl.PubSub(),
-		Logger:      log,
-		Detector:    det,
-		Admit:       n.Admission.Check,
-		OnRecovered: n.Sync.Kick,
+	if err := n.peering.Start(node.PeeringConfig{
+		Cluster:       c.cfg.Cluster,
+		Identity:      p2p.Identity{Key: sk, ID: id},
+		Store:         st,
+		Logger:        c.cfg.Logger,
+		Bootstrap:     peers,
+		OpenAdmission: true,
+		Host:          p2p.HostConfig{Listen: []string{netsim.ListenAddr(i)}},
+		HostOptions:   c.net.HostOptions(),
+		Replicator: p2p.ReplicatorConfig{
+			SubscriptionBuffer: c.cfg.SubscriptionBuffer,
+			PubSubOptions:      []pubsub.Option{pubsub.WithRawTracer(&n.gossip)},
+		},
+		Syncer: p2p.SyncConfig{
+			Interval: c.cfg.SyncInterval,
+			OnSession: func(s p2p.SyncStats, _ error) {
+				c.stats.syncBytes.Add(s.BytesSent)
+				c.stats.syncSessions.Add(1)
+			},
+		},
+		Membership: p2p.MembershipConfig{Detector: det},
+		Convergence: p2p.ConvergenceConfig{
+			Interval: c.cfg.FrontierInterval,
+			// The full announcement is never more frequent than the deltas.
+			FullInterval: max(p2p.DefaultFrontierFullInterval, c.cfg.FrontierInterval),
+		},
 	}); err != nil {
 		return nil, fmt.Errorf("sim: node %d: %w", i, err)
 	}
-	cleanup = append(cleanup, n.Members.Close)
-	if conv, err = p2p.StartConvergence(p2p.ConvergenceConfig{
-		Cluster:    c.cfg.Cluster,
-		Self:       id,
-		PubSub:     repl.PubSub(),
-		Clock:      clock,
-		Epoch:      epoch,
-		Logger:     log,
-		Membership: n.Members,
-		Admit:      n.Admission.Check,
-		Interval:   c.cfg.FrontierInterval,
-		// The full announcement is never more frequent than the deltas.
-		FullInterval: max(p2p.DefaultFrontierFullInterval, c.cfg.FrontierInterval),
-	}); err != nil {
-		return nil, fmt.Errorf("sim: node %d: %w", i, err)
-	}
-	n.Conv = conv
-	cleanup = append(cleanup, conv.Close)
-	n.boot = p2p.StartBootstrapperWith(p2p.BootstrapConfig{
-		Host:       n.Host,
-		Peers:      peers,
-		Logger:     log,
-		AllowProbe: n.Admission.AllowBootstrap,
-		DoneProbe:  n.Admission.ForgetBootstrap,
-		OnLearn:    n.Admission.AllowBootstrap,
-		OnRefused:  n.Admission.BootstrapRefused,
-	})
+	p := &n.peering
+	n.Host, n.Admission, n.Sync, n.Members = p.Host, p.Admission, p.Syncer, p.Members
+	n.Repl, n.Conv = p.Replicator(), p.Convergence()
+	p.StartBootstrapper()
 	return n, nil
 }
 
@@ -221,12 +150,7 @@ func (c *Cluster) startNode(i int, peers []peer.AddrInfo) (_ *Node, err error) {
 func (n *Node) close() error {
 	var err error
 	n.closeOnce.Do(func() {
-		n.boot.Close()
-		n.Conv.Close()
-		n.Members.Close()
-		err = n.Sync.Close()
-		n.Repl.Close()
-		err = errors.Join(err, n.Host.Close(), n.Store.Close())
+		err = errors.Join(n.peering.Close(), n.Store.Close())
 	})
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/crdt/crdtpb"
 	"github.com/chorus-kv/chorus/crdt/merkle"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
@@ -468,7 +469,7 @@ func (s *Session) onEntries(m *replicationv1.SyncMessage) Output {
 		if s.state == stateAnswer && !s.buckets[merkle.BucketOf(kh)] {
 			return s.fail(fmt.Errorf("%w: entry %q is outside the session's buckets", ErrMalformed, e.GetKey()))
 		}
-		entries = append(entries, crdt.Entry{Key: e.GetKey(), Value: e.GetValue(), HLC: crdt.Timestamp(e.GetHlc()), Origin: e.GetOrigin(), Tombstone: e.GetTombstone()})
+		entries = append(entries, crdtpb.ToEntry(e))
 	}
 	s.stats.EntriesReceived += len(entries)
 	out := Output{Apply: s.batches(entries)}
@@ -525,9 +526,11 @@ func (s *Session) continueSending() Output {
 	p := &s.pending
 	n := min(len(p.hashes), s.cfg.ReadBatch)
 	var batch []*replicationv1.Entry
+	var sizes []int // crdtpb.WireBytes of batch's entries
 	if n > 0 {
 		err := s.replica.EntriesByKeyHash(p.hashes[:n], func(e *crdt.Entry) error {
-			batch = append(batch, &replicationv1.Entry{Key: e.Key, Value: e.Value, Hlc: uint64(e.HLC), Origin: e.Origin, Tombstone: e.Tombstone})
+			batch = append(batch, crdtpb.FromEntry(e))
+			sizes = append(sizes, crdtpb.WireBytes(e))
 			return nil
 		})
 		if err != nil {
@@ -536,8 +539,8 @@ func (s *Session) continueSending() Output {
 	}
 	p.hashes = p.hashes[n:]
 	var out Output
-	for _, e := range batch {
-		sz := len(e.Key) + len(e.Value) + len(e.Origin) + 32
+	for i, e := range batch {
+		sz := sizes[i]
 		if p.size > 0 && p.size+sz > s.cfg.EntryFrameBytes {
 			out.Send = append(out.Send, wrapEntries(p.msg))
 			p.msg, p.size = &replicationv1.SyncEntries{}, 0

@@ -149,8 +149,13 @@ type MemberUpdate struct {
 	// (a copied data folder): the one started last is refused.
 	Boot            uint64 `protobuf:"fixed64,6,opt,name=boot,proto3" json:"boot,omitempty"`
 	StartedUnixNano int64  `protobuf:"varint,7,opt,name=started_unix_nano,json=startedUnixNano,proto3" json:"started_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// A member's own alive update also carries the client URLs of its etcd
+	// API (at most 8, each at most 256 bytes; none when it serves none): the
+	// etcd API's MemberList lists them. They are taken only from the member
+	// itself (the signer of the message, or the prober), never relayed.
+	ClientUrls    []string `protobuf:"bytes,8,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MemberUpdate) Reset() {
@@ -230,6 +235,13 @@ func (x *MemberUpdate) GetStartedUnixNano() int64 {
 		return x.StartedUnixNano
 	}
 	return 0
+}
+
+func (x *MemberUpdate) GetClientUrls() []string {
+	if x != nil {
+		return x.ClientUrls
+	}
+	return nil
 }
 
 // MemberUpdates is one message on the membership topic
@@ -476,7 +488,7 @@ var File_chorus_replication_v1_membership_proto protoreflect.FileDescriptor
 
 const file_chorus_replication_v1_membership_proto_rawDesc = "" +
 	"\n" +
-	"&chorus/replication/v1/membership.proto\x12\x15chorus.replication.v1\"\xcf\x02\n" +
+	"&chorus/replication/v1/membership.proto\x12\x15chorus.replication.v1\"\xf0\x02\n" +
 	"\fMemberUpdate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12?\n" +
 	"\x05state\x18\x02 \x01(\x0e2).chorus.replication.v1.MemberUpdate.StateR\x05state\x12 \n" +
@@ -484,7 +496,9 @@ const file_chorus_replication_v1_membership_proto_rawDesc = "" +
 	"\x04from\x18\x04 \x01(\tR\x04from\x12\x14\n" +
 	"\x05addrs\x18\x05 \x03(\fR\x05addrs\x12\x12\n" +
 	"\x04boot\x18\x06 \x01(\x06R\x04boot\x12*\n" +
-	"\x11started_unix_nano\x18\a \x01(\x03R\x0fstartedUnixNano\"b\n" +
+	"\x11started_unix_nano\x18\a \x01(\x03R\x0fstartedUnixNano\x12\x1f\n" +
+	"\vclient_urls\x18\b \x03(\tR\n" +
+	"clientUrls\"b\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vSTATE_ALIVE\x10\x01\x12\x11\n" +
