@@ -12,6 +12,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/netsim"
 )
 
 // logBuffer is a log destination that tests read while hosts write to it.
@@ -44,8 +45,9 @@ func (l *logBuffer) logger() *slog.Logger {
 
 // memberHost starts a host whose gater is a member list holding only
 // itself, so that it refuses every other peer; it returns the host's id,
-// its addresses and its log.
-func memberHost(t *testing.T) (peer.ID, []ma.Multiaddr, *logBuffer) {
+// its addresses and its log. It is on the simulated network sn, or on
+// loopback when sn is nil.
+func memberHost(t *testing.T, sn *simNet) (peer.ID, []ma.Multiaddr, *logBuffer) {
 	t.Helper()
 	id, err := LoadOrCreateIdentity(t.TempDir())
 	if err != nil {
@@ -64,6 +66,10 @@ func memberHost(t *testing.T) (peer.ID, []ma.Multiaddr, *logBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if sn != nil {
+		h := sn.newHost(t, id, HostConfig{Gater: adm})
+		return id.ID, h.Addrs(), log
+	}
 	h, err := NewHostWith(id, HostConfig{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Gater: adm})
 	if err != nil {
 		t.Fatal(err)
@@ -77,57 +83,61 @@ func memberHost(t *testing.T) (peer.ID, []ma.Multiaddr, *logBuffer) {
 // counts those as refusals and redials with a growing backoff (it used to
 // redial every 250 ms); the refusing side names the peer once, with the
 // command that admits it; the refused node's admission concludes it is not
-// admitted.
+// admitted. On the simulated network, on virtual time: the backoffs are
+// exact.
 func TestBootstrapperBacksOffAfterRefusal(t *testing.T) {
-	aID, aAddrs, aLog := memberHost(t)
+	netsim.Run(t, func(t *testing.T) {
+		sn := startSimNet(t)
+		aID, aAddrs, aLog := memberHost(t, sn)
 
-	b := startTestNode(t, "test")
-	bAdm, err := NewAdmission(b.host.ID(), []peer.AddrInfo{{ID: aID}}, false, b.store, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var refusals []time.Time
-	boot := StartBootstrapperWith(BootstrapConfig{
-		Host:   b.host,
-		Peers:  []peer.AddrInfo{{ID: aID, Addrs: aAddrs}},
-		Logger: quiet,
-		OnRefused: func(p peer.ID) {
-			if p != aID {
-				t.Errorf("refusal reported for %s, want %s", p, aID)
-			}
-			bAdm.BootstrapRefused(p)
+		b := startTestNodeOn(t, sn, "test")
+		bAdm, err := NewAdmission(b.host.ID(), []peer.AddrInfo{{ID: aID}}, false, b.store, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var refusals []time.Time
+		boot := StartBootstrapperWith(BootstrapConfig{
+			Host:   b.host,
+			Peers:  []peer.AddrInfo{{ID: aID, Addrs: aAddrs}},
+			Logger: quiet,
+			OnRefused: func(p peer.ID) {
+				if p != aID {
+					t.Errorf("refusal reported for %s, want %s", p, aID)
+				}
+				bAdm.BootstrapRefused(p)
+				mu.Lock()
+				refusals = append(refusals, time.Now())
+				mu.Unlock()
+			},
+		})
+		defer boot.Close()
+		const want = 5
+		waitFor(t, 30*time.Second, "5 refused connections", func() bool {
 			mu.Lock()
-			refusals = append(refusals, time.Now())
-			mu.Unlock()
-		},
-	})
-	defer boot.Close()
-	const want = 5
-	waitFor(t, 30*time.Second, "5 refused connections", func() bool {
+			defer mu.Unlock()
+			return len(refusals) >= want
+		})
+		boot.Close()
 		mu.Lock()
-		defer mu.Unlock()
-		return len(refusals) >= want
+		span := refusals[want-1].Sub(refusals[0])
+		mu.Unlock()
+		// Backoffs of 250 ms, 500 ms, 1 s and 2 s (each -20 % at worst) between
+		// the five, less one polling interval of slack: at least 2.75 s. Without
+		// backoff after a refusal they came every 250 ms or so.
+		if min := 2750 * time.Millisecond; span < min {
+			t.Errorf("5 refusals within %v; want at least %v (the backoff)", span, min)
+		}
+		if lines := aLog.lines("refused a peer that is not on the member list"); len(lines) != 1 ||
+			!strings.Contains(lines[0], "peer="+b.host.ID().String()) || !strings.Contains(lines[0], "chorus member add "+b.host.ID().String()) {
+			t.Errorf("the refusing host's info lines: %q; want one, naming the peer and the command that admits it", lines)
+		}
+		f := bAdm.JoinFacts()
+		f.Bootstrap = true
+		if state, detail := DecideJoinState(f); state != JoinNotAdmitted {
+			t.Errorf("join state after %d refusals: %s (%s); want %s", f.Refusals, state, detail, JoinNotAdmitted)
+		}
 	})
-	boot.Close()
-	mu.Lock()
-	span := refusals[want-1].Sub(refusals[0])
-	mu.Unlock()
-	// Backoffs of 250 ms, 500 ms, 1 s and 2 s (each -20 % at worst) between
-	// the five, less one polling interval of slack: at least 2.75 s. Without
-	// backoff after a refusal they came every 250 ms or so.
-	if min := 2750 * time.Millisecond; span < min {
-		t.Errorf("5 refusals within %v; want at least %v (the backoff)", span, min)
-	}
-	if lines := aLog.lines("refused a peer that is not on the member list"); len(lines) != 1 ||
-		!strings.Contains(lines[0], "peer="+b.host.ID().String()) || !strings.Contains(lines[0], "chorus member add "+b.host.ID().String()) {
-		t.Errorf("the refusing host's info lines: %q; want one, naming the peer and the command that admits it", lines)
-	}
-	f := bAdm.JoinFacts()
-	f.Bootstrap = true
-	if state, detail := DecideJoinState(f); state != JoinNotAdmitted {
-		t.Errorf("join state after %d refusals: %s (%s); want %s", f.Refusals, state, detail, JoinNotAdmitted)
-	}
 }
 
 // TestBootstrapperWarnsOnceWithReason: a bootstrap address whose /p2p/ id is
@@ -135,7 +145,7 @@ func TestBootstrapperBacksOffAfterRefusal(t *testing.T) {
 // is logged at warn with the reason and what to fix; the same failure again
 // only at debug.
 func TestBootstrapperWarnsOnceWithReason(t *testing.T) {
-	aID, aAddrs, _ := memberHost(t)
+	aID, aAddrs, _ := memberHost(t, nil)
 	wrong := testPeerIDs(t, 1)[0]
 	b := startTestNode(t, "test")
 	log := &logBuffer{}

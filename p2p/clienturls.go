@@ -143,7 +143,9 @@ func (m *Membership) SetClientURLs(urls []string) error {
 	me, ok := m.det.Member(m.self.String())
 	m.mu.Unlock()
 	if ok && me.State == swim.Alive {
-		m.publish([]swim.Update{{ID: me.ID, State: swim.Alive, Incarnation: me.Incarnation, From: me.ID}})
+		ctx, cancel := m.untilClose()
+		defer cancel()
+		m.publish(ctx, []swim.Update{{ID: me.ID, State: swim.Alive, Incarnation: me.Incarnation, From: me.ID}})
 	}
 	return nil
 }

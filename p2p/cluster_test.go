@@ -19,6 +19,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/netsim"
 )
 
 // testNode is a real libp2p host on loopback with a real store and replicator.
@@ -35,14 +36,25 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func startTestNode(t testing.TB, cluster string) *testNode {
 	t.Helper()
+	return startTestNodeOn(t, nil, cluster)
+}
+
+// startTestNodeOn starts a test node on the simulated network sn (inside
+// netsim.Run), or on loopback when sn is nil.
+func startTestNodeOn(t testing.TB, sn *simNet, cluster string) *testNode {
+	t.Helper()
 	id, err := LoadOrCreateIdentity(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHost(id, []string{"/ip4/127.0.0.1/tcp/0"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	return startTestNodeAs(t, sn, cluster, id)
+}
+
+// startTestNodeAs starts a test node with identity id (a restart).
+func startTestNodeAs(t testing.TB, sn *simNet, cluster string, id Identity) *testNode {
+	t.Helper()
+	var err error
+	h := hostMaker(sn)(t, id)
 	n := &testNode{id: id, host: h}
 	var repl *Replicator
 	var mu sync.Mutex
@@ -87,9 +99,16 @@ func startTestNode(t testing.TB, cluster string) *testNode {
 // predecessor, and waits until every node has a gossip peer on the topic.
 func startCluster(t testing.TB, n int) []*testNode {
 	t.Helper()
+	return startClusterOn(t, nil, n)
+}
+
+// startClusterOn is startCluster on the simulated network sn (inside
+// netsim.Run), or on loopback when sn is nil.
+func startClusterOn(t testing.TB, sn *simNet, n int) []*testNode {
+	t.Helper()
 	nodes := make([]*testNode, n)
 	for i := range nodes {
-		nodes[i] = startTestNode(t, "test")
+		nodes[i] = startTestNodeOn(t, sn, "test")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -177,59 +196,65 @@ func sameState(nodes []*testNode, keys []string) (bool, string) {
 	return true, ""
 }
 
+// TestConvergence: every node writes its own key and conflicting shared
+// keys, deletes among them; all converge to the same state by gossip (and
+// anti-entropy for what gossip lost). On the simulated network, on virtual
+// time.
 func TestConvergence(t *testing.T) {
 	for _, n := range []int{3, 10} {
 		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) {
-			nodes := startCluster(t, n)
-			ctx := context.Background()
-			var shared, keys []string
-			for i := range 5 {
-				shared = append(shared, fmt.Sprintf("shared/%d", i)) // written by every node: conflicts
-			}
-			keys = append(keys, shared...)
-			for i := range nodes {
-				keys = append(keys, fmt.Sprintf("own/%d", i))
-			}
-			var wg sync.WaitGroup
-			for i, nd := range nodes {
-				own := fmt.Sprintf("own/%d", i)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for j := range 20 {
-						if _, err := nd.store.Put(ctx, []byte(own), fmt.Appendf(nil, "v%d", j)); err != nil {
-							t.Error(err)
-							return
-						}
-						k := shared[j%5]
-						if j%7 == 6 {
-							_, err := nd.store.Delete(ctx, []byte(k))
-							if err != nil {
+			netsim.Run(t, func(t *testing.T) {
+				nodes := startClusterOn(t, startSimNet(t), n)
+				ctx := context.Background()
+				var shared, keys []string
+				for i := range 5 {
+					shared = append(shared, fmt.Sprintf("shared/%d", i)) // written by every node: conflicts
+				}
+				keys = append(keys, shared...)
+				for i := range nodes {
+					keys = append(keys, fmt.Sprintf("own/%d", i))
+				}
+				var wg sync.WaitGroup
+				for i, nd := range nodes {
+					own := fmt.Sprintf("own/%d", i)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for j := range 20 {
+							if _, err := nd.store.Put(ctx, []byte(own), fmt.Appendf(nil, "v%d", j)); err != nil {
 								t.Error(err)
+								return
 							}
-							continue
+							k := shared[j%5]
+							if j%7 == 6 {
+								_, err := nd.store.Delete(ctx, []byte(k))
+								if err != nil {
+									t.Error(err)
+								}
+								continue
+							}
+							if _, err := nd.store.Put(ctx, []byte(k), fmt.Appendf(nil, "node%d-%d", i, j)); err != nil {
+								t.Error(err)
+								return
+							}
 						}
-						if _, err := nd.store.Put(ctx, []byte(k), fmt.Appendf(nil, "node%d-%d", i, j)); err != nil {
-							t.Error(err)
-							return
+					}()
+				}
+				wg.Wait()
+				waitFor(t, 30*time.Second, "all nodes converge", func() bool {
+					ok, _ := sameState(nodes, keys)
+					return ok
+				})
+				// Every node's own key holds its last write.
+				for i, nd := range nodes {
+					for _, other := range nodes {
+						kv, err := other.store.Get(fmt.Appendf(nil, "own/%d", i))
+						if err != nil || kv == nil || string(kv.Value) != "v19" || peer.ID(kv.Origin) != nd.id.ID {
+							t.Fatalf("own/%d on another node: %+v, %v", i, kv, err)
 						}
-					}
-				}()
-			}
-			wg.Wait()
-			waitFor(t, 30*time.Second, "all nodes converge", func() bool {
-				ok, _ := sameState(nodes, keys)
-				return ok
-			})
-			// Every node's own key holds its last write.
-			for i, nd := range nodes {
-				for _, other := range nodes {
-					kv, err := other.store.Get(fmt.Appendf(nil, "own/%d", i))
-					if err != nil || kv == nil || string(kv.Value) != "v19" || peer.ID(kv.Origin) != nd.id.ID {
-						t.Fatalf("own/%d on another node: %+v, %v", i, kv, err)
 					}
 				}
-			}
+			})
 		})
 	}
 }

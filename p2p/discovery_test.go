@@ -19,64 +19,74 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/netsim"
 )
 
+// TestBootstrapperReconnects: a connection to a bootstrap peer that
+// closes is dialled again, three times over. On the simulated network, on
+// virtual time.
 func TestBootstrapperReconnects(t *testing.T) {
-	a := startTestNode(t, "test")
-	b := startTestNode(t, "test")
-	boot := StartBootstrapper(b.host, []peer.AddrInfo{{ID: a.host.ID(), Addrs: a.host.Addrs()}}, quiet)
-	defer boot.Close()
-	connected := func() bool { return b.host.Network().Connectedness(a.host.ID()) == network.Connected }
-	waitFor(t, 10*time.Second, "b connects to its bootstrap peer", connected)
-	for round := range 3 {
-		// Both ends must know the connection before a closes it.
-		waitFor(t, 10*time.Second, "a sees the connection", func() bool {
-			return a.host.Network().Connectedness(b.host.ID()) == network.Connected
-		})
-		old := map[string]bool{}
-		for _, c := range b.host.Network().ConnsToPeer(a.host.ID()) {
-			old[c.ID()] = true
-		}
-		if err := a.host.Network().ClosePeer(b.host.ID()); err != nil {
-			t.Fatal(err)
-		}
-		// b dials again: a connection that was not there before appears.
-		waitFor(t, 10*time.Second, fmt.Sprintf("b reconnects on a new connection (round %d)", round), func() bool {
+	netsim.Run(t, func(t *testing.T) {
+		sn := startSimNet(t)
+		a := startTestNodeOn(t, sn, "test")
+		b := startTestNodeOn(t, sn, "test")
+		boot := StartBootstrapper(b.host, []peer.AddrInfo{{ID: a.host.ID(), Addrs: a.host.Addrs()}}, quiet)
+		defer boot.Close()
+		connected := func() bool { return b.host.Network().Connectedness(a.host.ID()) == network.Connected }
+		waitFor(t, 10*time.Second, "b connects to its bootstrap peer", connected)
+		for round := range 3 {
+			// Both ends must know the connection before a closes it.
+			waitFor(t, 10*time.Second, "a sees the connection", func() bool {
+				return a.host.Network().Connectedness(b.host.ID()) == network.Connected
+			})
+			old := map[string]bool{}
 			for _, c := range b.host.Network().ConnsToPeer(a.host.ID()) {
-				if !old[c.ID()] {
-					return true
-				}
+				old[c.ID()] = true
 			}
-			return false
-		})
-	}
+			if err := a.host.Network().ClosePeer(b.host.ID()); err != nil {
+				t.Fatal(err)
+			}
+			// b dials again: a connection that was not there before appears.
+			waitFor(t, 10*time.Second, fmt.Sprintf("b reconnects on a new connection (round %d)", round), func() bool {
+				for _, c := range b.host.Network().ConnsToPeer(a.host.ID()) {
+					if !old[c.ID()] {
+						return true
+					}
+				}
+				return false
+			})
+		}
+	})
 }
 
+// TestBootstrapperRetriesUnreachablePeer: a bootstrap peer that is not up
+// yet: the bootstrapper's dials fail (it logs the peer unreachable), it
+// keeps trying with backoff and connects once the peer is up. On the
+// simulated network, on virtual time (its dials time out, which costs
+// nothing there).
 func TestBootstrapperRetriesUnreachablePeer(t *testing.T) {
-	// A peer that is not up yet: the bootstrapper keeps trying with backoff
-	// and connects once it is.
-	id, err := LoadOrCreateIdentity(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := NewHost(id, []string{"/ip4/127.0.0.1/tcp/0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs := h.Addrs()
-	if err := h.Close(); err != nil { // down: its port refuses
-		t.Fatal(err)
-	}
-	b := startTestNode(t, "test")
-	boot := StartBootstrapper(b.host, []peer.AddrInfo{{ID: id.ID, Addrs: addrs}}, quiet)
-	defer boot.Close()
-	h2, err := NewHost(id, []string{addrs[0].String()}) // the same peer comes up on the same address
-	if err != nil {
-		t.Skipf("could not rebind %s: %v", addrs[0], err)
-	}
-	defer h2.Close()
-	waitFor(t, 20*time.Second, "b connects once the peer is up", func() bool {
-		return b.host.Network().Connectedness(id.ID) == network.Connected
+	netsim.Run(t, func(t *testing.T) {
+		sn := startSimNet(t)
+		id, err := LoadOrCreateIdentity(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := sn.reserve() // its address, nothing listening there yet
+		addr := ma.StringCast(netsim.ListenAddr(at))
+		b := startTestNodeOn(t, sn, "test")
+		log := &logBuffer{}
+		boot := StartBootstrapperWith(BootstrapConfig{Host: b.host, Peers: []peer.AddrInfo{{ID: id.ID, Addrs: []ma.Multiaddr{addr}}}, Logger: log.logger()})
+		defer boot.Close()
+		waitFor(t, 60*time.Second, "a dial of the peer that is down fails", func() bool {
+			return len(log.lines("bootstrap peer unreachable")) >= 2
+		})
+		if b.host.Network().Connectedness(id.ID) == network.Connected {
+			t.Fatal("connected to a peer that is not up")
+		}
+		sn.newHostAt(t, at, id, HostConfig{}) // the peer comes up at its address
+		waitFor(t, 2*MaxBackoff, "b connects once the peer is up", func() bool {
+			return b.host.Network().Connectedness(id.ID) == network.Connected
+		})
 	})
 }
 

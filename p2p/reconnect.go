@@ -77,17 +77,17 @@ type redial struct {
 func (m *Membership) redialEvery() time.Duration { return m.det.Config().ProbeTimeout }
 
 // redialLoop calls redialUnreachable every probe timeout until Close.
-func (m *Membership) redialLoop() {
+func (m *Membership) redialLoop(ctx context.Context) {
 	defer m.wg.Done()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
-		case <-m.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-timer.C:
 		}
-		m.redialUnreachable(time.Now())
+		m.redialUnreachable(ctx, time.Now())
 		m.mu.Lock()
 		every := m.redialEvery()
 		m.mu.Unlock()
@@ -99,7 +99,7 @@ func (m *Membership) redialLoop() {
 // held suspect or dead for less than redialFor that this node has no
 // connection to, unless one is in flight or one started less than a probe
 // timeout ago. The dials are owned by m.wg (Close waits for them).
-func (m *Membership) redialUnreachable(now time.Time) {
+func (m *Membership) redialUnreachable(ctx context.Context, now time.Time) {
 	net := m.cfg.Host.Network()
 	m.mu.Lock()
 	timeout, every := m.det.ProbeTimeout(), m.redialEvery()
@@ -160,10 +160,10 @@ func (m *Membership) redialUnreachable(now time.Time) {
 	}
 	m.mu.Unlock()
 	for _, p := range targets {
-		m.redialInBackground(p, timeout, nil)
+		m.redialInBackground(ctx, p, timeout, nil)
 	}
 	for _, st := range stalled {
-		m.redialInBackground(st.p, timeout, st.conns)
+		m.redialInBackground(ctx, st.p, timeout, st.conns)
 	}
 }
 
@@ -187,7 +187,7 @@ func openedBefore(conns []network.Conn, t time.Time) []network.Conn {
 // redialInBackground closes the connections old, then dials p afresh
 // unless a connection remains. The goroutine is owned by m.wg (Close waits
 // for it).
-func (m *Membership) redialInBackground(p peer.ID, timeout time.Duration, old []network.Conn) {
+func (m *Membership) redialInBackground(ctx context.Context, p peer.ID, timeout time.Duration, old []network.Conn) {
 	m.wg.Add(1) // from redialLoop, itself in wg: Close has not waited yet
 	go func() {
 		defer m.wg.Done()
@@ -199,7 +199,7 @@ func (m *Membership) redialInBackground(p peer.ID, timeout time.Duration, old []
 		}
 		// Not subject to the swarm's dial backoff: the dials that failed
 		// during the partition must not delay the one after its heal.
-		ctx, cancel := context.WithTimeout(network.WithForceDirectDial(m.ctx, "a suspect or dead member may be reachable again"), timeout)
+		ctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "a suspect or dead member may be reachable again"), timeout)
 		err := m.cfg.Host.Connect(ctx, peer.AddrInfo{ID: p})
 		cancel()
 		m.mu.Lock()

@@ -10,37 +10,42 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/chorus-kv/chorus/internal/netsim"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
 
-// TestMembershipRedialsUnreachableMembers runs a membership on one real
-// host whose only member is another real host that stops answering probes
-// (its membership is closed) and then drops its connection, as a process
-// restarted or a partition that outlasted the connection would: the member
-// becomes dead, and the membership dials it again (its host is reachable)
-// within a few probe timeouts, rather than at the detector's next probe of
-// a dead member (20 s here) or never.
+// TestMembershipRedialsUnreachableMembers runs, on the simulated network
+// and virtual time, a membership on one host whose only member is another
+// host that stops answering probes (its membership is closed) and then
+// drops its connection, as a process restarted or a partition that
+// outlasted the connection would: the member becomes dead, and the
+// membership dials it again (its host is reachable) within a few probe
+// timeouts, rather than at the detector's next probe of a dead member
+// (20 s here) or never.
 func TestMembershipRedialsUnreachableMembers(t *testing.T) {
-	a, b := startTestNode(t, "test"), startTestNode(t, "test")
-	connect(t, a.host, b.host)
-	fd := swim.LoopbackConfig()
-	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
-	ma := startPairMembership(t, a, b.host.ID(), fd)
-	mb := startPairMembership(t, b, a.host.ID(), fd)
-	state := func() swim.State { return memberState(ma, b.host.ID()) }
-	waitFor(t, 10*time.Second, "a holds b alive", func() bool { return state() == swim.Alive })
-	mb.Close() // b's host stays up and no longer answers probes
-	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return state() == swim.Dead })
-	redialed := ma.Stats().Redialed
-	_ = b.host.Network().ClosePeer(a.host.ID())
-	// A redial every probe timeout (100 ms, stretched at most 8 times by a
-	// poor health score), with room for a loaded machine.
-	waitFor(t, 5*time.Second, "a dialled b again", func() bool {
-		return ma.Stats().Redialed > redialed && a.host.Network().Connectedness(b.host.ID()) == network.Connected
+	netsim.Run(t, func(t *testing.T) {
+		sn := startSimNet(t)
+		a, b := startTestNodeOn(t, sn, "test"), startTestNodeOn(t, sn, "test")
+		connect(t, a.host, b.host)
+		fd := swim.LoopbackConfig()
+		fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
+		ma := startPairMembership(t, a, b.host.ID(), fd)
+		mb := startPairMembership(t, b, a.host.ID(), fd)
+		state := func() swim.State { return memberState(ma, b.host.ID()) }
+		waitFor(t, 10*time.Second, "a holds b alive", func() bool { return state() == swim.Alive })
+		mb.Close() // b's host stays up and no longer answers probes
+		waitFor(t, 20*time.Second, "a holds b dead", func() bool { return state() == swim.Dead })
+		redialed := ma.Stats().Redialed
+		_ = b.host.Network().ClosePeer(a.host.ID())
+		// A redial every probe timeout (100 ms, stretched at most 8 times
+		// by a poor health score): well within the 20 s dead backoff.
+		waitFor(t, 2*time.Second, "a dialled b again", func() bool {
+			return ma.Stats().Redialed > redialed && a.host.Network().Connectedness(b.host.ID()) == network.Connected
+		})
+		if st := state(); st != swim.Dead {
+			t.Errorf("b is %v after the redial; a connection alone must not bring it back (only its refutation)", st)
+		}
 	})
-	if st := state(); st != swim.Dead {
-		t.Errorf("b is %v after the redial; a connection alone must not bring it back (only its refutation)", st)
-	}
 }
 
 // TestSyncerAbandonsSessionWithUnreachablePeer starts a session with a peer
@@ -118,25 +123,31 @@ func TestStuckSessionHoldsUpNoOtherPeer(t *testing.T) {
 // its next turn, not after its dead backoff (20 s here),
 // so that a heal is noticed within a round of probes. b runs no membership:
 // its host takes the probes and answers none (it resets each stream).
+// On the simulated network and virtual time.
 func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
-	a, b := startTestNode(t, "test"), startTestNode(t, "test")
-	connect(t, a.host, b.host)
-	var probes atomic.Int32
-	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) {
-		probes.Add(1)
-		_ = st.Reset()
-	})
-	first := a.host.Network().ConnsToPeer(b.host.ID())[0]
-	fd := swim.LoopbackConfig()
-	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
-	ma := startPairMembership(t, a, b.host.ID(), fd)
-	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
-	// a closes the connection once (TestDeadMemberWithConnectionIsDialledAfresh)
-	// and dials again: the new one stays open while b is dead.
-	waitFor(t, 10*time.Second, "a connected to b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
-	before := probes.Load()
-	waitFor(t, 10*time.Second, "a probes the dead b again, well before its 20 s dead backoff", func() bool {
-		return probes.Load() >= before+3
+	netsim.Run(t, func(t *testing.T) {
+		sn := startSimNet(t)
+		a, b := startTestNodeOn(t, sn, "test"), startTestNodeOn(t, sn, "test")
+		connect(t, a.host, b.host)
+		var probes atomic.Int32
+		b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) {
+			probes.Add(1)
+			_ = st.Reset()
+		})
+		first := a.host.Network().ConnsToPeer(b.host.ID())[0]
+		fd := swim.LoopbackConfig()
+		fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
+		ma := startPairMembership(t, a, b.host.ID(), fd)
+		waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
+		// a closes the connection once (TestDeadMemberWithConnectionIsDialledAfresh)
+		// and dials again: the new one stays open while b is dead.
+		waitFor(t, 10*time.Second, "a connected to b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
+		before := probes.Load()
+		// Three probes: three rounds of one member, at most 8 × 200 ms
+		// each with a poor health score; far below the 20 s backoff.
+		waitFor(t, 10*time.Second, "a probes the dead b again, well before its 20 s dead backoff", func() bool {
+			return probes.Load() >= before+3
+		})
 	})
 }
 
@@ -164,7 +175,7 @@ func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
 	}
 	second := conns[0]
 	for i := range 10 { // turns of the redial loop, each a second apart
-		ma.redialUnreachable(time.Now().Add(time.Duration(i+1) * time.Second))
+		ma.redialUnreachable(t.Context(), time.Now().Add(time.Duration(i+1) * time.Second))
 	}
 	if second.IsClosed() {
 		t.Error("a closed the new connection to b too: once until b is alive again")

@@ -17,6 +17,7 @@ import (
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/merkle"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/netsim"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
 
@@ -30,6 +31,7 @@ type syncNode struct {
 }
 
 type syncNodeOpts struct {
+	net       *simNet       // nil: a host on loopback
 	interval  time.Duration // 0: no periodic sync
 	maxDiff   int
 	grace     time.Duration
@@ -46,10 +48,7 @@ func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHost(id, []string{"/ip4/127.0.0.1/tcp/0"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := hostMaker(o.net)(t, id)
 	n := &syncNode{host: h}
 	cfg := store.Config{Path: t.TempDir(), NodeID: []byte(id.ID), TombstoneGrace: o.grace, OnCommit: o.onCommit}
 	if o.wall != 0 {
@@ -233,22 +232,34 @@ func TestSyncLargeDifferenceOverSeveralSessions(t *testing.T) {
 	}
 }
 
+// TestSyncRunsOnConnectAndPeriodically: a session runs when two nodes
+// connect, and then every interval. On the simulated network, on virtual
+// time.
 func TestSyncRunsOnConnectAndPeriodically(t *testing.T) {
-	now := crdt.NewTimestamp(time.Now().Add(-time.Minute).UnixMilli(), 0)
 	t.Run("on connect", func(t *testing.T) {
-		a := startSyncNode(t, syncNodeOpts{})
-		b := startSyncNode(t, syncNodeOpts{})
-		seed(t, a.store, []crdt.Entry{genEntry("x", now, "a", false)})
-		connect(t, b.host, a.host) // b dials: b starts a session
-		waitFor(t, 20*time.Second, "b has a's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
+		netsim.Run(t, func(t *testing.T) {
+			sn := startSimNet(t)
+			now := crdt.NewTimestamp(time.Now().Add(-time.Minute).UnixMilli(), 0)
+			a := startSyncNode(t, syncNodeOpts{net: sn})
+			b := startSyncNode(t, syncNodeOpts{net: sn})
+			seed(t, a.store, []crdt.Entry{genEntry("x", now, "a", false)})
+			connect(t, b.host, a.host) // b dials: b starts a session
+			waitFor(t, 20*time.Second, "b has a's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
+		})
 	})
 	t.Run("periodic", func(t *testing.T) {
-		a := startSyncNode(t, syncNodeOpts{interval: 50 * time.Millisecond})
-		b := startSyncNode(t, syncNodeOpts{})
-		connect(t, a.host, b.host)
-		waitFor(t, 20*time.Second, "the on-connect session", func() bool { c, _, _ := a.sync.Counters(); return c >= 1 })
-		seed(t, b.store, []crdt.Entry{genEntry("y", now, "b", false)}) // after the connection: only a periodic session brings it
-		waitFor(t, 20*time.Second, "a has b's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
+		netsim.Run(t, func(t *testing.T) {
+			sn := startSimNet(t)
+			now := crdt.NewTimestamp(time.Now().Add(-time.Minute).UnixMilli(), 0)
+			const interval = 50 * time.Millisecond
+			a := startSyncNode(t, syncNodeOpts{net: sn, interval: interval})
+			b := startSyncNode(t, syncNodeOpts{net: sn})
+			connect(t, a.host, b.host)
+			waitFor(t, 20*time.Second, "the on-connect session", func() bool { c, _, _ := a.sync.Counters(); return c >= 1 })
+			seed(t, b.store, []crdt.Entry{genEntry("y", now, "b", false)}) // after the connection: only a periodic session brings it
+			// Within a few intervals (each jittered), on virtual time.
+			waitFor(t, 10*interval, "a has b's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
+		})
 	})
 }
 
@@ -505,24 +516,27 @@ func TestRetryBackoff(t *testing.T) {
 
 // TestKickRunsASessionRateLimited: Kick starts a session with a connected
 // peer (as membership does when a member comes back), at most one per peer
-// per KickInterval.
+// per KickInterval. On the simulated network, on virtual time.
 func TestKickRunsASessionRateLimited(t *testing.T) {
-	a := startSyncNode(t, syncNodeOpts{})
-	b := startSyncNode(t, syncNodeOpts{})
-	completed := func(n *syncNode) int64 { c, _, _ := n.sync.Counters(); return c }
-	connect(t, b.host, a.host) // b dials: b runs the on-connect session
-	waitFor(t, 30*time.Second, "b's on-connect session", func() bool { return completed(b) >= 1 && completed(a) >= 1 })
-	before := completed(b) // sessions b ran or served
-	a.sync.Kick(b.host.ID())
-	a.sync.Kick(b.host.ID()) // within KickInterval: dropped
-	waitFor(t, 30*time.Second, "a's kicked session, served by b", func() bool { return completed(b) >= before+1 })
-	a.sync.mu.Lock()
-	kicks := len(a.sync.mu.kicked)
-	a.sync.mu.Unlock()
-	if kicks != 1 {
-		t.Errorf("%d peers kicked; want 1", kicks)
-	}
-	if n := len(a.sync.kick); n != 0 {
-		t.Errorf("%d kicks queued after a rate-limited one", n)
-	}
+	netsim.Run(t, func(t *testing.T) {
+		sn := startSimNet(t)
+		a := startSyncNode(t, syncNodeOpts{net: sn})
+		b := startSyncNode(t, syncNodeOpts{net: sn})
+		completed := func(n *syncNode) int64 { c, _, _ := n.sync.Counters(); return c }
+		connect(t, b.host, a.host) // b dials: b runs the on-connect session
+		waitFor(t, 30*time.Second, "b's on-connect session", func() bool { return completed(b) >= 1 && completed(a) >= 1 })
+		before := completed(b) // sessions b ran or served
+		a.sync.Kick(b.host.ID())
+		a.sync.Kick(b.host.ID()) // within KickInterval: dropped
+		waitFor(t, 30*time.Second, "a's kicked session, served by b", func() bool { return completed(b) >= before+1 })
+		a.sync.mu.Lock()
+		kicks := len(a.sync.mu.kicked)
+		a.sync.mu.Unlock()
+		if kicks != 1 {
+			t.Errorf("%d peers kicked; want 1", kicks)
+		}
+		if n := len(a.sync.kick); n != 0 {
+			t.Errorf("%d kicks queued after a rate-limited one", n)
+		}
+	})
 }

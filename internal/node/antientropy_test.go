@@ -62,7 +62,6 @@ type aeNodeOpts struct {
 	groups     []int // the partition group of each node
 	dropGossip []func() bool
 	fd         swim.Config // the failure detector's timing (zero: LAN)
-	probeDelay []func() time.Duration
 }
 
 // startMeshNodes starts len(groups) nodes on loopback, each bootstrapped
@@ -104,9 +103,6 @@ func startMeshNodesTB(t testing.TB, o aeNodeOpts) ([]*Node, []*client.Client, *p
 			cfg.DropGossip = o.dropGossip[i]
 		}
 		cfg.FailureDetector = o.fd
-		if o.probeDelay != nil {
-			cfg.ProbeDelay = o.probeDelay[i]
-		}
 		nd, err := Start(cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/netsim"
 	"github.com/chorus-kv/chorus/p2p"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
@@ -107,7 +108,7 @@ func (c Config) Validate() error {
 // methods are safe for concurrent use.
 type Cluster struct {
 	cfg   Config
-	net   *Network
+	net   *netsim.Network
 	rand  *rand.Rand // the scenario's choices; guarded by mu
 	nodes []*Node
 
@@ -139,7 +140,7 @@ func New(cfg Config) (_ *Cluster, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	nw, err := NewNetwork(cfg.Link, cfg.Seed)
+	nw, err := netsim.NewNetwork(cfg.Link, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +154,7 @@ func New(cfg Config) (_ *Cluster, err error) {
 	for i := range cfg.N {
 		var peers []peer.AddrInfo
 		for _, j := range c.pick(i, min(i, cfg.Bootstrap)) {
-			addr := ma.StringCast(listenAddr(j))
+			addr := ma.StringCast(netsim.ListenAddr(j))
 			peers = append(peers, peer.AddrInfo{ID: c.nodes[j].ID, Addrs: []ma.Multiaddr{addr}})
 		}
 		n, err := c.startNode(i, peers)
@@ -206,7 +207,7 @@ func (c *Cluster) IsLive(i int) bool {
 }
 
 // Network returns the simulated network (partitions, packet counts).
-func (c *Cluster) Network() *Network { return c.net }
+func (c *Cluster) Network() *netsim.Network { return c.net }
 
 // Put writes key on node i and records when it was acknowledged; the
 // cluster then follows the key's arrival on every node (Writes).
@@ -354,3 +355,7 @@ func (c *Cluster) Close() error {
 	c.net.Close()
 	return errors.Join(errs...)
 }
+
+// LinkConfig is the behaviour of every link of the simulated network
+// (netsim.LinkConfig).
+type LinkConfig = netsim.LinkConfig

@@ -10,7 +10,8 @@
 // the agent (internal/node) wires them, on a host made by p2p.NewHostWith.
 // The agent's client servers (gRPC, HTTP, the watch hub) are left out.
 //
-// The network adds, on top of simnet's latency and bandwidth, jitter,
+// The network (internal/netsim, shared with the tests that run on virtual
+// time) adds, on top of simnet's latency and bandwidth, jitter,
 // random packet loss and partitions (faultConn drops what a node sends).
 // Kill closes a node as a crash would. A Scenario drives a cluster through
 // warm-up, steady writes, a crash and a 50/50 partition and measures, in

@@ -7,17 +7,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/netsim"
 	"github.com/chorus-kv/chorus/internal/node"
 	"github.com/chorus-kv/chorus/p2p"
 )
@@ -117,13 +116,8 @@ func (c *Cluster) startNode(i int, peers []peer.AddrInfo) (_ *Node, err error) {
 		Logger:        c.cfg.Logger,
 		Bootstrap:     peers,
 		OpenAdmission: true,
-		Host:          p2p.HostConfig{Listen: []string{listenAddr(i)}},
-		HostOptions: []libp2p.Option{
-			c.net.quicOption(),
-			// Identify's address discovery stalls synctest (as simlibp2p notes).
-			libp2p.DisableIdentifyAddressDiscovery(),
-			libp2p.ResourceManager(&network.NullResourceManager{}),
-		},
+		Host:          p2p.HostConfig{Listen: []string{netsim.ListenAddr(i)}},
+		HostOptions:   c.net.HostOptions(),
 		Replicator: p2p.ReplicatorConfig{
 			SubscriptionBuffer: c.cfg.SubscriptionBuffer,
 			PubSubOptions:      []pubsub.Option{pubsub.WithRawTracer(&n.gossip)},

@@ -1,4 +1,4 @@
-package sim
+package netsim
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/marcopolo/simnet"
 	"github.com/quic-go/quic-go"
@@ -46,13 +47,13 @@ func (c LinkConfig) WithDefaults() LinkConfig {
 func (c LinkConfig) Validate() error {
 	var errs []error
 	if c.Latency < 0 || c.Jitter < 0 || c.Jitter > c.Latency {
-		errs = append(errs, fmt.Errorf("sim: latency %v ± jitter %v: want 0 ≤ jitter ≤ latency", c.Latency, c.Jitter))
+		errs = append(errs, fmt.Errorf("netsim: latency %v ± jitter %v: want 0 ≤ jitter ≤ latency", c.Latency, c.Jitter))
 	}
 	if c.Loss < 0 || c.Loss >= 1 {
-		errs = append(errs, fmt.Errorf("sim: loss %v: want 0 ≤ loss < 1", c.Loss))
+		errs = append(errs, fmt.Errorf("netsim: loss %v: want 0 ≤ loss < 1", c.Loss))
 	}
 	if c.BitsPerSecond < 0 {
-		errs = append(errs, fmt.Errorf("sim: bandwidth %d bit/s: must not be negative", c.BitsPerSecond))
+		errs = append(errs, fmt.Errorf("netsim: bandwidth %d bit/s: must not be negative", c.BitsPerSecond))
 	}
 	return errors.Join(errs...)
 }
@@ -152,8 +153,23 @@ func (n *Network) drop(src, dst net.IP) bool {
 // nodeIP is node i's address on the simulated network.
 func nodeIP(i int) net.IP { return simnet.IntToPublicIPv4(i) }
 
-// listenAddr is node i's libp2p listen address.
-func listenAddr(i int) string { return fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", nodeIP(i)) }
+// ListenAddr is node i's libp2p listen address on the simulated network
+// (QUIC: simnet carries UDP only).
+func ListenAddr(i int) string { return fmt.Sprintf("/ip4/%s/udp/8000/quic-v1", nodeIP(i)) }
+
+// HostOptions are the libp2p options that put a host on the network: its
+// QUIC transport sends through simnet, identify's address discovery is off
+// (it stalls synctest, as simlibp2p notes), and the resource manager is
+// the null one (its limits are about the machine, not the simulation).
+// Pass them to p2p.NewHostWith with ListenAddr(i) as the host's only listen
+// address.
+func (n *Network) HostOptions() []libp2p.Option {
+	return []libp2p.Option{
+		n.quicOption(),
+		libp2p.DisableIdentifyAddressDiscovery(),
+		libp2p.ResourceManager(&network.NullResourceManager{}),
+	}
+}
 
 // faultConn is a node's endpoint on the simnet with the network's faults
 // applied to what it sends. The faults are ours (simnet has none): loss
@@ -217,4 +233,15 @@ func (s *sourceIP) PreferredSourceIPForDestination(*net.UDPAddr) (net.IP, error)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ip, nil
+}
+
+// Isolate cuts the given nodes off from the rest (and from each other's
+// complement: they stay connected among themselves), as Partition with
+// those nodes in group 1.
+func (n *Network) Isolate(nodes ...int) {
+	g := make(map[int]int, len(nodes))
+	for _, i := range nodes {
+		g[i] = 1
+	}
+	n.Partition(g)
 }
