@@ -430,10 +430,10 @@ func (c *Convergence) Lag() map[peer.ID]MemberLag {
 	now := c.cfg.Clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := map[peer.ID]MemberLag{}
-	for _, m := range append(c.mu.tr.Members(), c.self) {
-		l, known := c.mu.tr.Lag(m, now)
-		out[peer.ID(m)] = MemberLag{Lag: l, Known: known}
+	lags := c.mu.tr.Lags(now)
+	out := make(map[peer.ID]MemberLag, len(lags))
+	for m, l := range lags {
+		out[peer.ID(m)] = MemberLag{Lag: l, Known: true}
 	}
 	return out
 }
