@@ -329,6 +329,15 @@ func (t *Tracker) Announce(member string, epoch crdt.Timestamp, v Vector) bool {
 	return moved
 }
 
+// EpochOf returns the epoch member last announced, and whether it
+// announced any.
+func (t *Tracker) EpochOf(member string) (crdt.Timestamp, bool) {
+	if p := t.peers[member]; p != nil {
+		return p.epoch, true
+	}
+	return 0, false
+}
+
 // Announced reports whether member has announced its frontiers.
 func (t *Tracker) Announced(member string) bool { return t.peers[member] != nil }
 
