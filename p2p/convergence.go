@@ -642,7 +642,10 @@ func (c *Convergence) receiveLoop(ctx context.Context) {
 		}
 		_, before := c.mu.heard[m]
 		c.mu.heard[m] = time.Now()
-		if !before || !c.mu.inView[m] {
+		if !before || (!c.mu.inView[m] && !c.mu.tr.IsLive(m)) {
+			// Newly heard, or heard again after it expired: it counts
+			// again. (A refresh costs O(members): not on every
+			// announcement; the announcer's loop expires members.)
 			c.refreshLiveLocked(time.Now())
 		}
 		c.mu.Unlock()

@@ -384,6 +384,9 @@ func (t *Tracker) count(member string, in bool) {
 	}
 }
 
+// IsLive reports whether member counts as live (self excluded).
+func (t *Tracker) IsLive(member string) bool { return t.live[member] }
+
 // Live returns the live members other than self, sorted.
 func (t *Tracker) Live() []string {
 	out := make([]string, 0, len(t.live))
