@@ -405,10 +405,17 @@ func (c *Convergence) setMembers(ms []swim.Member) bool {
 // that the cluster's announcement rates stay within ClusterRate and
 // FullRate. REQUIRES: c.mu.
 func (c *Convergence) intervalsLocked() (delta, full time.Duration) {
-	n := float64(len(c.mu.detLive) + 1)
-	delta = max(c.cfg.Interval, time.Duration(n/c.cfg.ClusterRate*float64(time.Second)))
-	full = max(c.cfg.FullInterval, time.Duration(n/c.cfg.FullRate*float64(time.Second)))
-	return delta, full
+	return frontierIntervals(c.cfg, len(c.mu.detLive)+1)
+}
+
+// frontierIntervals returns, for a cluster of n live members, the least
+// time between two announcements of a node and between two of its
+// anti-drift full vectors: cfg's intervals, or longer so that the cluster
+// makes at most ClusterRate announcements and FullRate full vectors a
+// second.
+func frontierIntervals(cfg ConvergenceConfig, n int) (delta, full time.Duration) {
+	perRate := func(rate float64) time.Duration { return time.Duration(float64(n) / rate * float64(time.Second)) }
+	return max(cfg.Interval, perRate(cfg.ClusterRate)), max(cfg.FullInterval, perRate(cfg.FullRate))
 }
 
 // refreshLiveLocked sets the tracker's live members: the detector's alive
