@@ -40,6 +40,14 @@ const (
 const (
 	DefaultFrontierInterval     = 100 * time.Millisecond
 	DefaultFrontierFullInterval = 5 * time.Second
+	// DefaultFrontierClusterRate is the announcements per second the
+	// whole cluster makes at most under writes (each node every
+	// max(Interval, N / rate)).
+	DefaultFrontierClusterRate = 200
+	// DefaultFrontierFullRate is the full vectors per second the whole
+	// cluster announces on the anti-drift schedule (each node every
+	// max(FullInterval, N / rate)).
+	DefaultFrontierFullRate = 2
 )
 
 // ConvergenceConfig configures a Convergence. PubSub and Clock are
@@ -57,13 +65,27 @@ type ConvergenceConfig struct {
 	Logger *slog.Logger
 	// Interval is the least time between two announcements: frontiers that
 	// move within it go out together. It bounds how late a converged event
-	// is, beyond gossip's own delay. Default 100 ms.
+	// is, beyond gossip's own delay. The interval used grows with the
+	// cluster, max(Interval, N / ClusterRate) for N live members, so that
+	// the cluster as a whole makes at most ClusterRate announcements a
+	// second (each one flooded to every node and its signature verified
+	// there). Default 100 ms.
 	Interval time.Duration
-	// FullInterval is how often the whole frontier is announced, not only
-	// what moved (for members that missed a delta or just joined; a
-	// membership change also triggers one), ±10 % at random so that nodes
-	// started together do not announce together. Default 5 s.
+	// ClusterRate is the announcements per second the whole cluster makes
+	// at most (see Interval). Default 200.
+	ClusterRate float64
+	// FullInterval is the least time between two anti-drift announcements
+	// of the whole frontier (not only what moved: for a member that missed
+	// a delta), ±10 % at random so that nodes started together do not
+	// announce together. The interval used is max(FullInterval, N /
+	// FullRate). A full vector also goes out at start and, at most every
+	// tenth of that interval, when a member becomes live or announces a new
+	// epoch (it joined or restarted, and knows nothing of this node's
+	// frontiers). Default 5 s.
 	FullInterval time.Duration
+	// FullRate is the anti-drift full vectors per second the whole cluster
+	// announces at most (see FullInterval). Default 2.
+	FullRate float64
 	// Membership, when set, gives the live members (Alive or Suspect);
 	// without it no other member counts.
 	Membership *Membership
@@ -85,6 +107,12 @@ func (c ConvergenceConfig) WithDefaults() ConvergenceConfig {
 	if c.FullInterval == 0 {
 		c.FullInterval = DefaultFrontierFullInterval
 	}
+	if c.ClusterRate == 0 {
+		c.ClusterRate = DefaultFrontierClusterRate
+	}
+	if c.FullRate == 0 {
+		c.FullRate = DefaultFrontierFullRate
+	}
 	return c
 }
 
@@ -96,6 +124,9 @@ func (c ConvergenceConfig) Validate() error {
 	}
 	if c.Interval < 0 || c.FullInterval < 0 {
 		errs = append(errs, fmt.Errorf("p2p: frontier Interval %v and FullInterval %v must not be negative", c.Interval, c.FullInterval))
+	}
+	if c.ClusterRate < 0 || c.FullRate < 0 {
+		errs = append(errs, fmt.Errorf("p2p: frontier ClusterRate %v and FullRate %v must not be negative", c.ClusterRate, c.FullRate))
 	}
 	return errors.Join(errs...)
 }
@@ -146,8 +177,10 @@ type MemberLag struct {
 // crdt/frontier holds the logic): it feeds the Tracker with this node's
 // commits, gossip batches, anti-entropy sessions and the membership view,
 // announces this node's frontiers on FrontierTopic (what moved, at most
-// every Interval; everything every FullInterval), and answers whether a
-// write has converged. It owns one goroutine, stopped by Close.
+// every max(Interval, N / ClusterRate); everything at start, when a member
+// joins or restarts, and every max(FullInterval, N / FullRate)), and
+// answers whether a write has converged. It owns two goroutines, stopped
+// by Close.
 type Convergence struct {
 	cfg    ConvergenceConfig
 	self   string
@@ -156,6 +189,9 @@ type Convergence struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
+	// needFull wakes the announcer when a member joined or restarted: it
+	// knows nothing of this node's frontiers.
+	needFull chan struct{}
 
 	mu struct {
 		sync.Mutex
@@ -192,7 +228,8 @@ func StartConvergence(cfg ConvergenceConfig) (*Convergence, error) {
 		return nil, fmt.Errorf("p2p: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Convergence{cfg: cfg, self: string(cfg.Self), cancel: cancel, wake: make(chan struct{}, 1)}
+	c := &Convergence{cfg: cfg, self: string(cfg.Self), cancel: cancel, wake: make(chan struct{}, 1),
+		needFull: make(chan struct{}, 1)}
 	c.mu.tr = tr
 	c.mu.inView, c.mu.heard = map[string]bool{}, map[string]time.Time{}
 	topic := FrontierTopic(cfg.Cluster)
@@ -331,7 +368,8 @@ func (c *Convergence) Merge(_ peer.ID, v frontier.Vector) {
 
 // setMembers sets the live members from the failure detector's view and
 // forgets the announced members that are neither in it nor admitted
-// (removed from the member list). It reports whether the live set changed.
+// (removed from the member list). It reports whether a member became live
+// in the detector's view.
 func (c *Convergence) setMembers(ms []swim.Member) bool {
 	var live []string
 	inView := map[string]bool{c.self: true}
@@ -347,6 +385,10 @@ func (c *Convergence) setMembers(ms []swim.Member) bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	joined := false
+	for _, m := range live {
+		joined = joined || !slices.Contains(c.mu.detLive, m)
+	}
 	c.mu.detLive, c.mu.inView = live, inView
 	for _, m := range c.mu.tr.Members() {
 		if !inView[m] && c.cfg.Admit != nil && c.cfg.Admit(peer.ID(m)) != nil {
@@ -354,18 +396,39 @@ func (c *Convergence) setMembers(ms []swim.Member) bool {
 			delete(c.mu.heard, m)
 		}
 	}
-	return c.refreshLiveLocked(time.Now())
+	c.refreshLiveLocked(time.Now())
+	return joined
+}
+
+// intervalsLocked returns the least time between two announcements and
+// between two anti-drift full vectors, both growing with the cluster so
+// that the cluster's announcement rates stay within ClusterRate and
+// FullRate. REQUIRES: c.mu.
+func (c *Convergence) intervalsLocked() (delta, full time.Duration) {
+	return frontierIntervals(c.cfg, len(c.mu.detLive)+1)
+}
+
+// frontierIntervals returns, for a cluster of n live members, the least
+// time between two announcements of a node and between two of its
+// anti-drift full vectors: cfg's intervals, or longer so that the cluster
+// makes at most ClusterRate announcements and FullRate full vectors a
+// second.
+func frontierIntervals(cfg ConvergenceConfig, n int) (delta, full time.Duration) {
+	perRate := func(rate float64) time.Duration { return time.Duration(float64(n) / rate * float64(time.Second)) }
+	return max(cfg.Interval, perRate(cfg.ClusterRate)), max(cfg.FullInterval, perRate(cfg.FullRate))
 }
 
 // refreshLiveLocked sets the tracker's live members: the detector's alive
 // and suspect ones, and the admitted members it does not know yet that
-// announced within two full intervals (a member that just joined counts
+// announced within two anti-drift full intervals (each announces a full
+// vector at start) (a member that just joined counts
 // before the detector adds it; one it forgot after staying dead does not,
 // since it no longer announces). REQUIRES: c.mu.
 func (c *Convergence) refreshLiveLocked(now time.Time) bool {
 	live := slices.Clone(c.mu.detLive)
+	_, full := c.intervalsLocked()
 	for m, at := range c.mu.heard {
-		if c.mu.inView[m] || now.Sub(at) > 2*c.cfg.FullInterval {
+		if c.mu.inView[m] || now.Sub(at) > 2*full {
 			continue
 		}
 		if c.cfg.Admit != nil && c.cfg.Admit(peer.ID(m)) != nil {
@@ -430,10 +493,10 @@ func (c *Convergence) Lag() map[peer.ID]MemberLag {
 	now := c.cfg.Clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := map[peer.ID]MemberLag{}
-	for _, m := range append(c.mu.tr.Members(), c.self) {
-		l, known := c.mu.tr.Lag(m, now)
-		out[peer.ID(m)] = MemberLag{Lag: l, Known: known}
+	lags := c.mu.tr.Lags(now)
+	out := make(map[peer.ID]MemberLag, len(lags))
+	for m, l := range lags {
+		out[peer.ID(m)] = MemberLag{Lag: l, Known: true}
 	}
 	return out
 }
@@ -446,8 +509,9 @@ func (c *Convergence) Stats() ConvergenceStats {
 }
 
 // announceLoop announces this node's frontiers: what moved, at most every
-// Interval, and everything every FullInterval or after a membership change.
-// It also feeds the membership view to the Tracker.
+// delta interval; everything at start, every anti-drift interval, and when
+// a member joined or restarted (at most every tenth of the anti-drift
+// interval). It also feeds the membership view to the Tracker.
 func (c *Convergence) announceLoop(ctx context.Context) {
 	defer c.wg.Done()
 	timer := time.NewTimer(0)
@@ -458,27 +522,37 @@ func (c *Convergence) announceLoop(ctx context.Context) {
 		c.setMembers(m.Members())
 	}
 	var lastSent, lastFull time.Time
-	fullGap := jitter(c.cfg.FullInterval, 0.1)
-	full := true
+	full := true // at start: every member learns this epoch's frontiers
+	wantFull := false
+	c.mu.Lock()
+	_, fullEvery := c.intervalsLocked()
+	c.mu.Unlock()
+	fullGap := jitter(fullEvery, 0.1)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.wake:
 		case <-timer.C:
+		case <-c.needFull:
+			wantFull = true
 		case <-memChanged:
 			memChanged = c.cfg.Membership.Changed()
 			if c.setMembers(c.cfg.Membership.Members()) {
-				full = true
+				wantFull = true
 			}
 		}
 		now := time.Now()
-		if wait := c.cfg.Interval - now.Sub(lastSent); wait > 0 {
+		c.mu.Lock()
+		deltaEvery, fullEvery := c.intervalsLocked()
+		c.mu.Unlock()
+		if wait := deltaEvery - now.Sub(lastSent); wait > 0 {
 			// Too soon: go out when the interval ends, with whatever moved.
 			timer.Reset(wait)
 			continue
 		}
-		if now.Sub(lastFull) >= fullGap {
+		sinceFull := now.Sub(lastFull)
+		if sinceFull >= fullGap || (wantFull && sinceFull >= fullEvery/10) {
 			full = true
 		}
 		c.mu.Lock()
@@ -493,11 +567,15 @@ func (c *Convergence) announceLoop(ctx context.Context) {
 			c.announce(ctx, epoch, delta, full)
 			lastSent = now
 			if full {
-				lastFull, full = now, false
-				fullGap = jitter(c.cfg.FullInterval, 0.1)
+				lastFull, full, wantFull = now, false, false
+				fullGap = jitter(fullEvery, 0.1)
 			}
 		}
-		timer.Reset(fullGap - now.Sub(lastFull))
+		next := fullGap - now.Sub(lastFull)
+		if wantFull {
+			next = min(next, fullEvery/10-now.Sub(lastFull))
+		}
+		timer.Reset(next)
 	}
 }
 
@@ -557,14 +635,24 @@ func (c *Convergence) receiveLoop(ctx context.Context) {
 		}
 		c.received.Add(1)
 		c.receivedBytes.Add(int64(len(msg.GetData())))
+		m := string(msg.GetFrom())
 		c.mu.Lock()
-		if c.mu.tr.Announce(string(msg.GetFrom()), a.Epoch, a.Frontier) {
+		if known, ok := c.mu.tr.EpochOf(m); !ok || a.Epoch > known {
+			// It joined or restarted: it needs this node's full vector.
+			select {
+			case c.needFull <- struct{}{}:
+			default:
+			}
+		}
+		if c.mu.tr.Announce(m, a.Epoch, a.Frontier) {
 			c.notifyLocked()
 		}
-		m := string(msg.GetFrom())
 		_, before := c.mu.heard[m]
 		c.mu.heard[m] = time.Now()
-		if !before || !c.mu.inView[m] {
+		if !before || (!c.mu.inView[m] && !c.mu.tr.IsLive(m)) {
+			// Newly heard, or heard again after it expired: it counts
+			// again. (A refresh costs O(members): not on every
+			// announcement; the announcer's loop expires members.)
 			c.refreshLiveLocked(time.Now())
 		}
 		c.mu.Unlock()

@@ -141,3 +141,29 @@ func TestJitterStaysWithinItsFraction(t *testing.T) {
 		}
 	}
 }
+
+// TestFrontierIntervalsScaleWithTheCluster: the announcement intervals are
+// the configured ones in a small cluster and grow with N past it, so the
+// cluster's announcement rates stay within ClusterRate and FullRate.
+func TestFrontierIntervalsScaleWithTheCluster(t *testing.T) {
+	cfg := ConvergenceConfig{}.WithDefaults()
+	tests := []struct {
+		n           int
+		delta, full time.Duration
+	}{
+		{1, 100 * time.Millisecond, 5 * time.Second},
+		{10, 100 * time.Millisecond, 5 * time.Second},
+		{20, 100 * time.Millisecond, 10 * time.Second},
+		{100, 500 * time.Millisecond, 50 * time.Second},
+		{1000, 5 * time.Second, 500 * time.Second},
+	}
+	for _, tc := range tests {
+		delta, full := frontierIntervals(cfg, tc.n)
+		if delta != tc.delta || full != tc.full {
+			t.Errorf("n=%d: intervals %v and %v, want %v and %v", tc.n, delta, full, tc.delta, tc.full)
+		}
+		if rate := float64(tc.n) / delta.Seconds(); rate > cfg.ClusterRate+1e-9 {
+			t.Errorf("n=%d: %.1f announcements a second in the cluster, above %v", tc.n, rate, cfg.ClusterRate)
+		}
+	}
+}

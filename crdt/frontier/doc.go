@@ -60,9 +60,41 @@
 //   - Announcements carry the sender's epoch, the HLC at which its Tracker
 //     was created. Within an epoch a frontier only grows, so announcements
 //     merge by maximum, in any order, and a delta (only the origins that
-//     moved) is enough; a full vector is sent periodically and when the
-//     membership changes. A higher epoch (a restart) replaces what was known
+//     moved) is enough. A higher epoch (a restart) replaces what was known
 //     of the member; a lower one is ignored.
+//
+// Dissemination (package p2p's Convergence; the rules that keep it safe and
+// its cost per node bounded as the cluster grows):
+//
+//   - Missing or late announcements only delay: a member's frontier as
+//     this node knows it is at most what the member holds, so a lost delta,
+//     a full vector not sent yet, or an interval that grows with the
+//     cluster hold converged events back and never release one early.
+//   - Deltas: what moved since the last announcement, at most every
+//     max(Interval, N / ClusterRate) for N live members (100 ms and 200 a
+//     second by default), so the whole cluster makes at most ClusterRate
+//     announcements a second, whatever N: each is flooded to every node and
+//     its signature verified there, so this bounds every node's receiving
+//     cost in messages (their bytes grow with the origins that moved).
+//   - Full vectors, only when a peer needs one: at start (a new epoch); when
+//     a member becomes live or announces an epoch not seen before (it
+//     joined or restarted and knows nothing of this node), at most every
+//     tenth of the anti-drift interval; and on the anti-drift schedule,
+//     every max(FullInterval, N / FullRate) (5 s and 2 a second by
+//     default), for a member that missed a delta of an origin that has not
+//     moved since. A member that joined learns the others' frontiers from
+//     their next deltas and these full vectors: until then it holds its own
+//     converged events back, never anyone else's.
+//   - A member the failure detector does not know yet counts as live for two
+//     anti-drift intervals after its last announcement (it announces a full
+//     vector at start).
+//   - Mixed versions: the message is unchanged (FrontierUpdate; full is a
+//     hint, receivers merge both kinds alike). A node from before this rule
+//     announces deltas every 100 ms and full vectors every 5 s whatever N,
+//     and counts a member it has not in its detector's view only for 10 s
+//     after its last announcement; a newer member that stays idle longer
+//     than that in the moment between its join and the older node's
+//     detector adding it is not counted by the older node then.
 //   - A restarted node starts its own frontier at its epoch for itself (its
 //     own writes are durable) and at zero for every other origin; its first
 //     gossip batch chains to the epoch, so peers see a gap until a complete
@@ -87,8 +119,12 @@
 //     purged key back (package p2p, ErrStale).
 //
 // Cost: the state is one timestamp per (member, origin) pair, at most
-// MaxPendingRanges gap ranges and MaxMarks lag marks per origin; nothing
-// grows with the number of writes.
+// MaxPendingRanges gap ranges and MaxMarks lag marks per origin, and per
+// origin a count and a min-heap entry per distinct frontier among the live
+// members (the stable frontier is their minimum); nothing grows with the
+// number of writes. An announcement costs O(its origins × log members),
+// Stable O(1) amortized; a member going live or dead, or announcing a new
+// epoch, costs O(origins × log members).
 //
 // Lag: for a member m and an origin o, the writes m lacks are those above
 // F_m[o] up to the highest frontier any live member holds for o. Its lag is

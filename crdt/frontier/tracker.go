@@ -78,6 +78,10 @@ type originState struct {
 	f       crdt.Timestamp
 	pending []Range          // sorted by Prev, disjoint, every Prev above f
 	marks   []crdt.Timestamp // ascending first timestamps of batches held here
+	// counted holds the frontier for this origin of this node and of every
+	// live member (0 for one that announced none): its minimum is the
+	// stable frontier. Every change to one of them moves one value.
+	counted minSet
 }
 
 type peerState struct {
@@ -103,8 +107,7 @@ func New(cfg Config) (*Tracker, error) {
 	}
 	t := &Tracker{cfg: cfg, origins: map[string]*originState{}, peers: map[string]*peerState{},
 		live: map[string]bool{}, dirty: map[string]bool{}}
-	t.origin(cfg.Self).f = cfg.Epoch
-	t.dirty[cfg.Self] = true
+	t.raise(cfg.Self, t.origin(cfg.Self), cfg.Epoch) // marks it dirty
 	return t, nil
 }
 
@@ -115,6 +118,11 @@ func (t *Tracker) origin(o string) *originState {
 	st := t.origins[o]
 	if st == nil {
 		st = &originState{}
+		st.counted.add(0) // this node
+		for m := range t.live {
+			f, _ := t.frontierOf(m, o)
+			st.counted.add(f)
+		}
 		t.origins[o] = st
 	}
 	return st
@@ -192,6 +200,7 @@ func (t *Tracker) raise(o string, st *originState, to crdt.Timestamp) bool {
 	if to <= st.f {
 		return false
 	}
+	old := st.f
 	st.f = to
 	n := 0
 	for _, r := range st.pending {
@@ -203,12 +212,16 @@ func (t *Tracker) raise(o string, st *originState, to crdt.Timestamp) bool {
 		n++
 	}
 	st.pending = st.pending[:n]
+	st.counted.move(old, st.f)
 	t.dirty[o] = true
 	return true
 }
 
-// mark keeps first as a lag mark of st, in order, thinning past MaxMarks.
+// mark keeps first as a lag mark of st, in order, after dropping those
+// every live member passed; past MaxMarks every other one is dropped (the
+// oldest is kept).
 func (t *Tracker) mark(st *originState, first crdt.Timestamp) {
+	st.prune()
 	i, found := slices.BinarySearch(st.marks, first)
 	if found {
 		return
@@ -272,25 +285,57 @@ func (t *Tracker) Announce(member string, epoch crdt.Timestamp, v Vector) bool {
 		return false
 	}
 	p := t.peers[member]
+	live := t.live[member]
 	switch {
 	case p == nil || epoch > p.epoch:
-		t.peers[member] = &peerState{epoch: epoch, v: v.Clone()}
-		t.prune(v)
+		next := &peerState{epoch: epoch, v: v.Clone()}
+		if live { // its frontiers are replaced: each may go up or down
+			var old Vector
+			if p != nil {
+				old = p.v
+			}
+			for o, f := range old {
+				if st := t.origins[o]; st != nil {
+					st.counted.move(f, next.v[o])
+				}
+			}
+			for o, f := range next.v {
+				if _, had := old[o]; had {
+					continue // moved above
+				}
+				if st := t.origins[o]; st != nil {
+					st.counted.move(0, f)
+				}
+			}
+		}
+		t.peers[member] = next
 		return true
 	case epoch < p.epoch:
 		return false
 	}
 	moved := false
 	for o, f := range v {
-		if f > p.v[o] {
-			p.v[o] = f
-			moved = true
+		old := p.v[o]
+		if f <= old {
+			continue
+		}
+		p.v[o] = f
+		moved = true
+		if st := t.origins[o]; live && st != nil {
+			st.counted.move(old, f)
+			st.prune()
 		}
 	}
-	if moved {
-		t.prune(v)
-	}
 	return moved
+}
+
+// EpochOf returns the epoch member last announced, and whether it
+// announced any.
+func (t *Tracker) EpochOf(member string) (crdt.Timestamp, bool) {
+	if p := t.peers[member]; p != nil {
+		return p.epoch, true
+	}
+	return 0, false
 }
 
 // Announced reports whether member has announced its frontiers.
@@ -309,14 +354,38 @@ func (t *Tracker) SetLive(members []string) bool {
 	for m := range next {
 		same = same && t.live[m]
 	}
-	t.live = next
-	if !same {
-		for o := range t.origins {
-			t.pruneOrigin(o)
+	if same {
+		return false
+	}
+	for m := range t.live {
+		if !next[m] {
+			t.count(m, false)
 		}
 	}
-	return !same
+	for m := range next {
+		if !t.live[m] {
+			t.count(m, true)
+		}
+	}
+	t.live = next
+	return true
 }
+
+// count adds member's frontiers to (or removes them from) every origin's
+// counted set, as it goes live (or stops being live).
+func (t *Tracker) count(member string, in bool) {
+	for o, st := range t.origins {
+		f, _ := t.frontierOf(member, o)
+		if in {
+			st.counted.add(f)
+		} else {
+			st.counted.remove(f)
+		}
+	}
+}
+
+// IsLive reports whether member counts as live (self excluded).
+func (t *Tracker) IsLive(member string) bool { return t.live[member] }
 
 // Live returns the live members other than self, sorted.
 func (t *Tracker) Live() []string {
@@ -331,6 +400,9 @@ func (t *Tracker) Live() []string {
 // Forget drops a member removed from the cluster: its announcements and its
 // frontier as an origin.
 func (t *Tracker) Forget(member string) {
+	if t.live[member] {
+		t.count(member, false)
+	}
 	delete(t.peers, member)
 	delete(t.live, member)
 	if member != t.cfg.Self {
@@ -357,14 +429,25 @@ func (t *Tracker) frontierOf(member, o string) (crdt.Timestamp, bool) {
 
 // Stable returns the stable frontier of origin o: the lowest frontier for o
 // among the live members and this node. A live member that announced
-// nothing makes it 0.
+// nothing makes it 0. It costs O(1) amortized: each origin keeps the
+// frontiers that count in a min-heap, updated as they move.
 func (t *Tracker) Stable(o string) crdt.Timestamp {
-	s := t.Own(o)
-	for m := range t.live {
-		f, _ := t.frontierOf(m, o)
-		s = min(s, f)
+	st := t.origins[o]
+	if st == nil {
+		return 0 // this node holds nothing of o
 	}
-	return s
+	st.prune()
+	return st.counted.min()
+}
+
+// prune drops the lag marks every live member passed.
+func (st *originState) prune() {
+	if len(st.marks) == 0 {
+		return
+	}
+	if i, _ := slices.BinarySearch(st.marks, st.counted.min()+1); i > 0 {
+		st.marks = st.marks[i:]
+	}
 }
 
 // Converged reports whether the write (o, h) has converged.
@@ -386,24 +469,6 @@ func (t *Tracker) Missing(o string, h crdt.Timestamp) []string {
 	return out
 }
 
-// prune drops the lag marks of v's origins that every live member has
-// passed.
-func (t *Tracker) prune(v Vector) {
-	for o := range v {
-		t.pruneOrigin(o)
-	}
-}
-
-func (t *Tracker) pruneOrigin(o string) {
-	st := t.origins[o]
-	if st == nil || len(st.marks) == 0 {
-		return
-	}
-	s := t.Stable(o)
-	i, _ := slices.BinarySearch(st.marks, s+1)
-	st.marks = st.marks[i:]
-}
-
 // Lag returns how far behind member is at now: the age of the oldest write
 // it is known to lack (see the package doc), 0 when it lacks nothing, and
 // known false when member announced nothing.
@@ -411,7 +476,25 @@ func (t *Tracker) Lag(member string, now crdt.Timestamp) (lag time.Duration, kno
 	if member != t.cfg.Self && t.peers[member] == nil {
 		return 0, false
 	}
-	for o, target := range t.targets() {
+	return t.lag(member, now, t.targets()), true
+}
+
+// Lags returns the lag of every member that announced its frontiers and
+// of this node, as Lag does, computing the targets once: O(members ×
+// origins) where calling Lag for each would cost that per member.
+func (t *Tracker) Lags(now crdt.Timestamp) map[string]time.Duration {
+	targets := t.targets()
+	out := make(map[string]time.Duration, len(t.peers)+1)
+	out[t.cfg.Self] = t.lag(t.cfg.Self, now, targets)
+	for m := range t.peers {
+		out[m] = t.lag(m, now, targets)
+	}
+	return out
+}
+
+// lag is Lag against the given targets.
+func (t *Tracker) lag(member string, now crdt.Timestamp, targets Vector) (lag time.Duration) {
+	for o, target := range targets {
 		have, _ := t.frontierOf(member, o)
 		if have >= target {
 			continue
@@ -425,7 +508,7 @@ func (t *Tracker) Lag(member string, now crdt.Timestamp) (lag time.Duration, kno
 		}
 		lag = max(lag, time.Duration(now.Physical()-oldest.Physical())*time.Millisecond)
 	}
-	return lag, true
+	return lag
 }
 
 // targets returns, per origin, the highest frontier among this node and the
