@@ -1018,13 +1018,19 @@ func TestRangeLimitAboveThePageBound(t *testing.T) {
 		{50_000, store.MaxPageLimit, true},
 	} {
 		p, err := c.Range(ctx, client.RangeRequest{Prefix: "p/", Limit: tt.limit, KeysOnly: true})
-		if err != nil || len(p.KVs) != tt.want || p.More != tt.wantMore {
-			t.Fatalf("limit %d: %v, %d keys, more %v; want %d keys, more %v", tt.limit, err, len(p.KVs), p.More, tt.want, tt.wantMore)
+		if err != nil {
+			t.Fatalf("limit %d: %v", tt.limit, err)
+		}
+		if len(p.KVs) != tt.want || p.More != tt.wantMore {
+			t.Fatalf("limit %d: %d keys, more %v; want %d keys, more %v", tt.limit, len(p.KVs), p.More, tt.want, tt.wantMore)
 		}
 		if tt.limit > store.MaxPageLimit {
 			rest, err := c.Range(ctx, client.RangeRequest{Prefix: "p/", Limit: tt.limit, After: p.NextKey, KeysOnly: true})
-			if err != nil || len(rest.KVs) != keys-store.MaxPageLimit || rest.More {
-				t.Fatalf("limit %d, second page: %v, %v; want the last %d keys", tt.limit, err, rest, keys-store.MaxPageLimit)
+			if err != nil {
+				t.Fatalf("limit %d, second page: %v", tt.limit, err)
+			}
+			if len(rest.KVs) != keys-store.MaxPageLimit || rest.More {
+				t.Fatalf("limit %d, second page: %d keys, more %v; want the last %d keys", tt.limit, len(rest.KVs), rest.More, keys-store.MaxPageLimit)
 			}
 		}
 	}
