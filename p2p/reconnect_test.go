@@ -175,7 +175,7 @@ func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
 	}
 	second := conns[0]
 	for i := range 10 { // turns of the redial loop, each a second apart
-		ma.redialUnreachable(t.Context(), time.Now().Add(time.Duration(i+1) * time.Second))
+		ma.redialUnreachable(t.Context(), time.Now().Add(time.Duration(i+1)*time.Second))
 	}
 	if second.IsClosed() {
 		t.Error("a closed the new connection to b too: once until b is alive again")
