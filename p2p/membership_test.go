@@ -97,7 +97,6 @@ func TestMembershipPartitionSuspectDeadRecovered(t *testing.T) {
 
 		cut := time.Now()
 		sn.net.Isolate(2)
-		var suspectAt, deadAt time.Time
 		// Bound: one round of probes to reach it (two members), then the
 		// longest suspicion timeout (SuspicionMaxTimeoutMult × the
 		// minimum, SuspicionMult × ProbeInterval for 3 members), with one
@@ -105,21 +104,7 @@ func TestMembershipPartitionSuspectDeadRecovered(t *testing.T) {
 		// loaded machine is needed.
 		minSuspicion := time.Duration(fd.SuspicionMult) * fd.ProbeInterval
 		bound := 3*fd.ProbeInterval + 6*minSuspicion
-		waitFor(t, bound, "node 0 declares the isolated node dead", func() bool {
-			switch memberState(ms[0], victim) {
-			case swim.Suspect:
-				if suspectAt.IsZero() {
-					suspectAt = time.Now()
-				}
-			case swim.Dead:
-				deadAt = time.Now()
-				return true
-			}
-			return false
-		})
-		if suspectAt.IsZero() {
-			t.Fatal("the isolated node went to dead without being suspected first")
-		}
+		suspectAt, deadAt := waitSuspectThenDead(t, ms[0], victim, bound, "the isolated node")
 		if d := deadAt.Sub(suspectAt); d < minSuspicion-5*time.Millisecond { // 5 ms: waitFor's polling step
 			t.Errorf("dead %v after suspected; want at least the minimum suspicion timeout %v", d, minSuspicion)
 		}
@@ -272,26 +257,11 @@ func TestKilledMemberSuspectedThenDeadThenBack(t *testing.T) {
 		ms[3].Close() // a crash: no leave announced
 		victim.repl.Close()
 		_ = victim.host.Close()
-		var suspectAt, deadAt time.Time
 		// One probe round to reach it (3 members), the probe and indirect
 		// probes, and the longest suspicion timeout: no slack for a loaded
 		// machine, on virtual time.
 		bound := 3*fd.ProbeInterval + fd.ProbeInterval + 6*time.Duration(fd.SuspicionMult)*fd.ProbeInterval
-		waitFor(t, bound, "node 0 declares the killed node dead", func() bool {
-			switch memberState(ms[0], victim.host.ID()) {
-			case swim.Suspect:
-				if suspectAt.IsZero() {
-					suspectAt = time.Now()
-				}
-			case swim.Dead:
-				deadAt = time.Now()
-				return true
-			}
-			return false
-		})
-		if suspectAt.IsZero() {
-			t.Fatal("the killed node went to dead without being suspected first")
-		}
+		suspectAt, deadAt := waitSuspectThenDead(t, ms[0], victim.host.ID(), bound, "the killed node")
 		t.Logf("suspected after %v, dead after %v", suspectAt.Sub(killed), deadAt.Sub(killed))
 		if st := ms[0].Stats(); st.Suspicions < 1 {
 			t.Errorf("node 0's membership stats %+v; want the suspicion counted", st)
@@ -334,4 +304,27 @@ func TestKilledMemberSuspectedThenDeadThenBack(t *testing.T) {
 			}
 		}
 	})
+}
+
+// waitSuspectThenDead waits up to bound for m to declare id dead, and
+// returns when m first held it suspect and when dead; it fails the test if
+// id went to dead without being suspected first.
+func waitSuspectThenDead(t *testing.T, m *Membership, id peer.ID, bound time.Duration, what string) (suspectAt, deadAt time.Time) {
+	t.Helper()
+	waitFor(t, bound, "node 0 declares "+what+" dead", func() bool {
+		switch memberState(m, id) {
+		case swim.Suspect:
+			if suspectAt.IsZero() {
+				suspectAt = time.Now()
+			}
+		case swim.Dead:
+			deadAt = time.Now()
+			return true
+		}
+		return false
+	})
+	if suspectAt.IsZero() {
+		t.Fatal(what + " went to dead without being suspected first")
+	}
+	return suspectAt, deadAt
 }
