@@ -62,6 +62,39 @@ type MembershipConfig struct {
 	OnUnreachable func(peer.ID)
 }
 
+// WithDefaults returns c with its zero fields set: the default cluster,
+// slog's default logger and a random source for the detector (seeded from
+// the runtime). The detector's zero timing fields take swim.LANConfig's
+// values inside swim.New.
+func (c MembershipConfig) WithDefaults() MembershipConfig {
+	if c.Cluster == "" {
+		c.Cluster = DefaultCluster
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Detector.Rand == nil {
+		c.Detector.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	return c
+}
+
+// Validate reports every problem with c at once: a missing Host or PubSub,
+// and the detector's timing rules (swim.Config.Validate).
+func (c MembershipConfig) Validate() error {
+	var errs []error
+	if c.Host == nil {
+		errs = append(errs, errors.New("p2p: membership needs a Host"))
+	}
+	if c.PubSub == nil {
+		errs = append(errs, errors.New("p2p: membership needs a PubSub"))
+	}
+	if err := c.Detector.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("p2p: membership's failure detector: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
 // Membership runs SWIM failure detection (package swim holds the logic):
 // it probes one member every probe interval, directly then through others,
 // spreads suspicions, deaths and leaves on MembersTopic, refutes suspicions
@@ -112,17 +145,9 @@ type Membership struct {
 
 // StartMembership joins the membership topic and starts probing.
 func StartMembership(cfg MembershipConfig) (*Membership, error) {
-	if cfg.Host == nil || cfg.PubSub == nil {
-		return nil, errors.New("p2p: membership needs a Host and a PubSub")
-	}
-	if cfg.Cluster == "" {
-		cfg.Cluster = DefaultCluster
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Detector.Rand == nil {
-		cfg.Detector.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	det, err := swim.New(cfg.Host.ID().String(), cfg.Detector, time.Now())
 	if err != nil {
