@@ -115,9 +115,12 @@
 //     checked by the validator: below the batch's strictly ascending
 //     entries), every sync hello carries the sender's frontiers (read before
 //     its root; taken by the other side once the session completes), and
-//     each node announces its frontiers on FrontierTopic, what moved at most
-//     every ConvergenceConfig.Interval and everything every FullInterval,
-//     accepted only from members and within MaxFrontierOrigins. A write has
+//     each node announces its frontiers on FrontierTopic (what moved, at
+//     intervals that grow with the cluster so that it makes at most
+//     ConvergenceConfig.ClusterRate announcements a second; everything at
+//     start, at a new member or epoch, and against drift: see
+//     ConvergenceConfig and crdt/frontier's doc), accepted only from members
+//     and within MaxFrontierOrigins. A write has
 //     converged once every live member's frontier for its origin reaches it.
 //   - A session is refused (ErrStale) when either side's last completed sync
 //     is older than a tombstone the other has purged: it could bring deleted
