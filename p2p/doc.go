@@ -50,12 +50,7 @@
 //     cancels the sessions under way with a peer that became suspect. The
 //     sessions a node starts run concurrently, at most MaxOutgoingSessions
 //     at once and one per peer, so one waiting across a partition holds up
-//     no repair with the peers that are back. A session that applied
-//     entries here (a repair) kicks sessions with up to three other
-//     connected peers that Skip does not leave out, each at most once per
-//     KickInterval (relay.go): gossip does not carry another node's
-//     writes, and the others would otherwise wait for their periodic
-//     sessions.
+//     no repair with the peers that are back.
 //   - Admission: only members on the replicated list (MembersPrefix) may
 //     connect (the Admission gater, both directions), gossip, push, sync,
 //     ask for status or probe; a joining node trusts its bootstrap peers

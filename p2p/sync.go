@@ -61,7 +61,6 @@ type Syncer struct {
 	// for one deadline is repaired in smaller sessions instead of failing
 	// the same way again.
 	diffCap   atomic.Int64
-	relays    relayLimiter // see relay.go
 	closeOnce sync.Once
 }
 

@@ -250,9 +250,6 @@ func (s *Syncer) local() antientropy.Local {
 func (s *Syncer) runSession(ctx context.Context, st network.Stream, initiator bool) (SyncStats, error) {
 	stats, err := s.exchange(ctx, st, initiator)
 	s.account(stats, err)
-	if err == nil && stats.EntriesApplied > 0 {
-		s.relay(st.Conn().RemotePeer()) // a repair: pass it on (relay.go)
-	}
 	return stats, err
 }
 
