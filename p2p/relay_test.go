@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestRepairIsRelayed: b repairs from c a key that a lacks too (a write
@@ -26,6 +28,6 @@ func TestRepairIsRelayed(t *testing.T) {
 			return err == nil && e != nil
 		}
 	}
-	waitFor(t, 20*time.Second, "b to get c's key", holds(b))
-	waitFor(t, 20*time.Second, "a to get c's key from b's relay", holds(a))
+	testutil.Eventually(t, 20*time.Second, "b to get c's key", holds(b))
+	testutil.Eventually(t, 20*time.Second, "a to get c's key from b's relay", holds(a))
 }
