@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -980,8 +981,8 @@ func TestStartListenFailureReleasesStore(t *testing.T) {
 	if n, err := node.Start(node.Config{DataDir: dir, ListenClient: taken.ClientAddr().String(), Logger: testutil.QuietLogger()}); err == nil {
 		_ = n.Close()
 		t.Fatalf("Start on a port in use succeeded")
-	} else if !strings.Contains(err.Error(), "listen") {
-		t.Errorf("Start on a port in use: %v; want a listen error", err)
+	} else if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("Start on a port in use: %v; want an error wrapping EADDRINUSE", err)
 	}
 	n := start(t, node.Config{DataDir: dir})
 	mustPut(t, dial(t, n), "k", "v")
