@@ -9,29 +9,19 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
-
-// fakeWall is a settable wall clock, safe for concurrent use.
-type fakeWall struct{ ms atomic.Int64 }
-
-func newFakeWall(ms int64) *fakeWall {
-	w := &fakeWall{}
-	w.ms.Store(ms)
-	return w
-}
-
-func (w *fakeWall) now() int64   { return w.ms.Load() }
-func (w *fakeWall) set(ms int64) { w.ms.Store(ms) }
 
 // countingWall is a wall clock that records how often it was read.
 type countingWall struct {
-	fakeWall
+	testutil.FakeWall
 	reads atomic.Int64
 }
 
-func (w *countingWall) now() int64 {
+func (w *countingWall) Now() int64 {
 	w.reads.Add(1)
-	return w.fakeWall.now()
+	return w.FakeWall.Now()
 }
 
 const maxPhysical = 1<<(64-LogicalBits) - 1
@@ -141,7 +131,7 @@ func TestNewClockDefaults(t *testing.T) {
 		{time.Minute, time.Minute},
 	}
 	for _, tt := range tests {
-		c := NewClock(newFakeWall(0).now, tt.in)
+		c := NewClock(testutil.NewFakeWall(0).Now, tt.in)
 		if got := c.MaxOffset(); got != tt.want {
 			t.Errorf("NewClock(_, %v).MaxOffset() = %v, want %v", tt.in, got, tt.want)
 		}
@@ -149,7 +139,7 @@ func TestNewClockDefaults(t *testing.T) {
 	if DefaultMaxOffset != 500*time.Millisecond {
 		t.Errorf("DefaultMaxOffset = %v, want 500ms", DefaultMaxOffset)
 	}
-	c := NewClock(newFakeWall(1234).now, 0)
+	c := NewClock(testutil.NewFakeWall(1234).Now, 0)
 	if got := c.Last(); got != 0 {
 		t.Errorf("new clock Last() = %v, want 0", got)
 	}
@@ -225,11 +215,11 @@ func TestClockNowStrictlyIncreasing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := newFakeWall(0)
-			c := NewClock(w.now, 0)
+			w := testutil.NewFakeWall(0)
+			c := NewClock(w.Now, 0)
 			var prev Timestamp
 			for i, ms := range tt.walls {
-				w.set(ms)
+				w.Set(ms)
 				got := c.Now()
 				if got != tt.want[i] {
 					t.Errorf("Now() #%d with wall %d = %v, want %v", i, ms, got, tt.want[i])
@@ -247,8 +237,8 @@ func TestClockNowStrictlyIncreasing(t *testing.T) {
 }
 
 func TestClockLogicalOverflowCarries(t *testing.T) {
-	w := newFakeWall(1000)
-	c := NewClock(w.now, 0)
+	w := testutil.NewFakeWall(1000)
+	c := NewClock(w.Now, 0)
 	c.Observe(NewTimestamp(1000, math.MaxUint16-1))
 
 	steps := []struct {
@@ -263,7 +253,7 @@ func TestClockLogicalOverflowCarries(t *testing.T) {
 	}
 	prev := c.Last()
 	for i, s := range steps {
-		w.set(s.wall)
+		w.Set(s.wall)
 		got := c.Now()
 		if got != s.want {
 			t.Errorf("step %d: Now() with wall %d = %v (%d/%d), want %v",
@@ -278,8 +268,8 @@ func TestClockLogicalOverflowCarries(t *testing.T) {
 
 func TestClockNowManyTicksWallStill(t *testing.T) {
 	// Run the counter through more than one full wrap with a frozen wall.
-	w := newFakeWall(5000)
-	c := NewClock(w.now, 0)
+	w := testutil.NewFakeWall(5000)
+	c := NewClock(w.Now, 0)
 	prev := c.Now()
 	const n = 3 * (1 << LogicalBits)
 	for i := 0; i < n; i++ {
@@ -376,8 +366,8 @@ func TestClockUpdate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := newFakeWall(wallMs)
-			c := NewClock(w.now, maxOff)
+			w := testutil.NewFakeWall(wallMs)
+			c := NewClock(w.Now, maxOff)
 			c.Observe(tt.last)
 			before := c.Last()
 
@@ -431,7 +421,7 @@ func TestClockUpdateSkewErrorMessage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.wantAhead+"/"+tt.wantLimit, func(t *testing.T) {
 			const wallMs = 1_000_000
-			c := NewClock(newFakeWall(wallMs).now, tt.maxOff)
+			c := NewClock(testutil.NewFakeWall(wallMs).Now, tt.maxOff)
 			remote := NewTimestamp(wallMs+tt.ahead, 3)
 			_, err := c.Update(remote)
 			if !errors.Is(err, ErrClockSkew) {
@@ -458,8 +448,8 @@ func TestClockUpdateSkewErrorMessage(t *testing.T) {
 
 func TestClockUpdateSubMillisecondMaxOffset(t *testing.T) {
 	// A limit of 1.5ms accepts a remote 1ms ahead and refuses one 2ms ahead.
-	w := newFakeWall(1000)
-	c := NewClock(w.now, 1500*time.Microsecond)
+	w := testutil.NewFakeWall(1000)
+	c := NewClock(w.Now, 1500*time.Microsecond)
 	if err := c.Check(NewTimestamp(1001, 0)); err != nil {
 		t.Errorf("Check 1ms ahead with 1.5ms limit: %v", err)
 	}
@@ -470,13 +460,13 @@ func TestClockUpdateSubMillisecondMaxOffset(t *testing.T) {
 
 func TestClockUpdateFollowsWall(t *testing.T) {
 	// The bound is relative to the wall clock at the time of the call.
-	w := newFakeWall(1000)
-	c := NewClock(w.now, 100*time.Millisecond)
+	w := testutil.NewFakeWall(1000)
+	c := NewClock(w.Now, 100*time.Millisecond)
 	remote := NewTimestamp(1200, 0)
 	if _, err := c.Update(remote); !errors.Is(err, ErrClockSkew) {
 		t.Fatalf("Update 200ms ahead = %v, want ErrClockSkew", err)
 	}
-	w.set(1100)
+	w.Set(1100)
 	got, err := c.Update(remote)
 	if err != nil {
 		t.Fatalf("Update after wall advanced: %v", err)
@@ -485,7 +475,7 @@ func TestClockUpdateFollowsWall(t *testing.T) {
 		t.Errorf("Update = %v, want %v", got, NewTimestamp(1200, 1))
 	}
 	// Wall goes backwards: the clock keeps increasing.
-	w.set(500)
+	w.Set(500)
 	if ts := c.Now(); ts != NewTimestamp(1200, 2) {
 		t.Errorf("Now after wall stepped back = %v, want %v", ts, NewTimestamp(1200, 2))
 	}
@@ -498,8 +488,8 @@ func TestClockUpdateFollowsWall(t *testing.T) {
 
 func TestClockCheckHasNoSideEffects(t *testing.T) {
 	w := &countingWall{}
-	w.set(10_000)
-	c := NewClock(w.now, 500*time.Millisecond)
+	w.Set(10_000)
+	c := NewClock(w.Now, 500*time.Millisecond)
 	c.Observe(NewTimestamp(10_000, 7))
 	before := c.Last()
 
@@ -537,8 +527,8 @@ func TestClockCheckHasNoSideEffects(t *testing.T) {
 }
 
 func TestClockObserve(t *testing.T) {
-	w := newFakeWall(1000)
-	c := NewClock(w.now, 10*time.Millisecond)
+	w := testutil.NewFakeWall(1000)
+	c := NewClock(w.Now, 10*time.Millisecond)
 
 	// Far beyond the max offset: Observe accepts it anyway.
 	far := NewTimestamp(1000+3_600_000, 42)
@@ -567,7 +557,7 @@ func TestClockObserve(t *testing.T) {
 		t.Errorf("Now after Observe = %v, want %v", got, want)
 	}
 	// Overflowing logical via Observe then Now carries.
-	c2 := NewClock(w.now, 0)
+	c2 := NewClock(w.Now, 0)
 	c2.Observe(NewTimestamp(2000, math.MaxUint16))
 	if got, want := c2.Now(), NewTimestamp(2001, 0); got != want {
 		t.Errorf("Now after Observe(max logical) = %v, want %v", got, want)
@@ -577,12 +567,12 @@ func TestClockObserve(t *testing.T) {
 func TestClockMixedOperationsMonotonic(t *testing.T) {
 	// A deterministic walk over a wall clock that jumps around, with every
 	// operation: everything returned or accepted must be strictly increasing.
-	w := newFakeWall(1000)
-	c := NewClock(w.now, 50*time.Millisecond)
+	w := testutil.NewFakeWall(1000)
+	c := NewClock(w.Now, 50*time.Millisecond)
 	walls := []int64{1000, 1000, 990, 1020, 1020, 800, 1100, 1100, 1099, 2000, 1500, 1500}
 	var prev Timestamp
 	for i, ms := range walls {
-		w.set(ms)
+		w.Set(ms)
 		ts := c.Now()
 		if ts <= prev {
 			t.Fatalf("step %d Now = %v, not greater than %v", i, ts, prev)
@@ -611,8 +601,8 @@ func TestClockConcurrentNowUnique(t *testing.T) {
 		goroutines = 16
 		perG       = 2000
 	)
-	w := newFakeWall(1_000_000)
-	c := NewClock(w.now, 0)
+	w := testutil.NewFakeWall(1_000_000)
+	c := NewClock(w.Now, 0)
 	results := make([][]Timestamp, goroutines)
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -625,12 +615,12 @@ func TestClockConcurrentNowUnique(t *testing.T) {
 				// forwards and backwards, while others read it.
 				switch {
 				case g == 0 && i%100 == 0:
-					w.ms.Add(1)
+					w.Add(1)
 				case g == 1 && i%150 == 0:
-					w.ms.Add(-3)
+					w.Add(-3)
 				}
 				if g == 2 && i%50 == 0 {
-					if _, err := c.Update(NewTimestamp(w.now(), uint16(i))); err != nil {
+					if _, err := c.Update(NewTimestamp(w.Now(), uint16(i))); err != nil {
 						t.Errorf("Update: %v", err)
 					}
 				}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestRestartedNodeCatchesUp stops one agent of three, writes and deletes
@@ -53,17 +54,10 @@ func TestRestartedNodeCatchesUp(t *testing.T) {
 	}
 
 	// members shows every node converged.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.EventuallyWhy(t, 60*time.Second, pollInterval, "members shows 3 converged nodes", func() (bool, string) {
 		out := string(agents[0].mustCLI(t, nil, "members").stdout)
-		if strings.Count(out, " yes ") == 3 && strings.Count(out, " alive ") == 3 && strings.Contains(out, "MERKLE ROOT") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("members does not show 3 converged nodes:\n%s", out)
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval
-	}
+		return strings.Count(out, " yes ") == 3 && strings.Count(out, " alive ") == 3 && strings.Contains(out, "MERKLE ROOT"), "members printed:\n" + out
+	})
 	st0 := string(agents[0].mustCLI(t, nil, "status").stdout)
 	st2 := string(agents[2].mustCLI(t, nil, "status").stdout)
 	if root := rootLine(st0); root == "" || root != rootLine(st2) {

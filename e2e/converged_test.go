@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // startConvergedCluster starts three agents, each with a --fault-partition
@@ -48,17 +50,13 @@ func startConvergedCluster(t *testing.T) (agents []*agent, clients []*client.Cli
 // waitMember polls c's member list until ok holds (at most a minute).
 func waitMember(t *testing.T, c *client.Client, what string, ok func([]client.Member) bool) []client.Member {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, ms, err := c.Members(rpcContext(t))
-		if err == nil && ok(ms) {
-			return ms
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 60 s (last members %+v, err %v)", what, ms, err)
-		}
-		time.Sleep(100 * time.Millisecond) // poll interval, not synchronization
-	}
+	var ms []client.Member
+	testutil.EventuallyWhy(t, 60*time.Second, pollInterval, what, func() (bool, string) {
+		var err error
+		_, ms, err = c.Members(rpcContext(t))
+		return err == nil && ok(ms), fmt.Sprintf("last members %+v, err %v", ms, err)
+	})
+	return ms
 }
 
 // memberState returns id's state and whether it is connected, in c's view.

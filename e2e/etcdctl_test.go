@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // etcdctl is built once per test binary run, on first use, from the pinned
@@ -137,17 +138,10 @@ func TestEtcdctlAgainstAChorusCluster(t *testing.T) {
 	runEtcdctl(t, on(0), "put", "/etcdctm", "outside the prefix")
 
 	// get --prefix on node 1 (gossip is asynchronous: wait for both keys).
-	deadline := time.Now().Add(lineTimeout)
-	for {
+	testutil.EventuallyWhy(t, lineTimeout, 50*time.Millisecond, "get --prefix on node 1 prints both keys", func() (bool, string) {
 		got := runEtcdctl(t, on(1), "get", "--prefix", "/etcdctl/")
-		if got == "/etcdctl/a\n1\n/etcdctl/b\n2\n" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("get --prefix on node 1 printed %q; want both keys", got)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronization
-	}
+		return got == "/etcdctl/a\n1\n/etcdctl/b\n2\n", fmt.Sprintf("it printed %q", got)
+	})
 	if got := runEtcdctl(t, on(0), "del", "/etcdctl/a"); strings.TrimSpace(got) != "1" {
 		t.Errorf("del printed %q; want 1", got)
 	}
@@ -163,21 +157,14 @@ func TestEtcdctlAgainstAChorusCluster(t *testing.T) {
 	}
 
 	// member list: the three nodes, started, each with its etcd client URL.
-	deadline = time.Now().Add(lineTimeout)
-	for {
+	testutil.EventuallyWhy(t, lineTimeout, 50*time.Millisecond, "member list prints the 3 nodes, started, with their client URLs", func() (bool, string) {
 		got := runEtcdctl(t, on(1), "member", "list")
 		ok := strings.Count(got, ", started, ") == 3
 		for i, a := range agents {
 			ok = ok && strings.Contains(got, a.nodeID) && strings.Contains(got, "http://"+eps[i])
 		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("member list printed:\n%s\nwant the 3 nodes, started, with their client URLs", got)
-		}
-		time.Sleep(50 * time.Millisecond) // polling interval, not synchronization
-	}
+		return ok, "it printed:\n" + got
+	})
 
 	all := "--endpoints=" + strings.Join(eps, ",")
 	status := runEtcdctl(t, all, "endpoint", "status")

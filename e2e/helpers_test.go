@@ -31,6 +31,10 @@ const (
 	rpcTimeout   = 20 * time.Second // one SDK call
 )
 
+// pollInterval is how often a wait re-checks its condition: most checks run
+// a CLI command or an RPC, so they are not polled faster.
+const pollInterval = 100 * time.Millisecond
+
 // The binaries TestMain builds: agentBin runs the agents, and chorusBin the
 // client commands (watches included). They are the same
 // binary, except under `go test -race` (raceEnabled, set in race_test.go):

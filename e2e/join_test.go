@@ -4,9 +4,12 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // statusJSON is `chorus status -o json`.
@@ -33,17 +36,12 @@ func (a *agent) status(t *testing.T) statusJSON {
 // waitJoinState polls the agent's status until its join state is want.
 func waitJoinState(t *testing.T, a *agent, want string, within time.Duration) statusJSON {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		st := a.status(t)
-		if st.JoinState == want {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("join state %s (%s) after %v; want %s", st.JoinState, st.JoinDetail, within, want)
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval
-	}
+	var st statusJSON
+	testutil.EventuallyWhy(t, within, pollInterval, "the join state is "+want, func() (bool, string) {
+		st = a.status(t)
+		return st.JoinState == want, fmt.Sprintf("join state %s (%s)", st.JoinState, st.JoinDetail)
+	})
+	return st
 }
 
 // TestNewcomerJoin is the newcomer's session: start two nodes, forget
@@ -91,16 +89,10 @@ func TestNewcomerJoin(t *testing.T) {
 	if lines := linesWith(n2.stderr.String(), "joined the cluster"); len(lines) != 1 {
 		t.Errorf("n2's log: %q; want one \"joined the cluster\" line", lines)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if r := n2.cli(t, nil, "get", "/hello", "--print-value-only"); r.code == 0 && string(r.stdout) == "world" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("/hello did not reach n2 within 30 s of its admission")
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval
-	}
+	testutil.EventuallyWhy(t, 30*time.Second, pollInterval, "/hello reaches n2 after its admission", func() (bool, string) {
+		r := n2.cli(t, nil, "get", "/hello", "--print-value-only")
+		return r.code == 0 && string(r.stdout) == "world", fmt.Sprintf("get printed %q (exit %d)", r.stdout, r.code)
+	})
 
 	// member add of a member renames it, and says so.
 	if r := n1.mustCLI(t, nil, "member", "add", n2.nodeID, "--name", "n9"); !strings.HasPrefix(string(r.stdout), "renamed n2 to n9 ") {
@@ -130,8 +122,7 @@ func TestNewcomerJoin(t *testing.T) {
 	watch.stopGraceful(t)
 	// n9 (n2, just joined) is alive once n1's failure detector holds it:
 	// it takes the member list in at its next probe round.
-	deadline = time.Now().Add(30 * time.Second)
-	for {
+	testutil.EventuallyWhy(t, 30*time.Second, pollInterval, "n1 lists itself a member, n3 unseen and n9 alive", func() (bool, string) {
 		var members struct {
 			JoinState string `json:"join_state"`
 			Members   []struct {
@@ -148,14 +139,9 @@ func TestNewcomerJoin(t *testing.T) {
 		for _, m := range members.Members {
 			got[m.Name] = m.State
 		}
-		if members.JoinState == "member" && got["n3"] == "unseen" && got["n9"] == "alive" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("members -o json: join state %s, states %v; want member, n3 unseen and n9 alive", members.JoinState, got)
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval
-	}
+		return members.JoinState == "member" && got["n3"] == "unseen" && got["n9"] == "alive",
+			fmt.Sprintf("members -o json: join state %s, states %v", members.JoinState, got)
+	})
 
 	// status: live keys and tombstones apart.
 	n1.mustCLI(t, nil, "put", "/gone", "x")

@@ -12,6 +12,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // scrapeMetrics GETs an agent's /metrics and parses it as Prometheus does.
@@ -109,19 +111,13 @@ func TestMetrics(t *testing.T) {
 	}
 
 	b := startAgent(t, t.TempDir(), "--join-secret", secret, "--bootstrap", a.p2pAddr(t))
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testutil.EventuallyWhy(t, 60*time.Second, 200*time.Millisecond, "b completed a session and holds every key, and a probes and counts b converged", func() (bool, string) {
 		fa, fb := scrapeMetrics(t, a), scrapeMetrics(t, b)
 		sessions := metricValue(fb, "chorus_antientropy_sessions_total", "outcome", "completed")
 		keys := metricValue(fb, "chorus_store_keys")
 		probes := metricValue(fa, "chorus_membership_probes_total")
 		converged := metricValue(fa, "chorus_antientropy_converged_peers")
-		if sessions >= 1 && keys >= puts && probes > 0 && converged == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("b's completed sessions %v, keys %v; a's probes %v, converged peers %v", sessions, keys, probes, converged)
-		}
-		time.Sleep(200 * time.Millisecond) // polling interval, not synchronization
-	}
+		return sessions >= 1 && keys >= puts && probes > 0 && converged == 1,
+			fmt.Sprintf("b's completed sessions %v, keys %v; a's probes %v, converged peers %v", sessions, keys, probes, converged)
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 var bootstrapRE = regexp.MustCompile(`msg="bootstrap from" addr=(\S+/tcp/\S+)`)
@@ -73,22 +74,17 @@ func startCluster(t *testing.T, n int) ([]*agent, []*client.Client) {
 
 func waitGossip(t *testing.T, clients []*client.Client) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for round := 0; ; round++ {
+	round := 0 // each check re-publishes the probes: a new version is a new message
+	testutil.EventuallyWhy(t, 60*time.Second, pollInterval, "probe writes reach every node", func() (bool, string) {
 		ctx := rpcContext(t) // per round: the whole wait may take longer than one call's timeout
 		for i, c := range clients {
 			if _, err := c.Put(ctx, fmt.Sprintf("/probe/%d", i), fmt.Appendf(nil, "%d", round)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if everyNodeHas(ctx, clients, len(clients)) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("probe writes did not reach every node within 60 s")
-		}
-		time.Sleep(100 * time.Millisecond) // re-publish interval, not synchronization
-	}
+		round++
+		return everyNodeHas(ctx, clients, len(clients)), ""
+	})
 }
 
 func everyNodeHas(ctx context.Context, clients []*client.Client, probes int) bool {

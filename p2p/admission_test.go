@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
 
@@ -45,7 +46,7 @@ func TestAdmissionCheck(t *testing.T) {
 	}
 	defer st.Close()
 	ctx := context.Background()
-	a, err := NewAdmission(self, []peer.AddrInfo{{ID: boot}}, false, st, quiet)
+	a, err := NewAdmission(self, []peer.AddrInfo{{ID: boot}}, false, st, testutil.QuietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,14 +90,14 @@ func TestAdmissionCheck(t *testing.T) {
 		t.Fatalf("removal: removed %v, member allowed %v", removed, allowed(member))
 	}
 	// A fresh Admission reads the list back from the store.
-	b, err := NewAdmission(self, nil, false, st, quiet)
+	b, err := NewAdmission(self, nil, false, st, testutil.QuietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !b.Joined() || b.IsMember(member) || len(b.Members()) != 1 {
 		t.Fatalf("reloaded list: %v", b.SortedIDs())
 	}
-	open, err := NewAdmission(self, nil, true, st, quiet)
+	open, err := NewAdmission(self, nil, true, st, testutil.QuietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestAdmissionJoinSecretAndRemovalMarks(t *testing.T) {
 	}
 	defer st.Close()
 	ctx := context.Background()
-	a, err := NewAdmission(self, nil, false, st, quiet)
+	a, err := NewAdmission(self, nil, false, st, testutil.QuietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +150,7 @@ func TestAdmissionJoinSecretAndRemovalMarks(t *testing.T) {
 	}
 	// The mark is read back at start, and other reserved keys are ignored.
 	apply(st.Put(ctx, []byte(ReservedPrefix+"other/x"), []byte("v")))
-	b, err := NewAdmission(self, nil, false, st, quiet)
+	b, err := NewAdmission(self, nil, false, st, testutil.QuietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestGossipFromNonMemberRejected(t *testing.T) {
 	if _, err := a.store.Put(context.Background(), []byte("from-non-member"), []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "b rejected a's gossip as from a non-member", func() bool {
+	testutil.Eventually(t, 20*time.Second, "b rejected a's gossip as from a non-member", func() bool {
 		return b.repl.Stats().Rejected.NotMember > before
 	})
 	if e, _ := b.store.GetEntry([]byte("from-non-member")); e != nil {

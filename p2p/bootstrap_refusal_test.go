@@ -13,6 +13,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/netsim"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // logBuffer is a log destination that tests read while hosts write to it.
@@ -91,7 +92,7 @@ func TestBootstrapperBacksOffAfterRefusal(t *testing.T) {
 		aID, aAddrs, aLog := memberHost(t, sn)
 
 		b := startTestNodeOn(t, sn, "test")
-		bAdm, err := NewAdmission(b.host.ID(), []peer.AddrInfo{{ID: aID}}, false, b.store, quiet)
+		bAdm, err := NewAdmission(b.host.ID(), []peer.AddrInfo{{ID: aID}}, false, b.store, testutil.QuietLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +101,7 @@ func TestBootstrapperBacksOffAfterRefusal(t *testing.T) {
 		boot := StartBootstrapperWith(BootstrapConfig{
 			Host:   b.host,
 			Peers:  []peer.AddrInfo{{ID: aID, Addrs: aAddrs}},
-			Logger: quiet,
+			Logger: testutil.QuietLogger(),
 			OnRefused: func(p peer.ID) {
 				if p != aID {
 					t.Errorf("refusal reported for %s, want %s", p, aID)
@@ -113,7 +114,7 @@ func TestBootstrapperBacksOffAfterRefusal(t *testing.T) {
 		})
 		defer boot.Close()
 		const want = 5
-		waitFor(t, 30*time.Second, "5 refused connections", func() bool {
+		testutil.Eventually(t, 30*time.Second, "5 refused connections", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(refusals) >= want
@@ -151,7 +152,7 @@ func TestBootstrapperWarnsOnceWithReason(t *testing.T) {
 	log := &logBuffer{}
 	boot := StartBootstrapperWith(BootstrapConfig{Host: b.host, Peers: []peer.AddrInfo{{ID: wrong, Addrs: aAddrs}}, Logger: log.logger()})
 	defer boot.Close()
-	waitFor(t, 30*time.Second, "three failed dials", func() bool {
+	testutil.Eventually(t, 30*time.Second, "three failed dials", func() bool {
 		return len(log.lines("bootstrap peer unreachable")) >= 3
 	})
 	boot.Close()
@@ -171,7 +172,7 @@ func TestRefusalLoggedOncePerInterval(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	a, err := NewAdmission(ids[0], nil, false, st, quiet)
+	a, err := NewAdmission(ids[0], nil, false, st, testutil.QuietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 func TestEstimateCatchUp(t *testing.T) {
@@ -115,17 +116,10 @@ func TestSyncerReceivedMovesMidSession(t *testing.T) {
 	}
 	// The on-connect session may still be ending (both received it all):
 	// once it has, Received and the totals agree.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testutil.EventuallyWhy(t, 30*time.Second, 10*time.Millisecond, "Received() equals the totals, at least 3000", func() (bool, string) {
 		r, tot := b.sync.Received(), b.sync.Stats().EntriesReceived
-		if r == tot && r >= 3000 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Received() = %d, totals %d after the sessions; want equal, at least 3000", r, tot)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
-	}
+		return r == tot && r >= 3000, fmt.Sprintf("Received() = %d, totals %d after the sessions", r, tot)
+	})
 	if midReceived.Load() == 0 || midReceived.Load() <= midTotals.Load() {
 		t.Errorf("during the session Received() reached %d while the totals said %d; want it ahead", midReceived.Load(), midTotals.Load())
 	}

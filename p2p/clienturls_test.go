@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p/swim"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
@@ -115,7 +116,7 @@ func TestClientURLsTravelInMembership(t *testing.T) {
 	list.Store(&all)
 	ms := make([]*Membership, len(nodes))
 	for i, n := range nodes {
-		m, err := StartMembership(MembershipConfig{Cluster: "test", Host: n.host, PubSub: n.repl.PubSub(), Logger: quiet,
+		m, err := StartMembership(MembershipConfig{Cluster: "test", Host: n.host, PubSub: n.repl.PubSub(), Logger: testutil.QuietLogger(),
 			Detector: swim.LoopbackConfig(), Members: func() []peer.ID { return *list.Load() }})
 		if err != nil {
 			t.Fatal(err)
@@ -140,7 +141,7 @@ func TestClientURLsTravelInMembership(t *testing.T) {
 		if !heldBy(ms[0], url) {
 			t.Errorf("a holds %v for itself; want %s", ms[0].ClientURLs()[a], url)
 		}
-		waitFor(t, 20*time.Second, "b and c hold a's client URL "+url, func() bool {
+		testutil.Eventually(t, 20*time.Second, "b and c hold a's client URL "+url, func() bool {
 			return heldBy(ms[1], url) && heldBy(ms[2], url)
 		})
 	}
@@ -152,7 +153,7 @@ func TestClientURLsTravelInMembership(t *testing.T) {
 	// a is removed from the list: b and c forget its URLs.
 	rest := all[1:]
 	list.Store(&rest)
-	waitFor(t, 20*time.Second, "b and c forget the removed a's URLs", func() bool {
+	testutil.Eventually(t, 20*time.Second, "b and c forget the removed a's URLs", func() bool {
 		_, b := ms[1].ClientURLs()[a]
 		_, c := ms[2].ClientURLs()[a]
 		return !b && !c

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/netsim"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // testNode is a real libp2p host on loopback with a real store and replicator.
@@ -31,8 +30,6 @@ type testNode struct {
 	// admit, when set, is the replicator's admission check.
 	admit atomic.Pointer[func(peer.ID) error]
 }
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func startTestNode(t testing.TB, cluster string) *testNode {
 	t.Helper()
@@ -73,7 +70,7 @@ func startTestNodeAs(t testing.TB, sn *simNet, cluster string, id Identity) *tes
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := StartReplicator(ReplicatorConfig{Cluster: cluster, Host: h, Store: n.store, Logger: quiet,
+	r, err := StartReplicator(ReplicatorConfig{Cluster: cluster, Host: h, Store: n.store, Logger: testutil.QuietLogger(),
 		Admit: func(p peer.ID) error {
 			if f := n.admit.Load(); f != nil {
 				return (*f)(p)
@@ -119,7 +116,7 @@ func startClusterOn(t testing.TB, sn *simNet, n int) []*testNode {
 			}
 		}
 	}
-	waitFor(t, 20*time.Second, "every node has gossip peers", func() bool {
+	testutil.Eventually(t, 20*time.Second, "every node has gossip peers", func() bool {
 		for _, nd := range nodes {
 			if len(nd.repl.TopicPeers()) == 0 {
 				return false
@@ -144,7 +141,7 @@ func waitGossipReady(t testing.TB, nodes []*testNode) {
 		keys = append(keys, fmt.Sprintf("ready/%d", i))
 	}
 	round := 0
-	waitFor(t, 30*time.Second, "a probe write from each node reached every node", func() bool {
+	testutil.Eventually(t, 30*time.Second, "a probe write from each node reached every node", func() bool {
 		if round%20 == 0 { // re-publish every ~100 ms: a new version is a new message
 			for i, nd := range nodes {
 				if _, err := nd.store.Put(ctx, []byte(keys[i]), fmt.Appendf(nil, "%d", round)); err != nil {
@@ -162,18 +159,6 @@ func waitGossipReady(t testing.TB, nodes []*testNode) {
 		}
 		return true
 	})
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronization
-	}
 }
 
 // sameState reports whether every node holds the same entry for every key.
@@ -241,7 +226,7 @@ func TestConvergence(t *testing.T) {
 					}()
 				}
 				wg.Wait()
-				waitFor(t, 30*time.Second, "all nodes converge", func() bool {
+				testutil.Eventually(t, 30*time.Second, "all nodes converge", func() bool {
 					ok, _ := sameState(nodes, keys)
 					return ok
 				})
@@ -269,7 +254,7 @@ func TestRemoteApplyEmitsEachChangeOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "node 1 has node 0's last writes", func() bool {
+	testutil.Eventually(t, 20*time.Second, "node 1 has node 0's last writes", func() bool {
 		ok, why := sameState(nodes, []string{"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"})
 		if !ok {
 			t.Logf("%s; stats 0 %+v; 1 %+v", why, nodes[0].repl.Stats(), nodes[1].repl.Stats())
@@ -490,7 +475,7 @@ func TestGossipBatchesUnderLoad(t *testing.T) {
 			keys = append(keys, fmt.Sprintf("load/%d/%d", w, j))
 		}
 	}
-	waitFor(t, 30*time.Second, "the peer has every write", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the peer has every write", func() bool {
 		ok, _ := sameState(nodes, keys)
 		return ok
 	})
@@ -526,12 +511,12 @@ func TestLoneNodeGossipsToNoOne(t *testing.T) {
 	if err := b.host.Connect(cctx, peer.AddrInfo{ID: a.host.ID(), Addrs: a.host.Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "a sees b on the topic", func() bool { return len(a.repl.TopicPeers()) > 0 })
+	testutil.Eventually(t, 20*time.Second, "a sees b on the topic", func() bool { return len(a.repl.TopicPeers()) > 0 })
 	waitGossipReady(t, []*testNode{a, b})
 	if _, err := a.store.Put(ctx, []byte("together"), []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "b receives a's write by gossip", func() bool {
+	testutil.Eventually(t, 20*time.Second, "b receives a's write by gossip", func() bool {
 		r, _ := b.store.Get([]byte("together"))
 		return r != nil
 	})

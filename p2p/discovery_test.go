@@ -20,6 +20,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/internal/netsim"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestBootstrapperReconnects: a connection to a bootstrap peer that
@@ -30,13 +31,13 @@ func TestBootstrapperReconnects(t *testing.T) {
 		sn := startSimNet(t)
 		a := startTestNodeOn(t, sn, "test")
 		b := startTestNodeOn(t, sn, "test")
-		boot := StartBootstrapper(b.host, []peer.AddrInfo{{ID: a.host.ID(), Addrs: a.host.Addrs()}}, quiet)
+		boot := StartBootstrapper(b.host, []peer.AddrInfo{{ID: a.host.ID(), Addrs: a.host.Addrs()}}, testutil.QuietLogger())
 		defer boot.Close()
 		connected := func() bool { return b.host.Network().Connectedness(a.host.ID()) == network.Connected }
-		waitFor(t, 10*time.Second, "b connects to its bootstrap peer", connected)
+		testutil.Eventually(t, 10*time.Second, "b connects to its bootstrap peer", connected)
 		for round := range 3 {
 			// Both ends must know the connection before a closes it.
-			waitFor(t, 10*time.Second, "a sees the connection", func() bool {
+			testutil.Eventually(t, 10*time.Second, "a sees the connection", func() bool {
 				return a.host.Network().Connectedness(b.host.ID()) == network.Connected
 			})
 			old := map[string]bool{}
@@ -47,7 +48,7 @@ func TestBootstrapperReconnects(t *testing.T) {
 				t.Fatal(err)
 			}
 			// b dials again: a connection that was not there before appears.
-			waitFor(t, 10*time.Second, fmt.Sprintf("b reconnects on a new connection (round %d)", round), func() bool {
+			testutil.Eventually(t, 10*time.Second, fmt.Sprintf("b reconnects on a new connection (round %d)", round), func() bool {
 				for _, c := range b.host.Network().ConnsToPeer(a.host.ID()) {
 					if !old[c.ID()] {
 						return true
@@ -77,14 +78,14 @@ func TestBootstrapperRetriesUnreachablePeer(t *testing.T) {
 		log := &logBuffer{}
 		boot := StartBootstrapperWith(BootstrapConfig{Host: b.host, Peers: []peer.AddrInfo{{ID: id.ID, Addrs: []ma.Multiaddr{addr}}}, Logger: log.logger()})
 		defer boot.Close()
-		waitFor(t, 60*time.Second, "a dial of the peer that is down fails", func() bool {
+		testutil.Eventually(t, 60*time.Second, "a dial of the peer that is down fails", func() bool {
 			return len(log.lines("bootstrap peer unreachable")) >= 2
 		})
 		if b.host.Network().Connectedness(id.ID) == network.Connected {
 			t.Fatal("connected to a peer that is not up")
 		}
 		sn.newHostAt(t, at, id, HostConfig{}) // the peer comes up at its address
-		waitFor(t, 2*MaxBackoff, "b connects once the peer is up", func() bool {
+		testutil.Eventually(t, 2*MaxBackoff, "b connects once the peer is up", func() bool {
 			return b.host.Network().Connectedness(id.ID) == network.Connected
 		})
 	})
@@ -118,7 +119,7 @@ func TestValidatorRejectsOnTheWire(t *testing.T) {
 	if err := rogue.Connect(ctx, peer.AddrInfo{ID: victim.host.ID(), Addrs: victim.host.Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the rogue sees the victim on the topic", func() bool { return len(topic.ListPeers()) > 0 })
+	testutil.Eventually(t, 10*time.Second, "the rogue sees the victim on the topic", func() bool { return len(topic.ListPeers()) > 0 })
 
 	now := crdt.NewTimestamp(time.Now().UnixMilli(), 0)
 	entry := func(f func(*crdt.Entry)) []byte {
@@ -148,7 +149,7 @@ func TestValidatorRejectsOnTheWire(t *testing.T) {
 			before := tt.count(victim.repl.Stats().Rejected)
 			// Publish until the victim has counted one: GossipSub may drop
 			// the first messages to a peer whose stream is not open yet.
-			waitFor(t, 20*time.Second, "the victim rejects and counts it", func() bool {
+			testutil.Eventually(t, 20*time.Second, "the victim rejects and counts it", func() bool {
 				if err := topic.Publish(ctx, tt.data()); err != nil {
 					t.Fatal(err)
 				}
@@ -204,36 +205,23 @@ func inMDNSNamespace(t *testing.T) bool {
 	return false
 }
 
-// testLogger writes a component's log, down to debug, into the test's log:
-// a failure shows what discovery saw.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type testLogWriter struct{ t *testing.T }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
 func TestMDNSFindsPeers(t *testing.T) {
 	if !inMDNSNamespace(t) {
 		return
 	}
 	a := startTestNode(t, "mdns-test")
 	b := startTestNode(t, "mdns-test")
-	ma, err := StartMDNS(a.host, "mdns-test", testLogger(t))
+	ma, err := StartMDNS(a.host, "mdns-test", testutil.TestLogger(t, slog.LevelDebug))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ma.Close()
-	mb, err := StartMDNS(b.host, "mdns-test", testLogger(t))
+	mb, err := StartMDNS(b.host, "mdns-test", testutil.TestLogger(t, slog.LevelDebug))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer mb.Close()
-	waitFor(t, 60*time.Second, "the two nodes find each other by mDNS", func() bool {
+	testutil.Eventually(t, 60*time.Second, "the two nodes find each other by mDNS", func() bool {
 		return a.host.Network().Connectedness(b.host.ID()) == network.Connected
 	})
 }
@@ -277,7 +265,7 @@ func TestMDNSFindsPeersAgainAfterFailedDials(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer hosts[i].Close()
-		log := slog.New(countingHandler{testLogger(t).Handler(), "mDNS peer unreachable", &found})
+		log := slog.New(countingHandler{testutil.TestLogger(t, slog.LevelDebug).Handler(), "mDNS peer unreachable", &found})
 		m, err := StartMDNSWithConfig(hosts[i], "mdns-retry", cfg, log)
 		if err != nil {
 			t.Fatal(err)
@@ -285,11 +273,11 @@ func TestMDNSFindsPeersAgainAfterFailedDials(t *testing.T) {
 		defer m.Close()
 	}
 	// Both have found the other and failed to dial it at least once.
-	waitFor(t, 60*time.Second, "a failed dial of a peer found", func() bool { return found.Load() >= 2 })
+	testutil.Eventually(t, 60*time.Second, "a failed dial of a peer found", func() bool { return found.Load() >= 2 })
 	for _, g := range gaters {
 		g.closed.Store(false)
 	}
-	waitFor(t, 60*time.Second, "the two nodes connect once they may", func() bool {
+	testutil.Eventually(t, 60*time.Second, "the two nodes connect once they may", func() bool {
 		return hosts[0].Network().Connectedness(hosts[1].ID()) == network.Connected
 	})
 }
@@ -342,9 +330,9 @@ func TestQUICAndDNSBootstrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot := StartBootstrapper(a.host, infos, quiet)
+	boot := StartBootstrapper(a.host, infos, testutil.QuietLogger())
 	defer boot.Close()
-	waitFor(t, 10*time.Second, "a connects over QUIC through a /dns4 address", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a connects over QUIC through a /dns4 address", func() bool {
 		return a.host.Network().Connectedness(idB.ID) == network.Connected
 	})
 	for _, c := range a.host.Network().ConnsToPeer(idB.ID) {

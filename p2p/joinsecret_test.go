@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 func startTestHost(t *testing.T, psk pnet.PSK, listen ...string) host.Host {
@@ -146,10 +148,10 @@ func TestBootstrapperLearnsIDsAndSkipsSelf(t *testing.T) {
 		t.Fatal(err)
 	}
 	learned := make(chan peer.ID, 16)
-	boot := StartBootstrapperWith(BootstrapConfig{Host: a, Peers: peers, Logger: quiet,
+	boot := StartBootstrapperWith(BootstrapConfig{Host: a, Peers: peers, Logger: testutil.QuietLogger(),
 		OnLearn: func(p peer.ID) { learned <- p }})
 	defer boot.Close()
-	waitFor(t, 10*time.Second, "a connects to b by its address alone", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a connects to b by its address alone", func() bool {
 		return a.Network().Connectedness(b.ID()) == network.Connected
 	})
 	boot.Close()

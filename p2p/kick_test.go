@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestKickDialsPastDialBackoff: a member back alive (Kick, as OnRecovered
@@ -51,7 +52,7 @@ func TestKickDialsPastDialBackoff(t *testing.T) {
 	if _, err := bs.Put(context.Background(), []byte("k"), []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	bsync, err := StartSyncer(SyncConfig{Cluster: "test", Host: bh, Store: bs, Logger: quiet, Interval: -1})
+	bsync, err := StartSyncer(SyncConfig{Cluster: "test", Host: bh, Store: bs, Logger: testutil.QuietLogger(), Interval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func TestKickDialsPastDialBackoff(t *testing.T) {
 	a.sync.Kick(id.ID)
 	// Well within libp2p's dial backoff (5 s at least), which the retries
 	// of the old code waited out.
-	waitFor(t, 4*time.Second, "a to get b's key after the kick", func() bool {
+	testutil.Eventually(t, 4*time.Second, "a to get b's key after the kick", func() bool {
 		e, err := a.store.GetEntry([]byte("k"))
 		return err == nil && e != nil
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/chorus-kv/chorus/internal/netsim"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p/swim"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
@@ -55,7 +56,7 @@ func startSimMembers(t *testing.T, sn *simNet, n int, fd swim.Config, configure 
 				ev.mu.Unlock()
 			}
 		}
-		cfg := MembershipConfig{Cluster: "test", Host: nd.host, PubSub: nd.repl.PubSub(), Logger: quiet,
+		cfg := MembershipConfig{Cluster: "test", Host: nd.host, PubSub: nd.repl.PubSub(), Logger: testutil.QuietLogger(),
 			Detector: fd, OnUnreachable: record(ev.unreachable), OnRecovered: record(ev.recovered)}
 		for _, f := range configure {
 			f(i, &cfg)
@@ -67,7 +68,7 @@ func startSimMembers(t *testing.T, sn *simNet, n int, fd swim.Config, configure 
 		t.Cleanup(m.Close)
 		ms[i], evs[i] = m, ev
 	}
-	waitFor(t, 10*time.Second, "every node holds every other alive", func() bool {
+	testutil.Eventually(t, 10*time.Second, "every node holds every other alive", func() bool {
 		for i, m := range ms {
 			for j, nd := range nodes {
 				if i != j && memberState(m, nd.host.ID()) != swim.Alive {
@@ -112,7 +113,7 @@ func TestMembershipPartitionSuspectDeadRecovered(t *testing.T) {
 		if n := evs[0].count(evs[0].unreachable, victim); n != 1 {
 			t.Errorf("node 0 called OnUnreachable %d times for the isolated node; want 1", n)
 		}
-		waitFor(t, bound, "the isolated node holds the others dead", func() bool {
+		testutil.Eventually(t, bound, "the isolated node holds the others dead", func() bool {
 			return memberState(ms[2], nodes[0].host.ID()) == swim.Dead && memberState(ms[2], nodes[1].host.ID()) == swim.Dead
 		})
 		if st := ms[0].Stats(); st.Probes == 0 || st.ProbeFailures == 0 || st.Suspicions == 0 {
@@ -123,7 +124,7 @@ func TestMembershipPartitionSuspectDeadRecovered(t *testing.T) {
 		healed := time.Now()
 		// A dead member with an open connection is probed at every round
 		// (reconnect.go); its refutation brings it back.
-		waitFor(t, fd.DeadRetryMax+3*fd.ProbeInterval, "every node holds every other alive after the heal", func() bool {
+		testutil.Eventually(t, fd.DeadRetryMax+3*fd.ProbeInterval, "every node holds every other alive after the heal", func() bool {
 			for i, m := range ms {
 				for j, nd := range nodes {
 					if i != j && memberState(m, nd.host.ID()) != swim.Alive {
@@ -273,7 +274,7 @@ func TestKilledMemberSuspectedThenDeadThenBack(t *testing.T) {
 		if failures < 1 {
 			t.Error("no failed probe counted on any live node")
 		}
-		waitFor(t, bound, "every live node declares it dead", func() bool {
+		testutil.Eventually(t, bound, "every live node declares it dead", func() bool {
 			for _, m := range ms[:3] {
 				if memberState(m, victim.host.ID()) != swim.Dead {
 					return false
@@ -284,7 +285,7 @@ func TestKilledMemberSuspectedThenDeadThenBack(t *testing.T) {
 
 		restarted := startTestNodeAs(t, sn, "test", victim.id) // a new address
 		connect(t, restarted.host, nodes[0].host)
-		mr, err := StartMembership(MembershipConfig{Cluster: "test", Host: restarted.host, PubSub: restarted.repl.PubSub(), Logger: quiet, Detector: fd, Members: members})
+		mr, err := StartMembership(MembershipConfig{Cluster: "test", Host: restarted.host, PubSub: restarted.repl.PubSub(), Logger: testutil.QuietLogger(), Detector: fd, Members: members})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -311,7 +312,7 @@ func TestKilledMemberSuspectedThenDeadThenBack(t *testing.T) {
 // id went to dead without being suspected first.
 func waitSuspectThenDead(t *testing.T, m *Membership, id peer.ID, bound time.Duration, what string) (suspectAt, deadAt time.Time) {
 	t.Helper()
-	waitFor(t, bound, "node 0 declares "+what+" dead", func() bool {
+	testutil.Eventually(t, bound, "node 0 declares "+what+" dead", func() bool {
 		switch memberState(m, id) {
 		case swim.Suspect:
 			if suspectAt.IsZero() {

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/chorus-kv/chorus/internal/netsim"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
 
@@ -32,14 +33,14 @@ func TestMembershipRedialsUnreachableMembers(t *testing.T) {
 		ma := startPairMembership(t, a, b.host.ID(), fd)
 		mb := startPairMembership(t, b, a.host.ID(), fd)
 		state := func() swim.State { return memberState(ma, b.host.ID()) }
-		waitFor(t, 10*time.Second, "a holds b alive", func() bool { return state() == swim.Alive })
+		testutil.Eventually(t, 10*time.Second, "a holds b alive", func() bool { return state() == swim.Alive })
 		mb.Close() // b's host stays up and no longer answers probes
-		waitFor(t, 20*time.Second, "a holds b dead", func() bool { return state() == swim.Dead })
+		testutil.Eventually(t, 20*time.Second, "a holds b dead", func() bool { return state() == swim.Dead })
 		redialed := ma.Stats().Redialed
 		_ = b.host.Network().ClosePeer(a.host.ID())
 		// A redial every probe timeout (100 ms, stretched at most 8 times
 		// by a poor health score): well within the 20 s dead backoff.
-		waitFor(t, 2*time.Second, "a dialled b again", func() bool {
+		testutil.Eventually(t, 2*time.Second, "a dialled b again", func() bool {
 			return ma.Stats().Redialed > redialed && a.host.Network().Connectedness(b.host.ID()) == network.Connected
 		})
 		if st := state(); st != swim.Dead {
@@ -58,7 +59,7 @@ func TestSyncerAbandonsSessionWithUnreachablePeer(t *testing.T) {
 	a, b := startTestNode(t, "test"), startTestNode(t, "test")
 	hangSyncSessions(t, b.host)
 	connect(t, a.host, b.host)
-	s, err := StartSyncer(SyncConfig{Cluster: "test", Host: a.host, Store: a.store, Logger: quiet, Interval: -1})
+	s, err := StartSyncer(SyncConfig{Cluster: "test", Host: a.host, Store: a.store, Logger: testutil.QuietLogger(), Interval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,13 +101,13 @@ func TestStuckSessionHoldsUpNoOtherPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	connect(t, a.host, b.host) // a dials: a starts a session with b, which hangs
-	waitFor(t, 10*time.Second, "a's session with b to start", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a's session with b to start", func() bool {
 		a.sync.mu.Lock()
 		defer a.sync.mu.Unlock()
 		return len(a.sync.mu.started[b.host.ID()]) > 0
 	})
 	connect(t, a.host, c.host) // and one with c
-	waitFor(t, 20*time.Second, "a to get c's key while its session with b hangs", func() bool {
+	testutil.Eventually(t, 20*time.Second, "a to get c's key while its session with b hangs", func() bool {
 		e, err := a.store.GetEntry([]byte("k"))
 		return err == nil && e != nil
 	})
@@ -138,14 +139,14 @@ func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
 		fd := swim.LoopbackConfig()
 		fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
 		ma := startPairMembership(t, a, b.host.ID(), fd)
-		waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
+		testutil.Eventually(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
 		// a closes the connection once (TestDeadMemberWithConnectionIsDialledAfresh)
 		// and dials again: the new one stays open while b is dead.
-		waitFor(t, 10*time.Second, "a connected to b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
+		testutil.Eventually(t, 10*time.Second, "a connected to b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
 		before := probes.Load()
 		// Three probes: three rounds of one member, at most 8 × 200 ms
 		// each with a poor health score; far below the 20 s backoff.
-		waitFor(t, 10*time.Second, "a probes the dead b again, well before its 20 s dead backoff", func() bool {
+		testutil.Eventually(t, 10*time.Second, "a probes the dead b again, well before its 20 s dead backoff", func() bool {
 			return probes.Load() >= before+3
 		})
 	})
@@ -165,9 +166,9 @@ func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
 	fd := swim.LoopbackConfig()
 	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
 	ma := startPairMembership(t, a, b.host.ID(), fd)
-	waitFor(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
+	testutil.Eventually(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
 	// The redial loop, or the next probe, dials afresh.
-	waitFor(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
+	testutil.Eventually(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
 	// Once until b is alive again: the new connection stays.
 	conns := a.host.Network().ConnsToPeer(b.host.ID())
 	if len(conns) == 0 {
@@ -196,8 +197,8 @@ func TestSuspectMemberWithConnectionIsDialledAfresh(t *testing.T) {
 	fd := swim.LoopbackConfig()
 	fd.SuspicionMult, fd.SuspicionMaxTimeoutMult = 1000, 1 // 200 s: b stays suspect
 	ma := startPairMembership(t, a, b.host.ID(), fd)
-	waitFor(t, 20*time.Second, "a holds b suspect", func() bool { return memberState(ma, b.host.ID()) == swim.Suspect })
-	waitFor(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
+	testutil.Eventually(t, 20*time.Second, "a holds b suspect", func() bool { return memberState(ma, b.host.ID()) == swim.Suspect })
+	testutil.Eventually(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
 	if st := memberState(ma, b.host.ID()); st != swim.Suspect {
 		t.Errorf("b is %v; the test needs it suspect", st)
 	}
@@ -229,7 +230,7 @@ func TestRedialPeriodIgnoresHealth(t *testing.T) {
 	}
 	fd := swim.LoopbackConfig()
 	ma := startPairMembership(t, a, other, fd)
-	waitFor(t, 20*time.Second, "a's health score to worsen (its probes of the absent member fail)", func() bool {
+	testutil.Eventually(t, 20*time.Second, "a's health score to worsen (its probes of the absent member fail)", func() bool {
 		ma.mu.Lock()
 		defer ma.mu.Unlock()
 		return ma.det.Health() >= 2
@@ -246,7 +247,7 @@ func TestRedialPeriodIgnoresHealth(t *testing.T) {
 // other, stopped at the test's end.
 func startPairMembership(t *testing.T, n *testNode, other peer.ID, fd swim.Config) *Membership {
 	t.Helper()
-	m, err := StartMembership(MembershipConfig{Cluster: "test", Host: n.host, PubSub: n.repl.PubSub(), Logger: quiet,
+	m, err := StartMembership(MembershipConfig{Cluster: "test", Host: n.host, PubSub: n.repl.PubSub(), Logger: testutil.QuietLogger(),
 		Detector: fd, Members: func() []peer.ID { return []peer.ID{n.host.ID(), other} }})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/chorus-kv/chorus/crdt/merkle"
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/netsim"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
 
@@ -27,7 +28,7 @@ type syncNode struct {
 	host  host.Host
 	store *store.Store
 	sync  *Syncer
-	wall  *atomic.Int64 // the store's wall clock, in ms, when the test set one
+	wall  *testutil.FakeWall // the store's wall clock, in ms, when the test set one
 }
 
 type syncNodeOpts struct {
@@ -52,9 +53,8 @@ func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
 	n := &syncNode{host: h}
 	cfg := store.Config{Path: t.TempDir(), NodeID: []byte(id.ID), TombstoneGrace: o.grace, OnCommit: o.onCommit}
 	if o.wall != 0 {
-		n.wall = &atomic.Int64{}
-		n.wall.Store(o.wall)
-		cfg.Clock = crdt.NewClock(n.wall.Load, 0)
+		n.wall = testutil.NewFakeWall(o.wall)
+		cfg.Clock = crdt.NewClock(n.wall.Now, 0)
 	}
 	if n.store, err = store.Open(cfg); err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func startSyncNode(t testing.TB, o syncNodeOpts) *syncNode {
 	if interval == 0 {
 		interval = -1
 	}
-	n.sync, err = StartSyncer(SyncConfig{Cluster: "test", Host: h, Store: n.store, Logger: quiet,
+	n.sync, err = StartSyncer(SyncConfig{Cluster: "test", Host: h, Store: n.store, Logger: testutil.QuietLogger(),
 		Interval: interval, MaxDiffNodes: o.maxDiff, Admit: o.admit, Timeout: 60 * time.Second, OnComplete: o.onDone, OnSession: o.onSession})
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func TestSyncRunsOnConnectAndPeriodically(t *testing.T) {
 			b := startSyncNode(t, syncNodeOpts{net: sn})
 			seed(t, a.store, []crdt.Entry{genEntry("x", now, "a", false)})
 			connect(t, b.host, a.host) // b dials: b starts a session
-			waitFor(t, 20*time.Second, "b has a's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
+			testutil.Eventually(t, 20*time.Second, "b has a's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
 		})
 	})
 	t.Run("periodic", func(t *testing.T) {
@@ -255,10 +255,10 @@ func TestSyncRunsOnConnectAndPeriodically(t *testing.T) {
 			a := startSyncNode(t, syncNodeOpts{net: sn, interval: interval})
 			b := startSyncNode(t, syncNodeOpts{net: sn})
 			connect(t, a.host, b.host)
-			waitFor(t, 20*time.Second, "the on-connect session", func() bool { c, _, _ := a.sync.Counters(); return c >= 1 })
+			testutil.Eventually(t, 20*time.Second, "the on-connect session", func() bool { c, _, _ := a.sync.Counters(); return c >= 1 })
 			seed(t, b.store, []crdt.Entry{genEntry("y", now, "b", false)}) // after the connection: only a periodic session brings it
 			// Within a few intervals (each jittered), on virtual time.
-			waitFor(t, 10*interval, "a has b's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
+			testutil.Eventually(t, 10*interval, "a has b's key", func() bool { return b.store.MerkleRoot() == a.store.MerkleRoot() })
 		})
 	})
 }
@@ -304,7 +304,7 @@ func TestSyncRefusesStaleNode(t *testing.T) {
 		})
 	}
 	// A node that was in contact recently enough is not refused.
-	c := startSyncNode(t, syncNodeOpts{wall: a.wall.Load(), grace: grace})
+	c := startSyncNode(t, syncNodeOpts{wall: a.wall.Now(), grace: grace})
 	connect(t, c.host, a.host)
 	if _, err := c.sync.SyncWith(ctx, a.host.ID()); err != nil {
 		t.Fatalf("a new node: %v", err)
@@ -381,7 +381,7 @@ func TestSyncRejectsMalformedPeers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, failedBefore, refusedBefore := n.sync.Counters()
 			_ = rogueSession(t, n, tc.frames)
-			waitFor(t, 10*time.Second, "the session counted as failed or refused", func() bool {
+			testutil.Eventually(t, 10*time.Second, "the session counted as failed or refused", func() bool {
 				_, f, r := n.sync.Counters()
 				return f+r > failedBefore+refusedBefore
 			})
@@ -481,7 +481,7 @@ func TestSyncAppliesInBoundedBatches(t *testing.T) {
 	}
 	seed(t, b.store, entries)
 	connect(t, a.host, b.host) // a dials: a runs the session
-	waitFor(t, 30*time.Second, "a has b's keys", func() bool { return a.store.Keys() == keys })
+	testutil.Eventually(t, 30*time.Second, "a has b's keys", func() bool { return a.store.Keys() == keys })
 	if got := biggest.Load(); got > maxApplyEntries {
 		t.Errorf("a batch held %d entries of the repair; the bound is %d", got, maxApplyEntries)
 	}
@@ -524,11 +524,11 @@ func TestKickRunsASessionRateLimited(t *testing.T) {
 		b := startSyncNode(t, syncNodeOpts{net: sn})
 		completed := func(n *syncNode) int64 { c, _, _ := n.sync.Counters(); return c }
 		connect(t, b.host, a.host) // b dials: b runs the on-connect session
-		waitFor(t, 30*time.Second, "b's on-connect session", func() bool { return completed(b) >= 1 && completed(a) >= 1 })
+		testutil.Eventually(t, 30*time.Second, "b's on-connect session", func() bool { return completed(b) >= 1 && completed(a) >= 1 })
 		before := completed(b) // sessions b ran or served
 		a.sync.Kick(b.host.ID())
 		a.sync.Kick(b.host.ID()) // within KickInterval: dropped
-		waitFor(t, 30*time.Second, "a's kicked session, served by b", func() bool { return completed(b) >= before+1 })
+		testutil.Eventually(t, 30*time.Second, "a's kicked session, served by b", func() bool { return completed(b) >= before+1 })
 		a.sync.mu.Lock()
 		kicks := len(a.sync.mu.kicked)
 		a.sync.mu.Unlock()

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/chorus-kv/chorus/client"
 	"github.com/chorus-kv/chorus/internal/node"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // startBulkNode starts a real node on loopback with keys under /bulk/ and
@@ -20,7 +19,7 @@ import (
 func startBulkNode(t *testing.T, keys int) (*node.Node, *client.Client) {
 	t.Helper()
 	n, err := node.Start(node.Config{DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", ListenHTTP: node.ListenHTTPOff,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: testutil.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

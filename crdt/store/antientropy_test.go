@@ -15,6 +15,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/merkle"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // rootOf is the Merkle root of a reference state, computed from scratch.
@@ -55,8 +56,8 @@ func stateOf(tb testing.TB, s *Store) crdt.State {
 
 func TestMerkleRootFollowsWrites(t *testing.T) {
 	dir := t.TempDir()
-	wall := newFakeWall(testWall)
-	cfg := Config{Path: dir, NodeID: localNode, Clock: wall.clock()}
+	wall := testutil.NewFakeWall(testWall)
+	cfg := Config{Path: dir, NodeID: localNode, Clock: wallClock(wall)}
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -173,9 +174,9 @@ func TestDigestsAndEntriesByKeyHash(t *testing.T) {
 
 func TestPurgeTombstones(t *testing.T) {
 	dir := t.TempDir()
-	wall := newFakeWall(testWall)
+	wall := testutil.NewFakeWall(testWall)
 	grace := time.Hour
-	cfg := Config{Path: dir, NodeID: localNode, Clock: wall.clock(), TombstoneGrace: grace}
+	cfg := Config{Path: dir, NodeID: localNode, Clock: wallClock(wall), TombstoneGrace: grace}
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +186,7 @@ func TestPurgeTombstones(t *testing.T) {
 	mustPut(t, s, "old", "v")
 	old := mustDelete(t, s, "old")
 	mustDelete(t, s, "never-existed")
-	wall.set(testWall + (grace / 2).Milliseconds())
+	wall.Set(testWall + (grace / 2).Milliseconds())
 	young := mustDelete(t, s, "kept-young")
 	mustDelete(t, s, "rewritten")
 	if n, err := s.PurgeTombstones(ctx, 0); err != nil || n != 0 {
@@ -199,7 +200,7 @@ func TestPurgeTombstones(t *testing.T) {
 	}
 	checkCounts("before the purge", s, 5, 4)
 
-	wall.set(testWall + grace.Milliseconds() + 1)
+	wall.Set(testWall + grace.Milliseconds() + 1)
 	mustPut(t, s, "rewritten", "back") // no longer a tombstone: left alone
 	n, err := s.PurgeTombstones(ctx, 0)
 	if err != nil || n != 2 {
@@ -258,8 +259,8 @@ func TestPurgeTombstones(t *testing.T) {
 
 func TestLastContact(t *testing.T) {
 	dir := t.TempDir()
-	wall := newFakeWall(testWall)
-	cfg := Config{Path: dir, NodeID: localNode, Clock: wall.clock()}
+	wall := testutil.NewFakeWall(testWall)
+	cfg := Config{Path: dir, NodeID: localNode, Clock: wallClock(wall)}
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -278,7 +279,7 @@ func TestLastContact(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wall.set(testWall + 100_000)
+	wall.Set(testWall + 100_000)
 	s = openStore(t, cfg)
 	if s.LastContact() != later {
 		t.Fatalf("after reopen: %v; want %v", s.LastContact(), later)
@@ -292,7 +293,7 @@ func TestLastContact(t *testing.T) {
 // itself (crashEdit), as no such version can be run here.
 func TestOpenRewritesDigestsWithoutValue(t *testing.T) {
 	dir := t.TempDir()
-	cfg := Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock()}
+	cfg := Config{Path: dir, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))}
 	s := openStore(t, cfg)
 	for i := range 50 {
 		mustPut(t, s, fmt.Sprintf("k/%02d", i), fmt.Sprintf("v%d", i))

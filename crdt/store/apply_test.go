@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 var convergenceSeed = flag.Uint64("convergence.seed", 0, "seed for TestApplyConvergence (0: a new one)")
@@ -297,8 +298,8 @@ func TestApplyAndLocalClock(t *testing.T) {
 		}
 	})
 	t.Run("apply moves the clock forward", func(t *testing.T) {
-		wall := newFakeWall(testWall)
-		s := openStore(t, Config{Clock: wall.clock()})
+		wall := testutil.NewFakeWall(testWall)
+		s := openStore(t, Config{Clock: wallClock(wall)})
 		ahead := entry("k", "ahead", ts(400*time.Millisecond, 7), "node-zzzz")
 		if _, err := s.Apply(context.Background(), []crdt.Entry{ahead}); err != nil {
 			t.Fatal(err)
@@ -329,24 +330,24 @@ func TestApplyAndLocalClock(t *testing.T) {
 }
 
 func TestWallClockSteps(t *testing.T) {
-	wall := newFakeWall(testWall)
-	s := openStore(t, Config{Clock: wall.clock()})
+	wall := testutil.NewFakeWall(testWall)
+	s := openStore(t, Config{Clock: wallClock(wall)})
 	ctx := context.Background()
 	first := mustPut(t, s, "k", "1")
 	// The wall clock steps back an hour: local writes still go forward.
-	wall.set(testWall - time.Hour.Milliseconds())
+	wall.Set(testWall - time.Hour.Milliseconds())
 	second := mustPut(t, s, "k", "2")
 	if second.Record.HLC <= first.Record.HLC {
 		t.Errorf("HLC %s after the wall clock stepped back; want above %s", second.Record.HLC, first.Record.HLC)
 	}
 	// The skew check is against the wall clock, not the HLC: an entry 1 s
 	// ahead of the (stepped back) wall clock is refused...
-	e := entry("r", "v", crdt.NewTimestamp(wall.now()+1000, 0), "node-b")
+	e := entry("r", "v", crdt.NewTimestamp(wall.Now()+1000, 0), "node-b")
 	if _, err := s.Apply(ctx, []crdt.Entry{e}); !errors.Is(err, crdt.ErrClockSkew) {
 		t.Fatalf("Apply 1 s ahead: %v; want ErrClockSkew", err)
 	}
 	// ...and accepted once the wall clock has caught up to within the offset.
-	wall.set(wall.now() + 600)
+	wall.Set(wall.Now() + 600)
 	if cs, err := s.Apply(ctx, []crdt.Entry{e}); err != nil || len(cs) != 1 {
 		t.Fatalf("Apply after the wall clock moved on: %d changes, %v; want 1", len(cs), err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 func TestWriteBatchIsOneBatchWithConsecutiveRevisions(t *testing.T) {
@@ -45,7 +46,7 @@ func TestWriteBatchIsOneBatchWithConsecutiveRevisions(t *testing.T) {
 
 func TestCompactDeletesTheLogBelowTheRevision(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db")
-	s, err := Open(Config{Path: path, NodeID: localNode, Clock: newFakeWall(testWall).clock()})
+	s, err := Open(Config{Path: path, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func TestCompactDeletesTheLogBelowTheRevision(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(Config{Path: path, NodeID: localNode, Clock: newFakeWall(testWall + 1000).clock()})
+	s, err = Open(Config{Path: path, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall + 1000))})
 	if err != nil {
 		t.Fatal(err)
 	}

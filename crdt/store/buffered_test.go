@@ -14,6 +14,7 @@ import (
 	"github.com/syndtr/goleveldb/leveldb/util"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // remoteEntries returns n entries from another node, keys prefix0..prefixN-1.
@@ -213,7 +214,7 @@ func TestRevisionsAfterACrashWithBufferedBatches(t *testing.T) {
 
 	t.Run("clean close", func(t *testing.T) {
 		dir := t.TempDir()
-		c, err := Open(Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock(), SyncDelay: time.Hour})
+		c, err := Open(Config{Path: dir, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall)), SyncDelay: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +317,7 @@ func TestMachineCrashThatLostAnEarlierBufferedBatch(t *testing.T) {
 	crashEdit(t, dir, b)
 
 	setBootID(t, "boot-2")
-	c, err := Open(Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock(), SyncDelay: time.Hour, ReserveRevisions: 100})
+	c, err := Open(Config{Path: dir, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall)), SyncDelay: time.Hour, ReserveRevisions: 100})
 	if err != nil {
 		t.Fatal(err)
 	}

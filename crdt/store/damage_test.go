@@ -14,13 +14,15 @@ import (
 	"github.com/syndtr/goleveldb/leveldb/storage"
 	ltable "github.com/syndtr/goleveldb/leveldb/table"
 	"github.com/syndtr/goleveldb/leveldb/util"
+
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // damagedStore writes n keys (one fsynced batch each) to a store at a new
 // folder, closes it and returns its config.
 func damagedStore(t *testing.T, n int, compact bool) Config {
 	t.Helper()
-	cfg := Config{Path: t.TempDir(), NodeID: localNode, Clock: newFakeWall(testWall).clock()}
+	cfg := Config{Path: t.TempDir(), NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))}
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)

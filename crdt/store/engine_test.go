@@ -8,6 +8,8 @@ import (
 
 	goleveldb "github.com/syndtr/goleveldb/leveldb"
 	"github.com/syndtr/goleveldb/leveldb/storage"
+
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestStoreOnAStorage checks Config.Storage: the store keeps its data on
@@ -15,7 +17,7 @@ import (
 // second store cannot open it while the first has it (ErrInUse).
 func TestStoreOnAStorage(t *testing.T) {
 	stor := storage.NewMemStorage()
-	cfg := Config{Storage: stor, NodeID: localNode, Clock: newFakeWall(testWall).clock()}
+	cfg := Config{Storage: stor, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))}
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +84,7 @@ func BenchmarkEngineGet(b *testing.B) {
 // storage and marks the store as catching up.
 func TestDamagedStorageIsRefusedThenRepaired(t *testing.T) {
 	stor := storage.NewMemStorage()
-	cfg := Config{Storage: stor, NodeID: localNode, Clock: newFakeWall(testWall).clock()}
+	cfg := Config{Storage: stor, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))}
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store/faultstorage"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // faultRig runs a store on real LevelDB over a fault-injecting storage
@@ -42,7 +43,7 @@ type faultRig struct {
 func newFaultRig(t *testing.T, cfg Config) *faultRig {
 	r := &faultRig{t: t, stor: faultstorage.New(), published: map[int64]string{}, acked: map[string]string{}, bufferedSyncs: make(chan struct{}, 16)}
 	cfg.NodeID = localNode
-	cfg.Clock = newFakeWall(testWall).clock()
+	cfg.Clock = wallClock(testutil.NewFakeWall(testWall))
 	cfg.OnCommit = func(cs []Change) {
 		r.mu.Lock()
 		defer r.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"github.com/syndtr/goleveldb/leveldb/util"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // readLog collects ReadLog(from, prev) and checks its return value.
@@ -143,7 +144,7 @@ func TestReadLog(t *testing.T) {
 func TestReadLogCompaction(t *testing.T) {
 	const retain, writes, keys = 10, 50, 5
 	path := t.TempDir()
-	cfg := Config{Path: path, RetainRevisions: retain, NodeID: localNode, Clock: newFakeWall(testWall).clock()}
+	cfg := Config{Path: path, RetainRevisions: retain, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))}
 	s := openStore(t, cfg)
 	for i := range writes {
 		mustPut(t, s, fmt.Sprintf("k%d", i%keys), fmt.Sprint(i))

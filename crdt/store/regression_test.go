@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestReadsAfterCloseReturnErrClosed: ErrClosed's doc says it "is returned by
@@ -113,7 +114,7 @@ func TestWritesDoNotRetainCallerBuffers(t *testing.T) {
 		var once, releaseOnce sync.Once
 		doRelease := func() { releaseOnce.Do(func() { close(release) }) }
 		defer doRelease()
-		cfg := Config{Path: t.TempDir(), NodeID: localNode, Clock: newFakeWall(testWall).clock(),
+		cfg := Config{Path: t.TempDir(), NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall)),
 			OnCommit: func([]Change) {
 				once.Do(func() {
 					entered <- struct{}{}
@@ -139,7 +140,7 @@ func TestWritesDoNotRetainCallerBuffers(t *testing.T) {
 			_, err := s.Put(ctx, key, value)
 			done <- err
 		}()
-		waitFor(t, "the second Put taken", func() bool { return s.taken.Load() == 2 })
+		testutil.Eventually(t, hangTimeout, "the second Put is taken", func() bool { return s.taken.Load() == 2 })
 		cancel()
 		within(t, "cancelled Put", func() { err = <-done })
 		if !errors.Is(err, context.Canceled) {
@@ -210,7 +211,7 @@ func TestBatchCapsHoldWithMultiOpRequests(t *testing.T) {
 	within(t, "committer entering OnCommit", func() { <-entered })
 	// Queue, in this order, a one-change Put and a ten-change Apply.
 	wg.Go(func() { s.Put(ctx, []byte("small"), []byte("1")) })
-	waitFor(t, "the small Put taken", func() bool { return s.taken.Load() == 2 })
+	testutil.Eventually(t, hangTimeout, "the small Put is taken", func() bool { return s.taken.Load() == 2 })
 	entries := make([]crdt.Entry, 10)
 	for i := range entries {
 		entries[i] = crdt.Entry{Key: []byte{'e', byte('0' + i)}, Value: []byte("v"), HLC: crdt.NewTimestamp(testWall, 0), Origin: []byte("node-b")}
@@ -220,7 +221,7 @@ func TestBatchCapsHoldWithMultiOpRequests(t *testing.T) {
 			t.Errorf("Apply: %v", err)
 		}
 	})
-	waitFor(t, "the Apply taken", func() bool { return s.taken.Load() == 3 })
+	testutil.Eventually(t, hangTimeout, "the Apply is taken", func() bool { return s.taken.Load() == 3 })
 	doRelease()
 	within(t, "writers", wg.Wait)
 	mu.Lock()

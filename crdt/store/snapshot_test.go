@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // ReadSnapshot under a writer that puts new keys one after another: the
@@ -43,7 +44,7 @@ func TestReadSnapshotIsPointInTime(t *testing.T) {
 	err := s.ReadSnapshot(ctx, func(i SnapshotInfo) error {
 		info = i
 		// Let writes land after the snapshot was taken.
-		waitFor(t, "more writes", func() bool { return s.Revision() > i.Revision+100 })
+		testutil.Eventually(t, hangTimeout, "100 more writes land after the snapshot", func() bool { return s.Revision() > i.Revision+100 })
 		return nil
 	}, func(r *Record) error {
 		if r.Tombstone || string(r.Value) != "v" || string(r.Origin) != string(localNode) || r.HLC == 0 || r.HLC > info.TakenAt {
@@ -98,7 +99,7 @@ func TestReadSnapshotStopsOnError(t *testing.T) {
 
 func TestRestoreContactLowersLastContact(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Config{Path: dir, NodeID: localNode, Clock: newFakeWall(testWall).clock()})
+	s, err := Open(Config{Path: dir, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,15 +5,17 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestKeysAndTombstones follows Keys and Tombstones through puts, deletes,
 // overwrites, a purge and a reopen (which counts them again from disk).
 func TestKeysAndTombstones(t *testing.T) {
 	dir := t.TempDir()
-	wall := newFakeWall(testWall)
+	wall := testutil.NewFakeWall(testWall)
 	grace := time.Hour
-	cfg := Config{Path: dir, NodeID: localNode, Clock: wall.clock(), TombstoneGrace: grace}
+	cfg := Config{Path: dir, NodeID: localNode, Clock: wallClock(wall), TombstoneGrace: grace}
 	s := openStore(t, cfg)
 	check := func(step string, keys, tombs int64) {
 		t.Helper()
@@ -43,7 +45,7 @@ func TestKeysAndTombstones(t *testing.T) {
 	}
 	check("batch", 5, 2)
 
-	wall.set(testWall + grace.Milliseconds() + 1)
+	wall.Set(testWall + grace.Milliseconds() + 1)
 	if n, err := s.PurgeTombstones(context.Background(), 0); err != nil || n != 2 {
 		t.Fatalf("purged %d, %v; want 2", n, err)
 	}
@@ -86,7 +88,7 @@ func TestOnWrite(t *testing.T) {
 		t.Fatalf("after ApplyBuffered: %+v; want a second write of 3 changes, not fsynced", w)
 	}
 	// The writer fsyncs the buffered batch within SyncDelay.
-	waitFor(t, "the fsync of the buffered batch reported", func() bool { return len(writes()) >= 3 })
+	testutil.Eventually(t, hangTimeout, "the fsync of the buffered batch is reported", func() bool { return len(writes()) >= 3 })
 	if w := writes()[2]; w.Changes != 0 || !w.Sync {
 		t.Fatalf("the buffered batch's fsync reported as %+v; want 0 changes, fsynced", w)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/syndtr/goleveldb/leveldb/storage"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // testWall is the fake wall clock's default reading (2023-11-14T22:13:20Z),
@@ -34,21 +35,8 @@ const hangTimeout = 20 * time.Second
 
 var localNode = []byte("node-a")
 
-// fakeWall is an injectable wall clock, safe for concurrent use.
-type fakeWall struct{ ms atomic.Int64 }
-
-func newFakeWall(ms int64) *fakeWall {
-	w := &fakeWall{}
-	w.ms.Store(ms)
-	return w
-}
-
-func (w *fakeWall) now() int64 { return w.ms.Load() }
-
-func (w *fakeWall) set(ms int64) { w.ms.Store(ms) }
-
-// clock returns a clock reading w, with testMaxOffset.
-func (w *fakeWall) clock() *crdt.Clock { return crdt.NewClock(w.now, testMaxOffset) }
+// wallClock returns a clock reading w, with testMaxOffset.
+func wallClock(w *testutil.FakeWall) *crdt.Clock { return crdt.NewClock(w.Now, testMaxOffset) }
 
 // openStore opens a store with cfg, filling in NodeID (localNode) and a clock
 // on a fake wall clock at testWall when they are unset, and closes it when the
@@ -59,7 +47,7 @@ func openStore(tb testing.TB, cfg Config) *Store {
 		cfg.NodeID = localNode
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = newFakeWall(testWall).clock()
+		cfg.Clock = wallClock(testutil.NewFakeWall(testWall))
 	}
 	s, err := Open(cfg)
 	if err != nil {
@@ -141,21 +129,6 @@ func within(tb testing.TB, what string, fn func()) {
 	case <-done:
 	case <-time.After(hangTimeout):
 		tb.Fatalf("%s did not return within %v", what, hangTimeout)
-	}
-}
-
-// waitFor polls cond every millisecond and fails the test if it is not true
-// within hangTimeout.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.Now().Add(hangTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not within %v", what, hangTimeout)
-		}
-		<-tick.C
 	}
 }
 
@@ -446,9 +419,9 @@ func TestConfigValidate(t *testing.T) {
 func TestDurabilityAcrossRestart(t *testing.T) {
 	ctx := context.Background()
 	path := t.TempDir()
-	wall := newFakeWall(10_000_000)
+	wall := testutil.NewFakeWall(10_000_000)
 	const writers, perWriter = 16, 16
-	cfg := Config{Path: path, NodeID: localNode, Clock: wall.clock(), RetainRevisions: 100}
+	cfg := Config{Path: path, NodeID: localNode, Clock: wallClock(wall), RetainRevisions: 100}
 	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -485,7 +458,7 @@ func TestDurabilityAcrossRestart(t *testing.T) {
 	}
 	// Finally an entry from another node, 400 ms ahead of our wall clock: the
 	// clock persisted at Close must be above it.
-	remote := crdt.Entry{Key: []byte("remote"), Value: []byte("r"), HLC: crdt.NewTimestamp(wall.now()+400, 7), Origin: []byte("node-b")}
+	remote := crdt.Entry{Key: []byte("remote"), Value: []byte("r"), HLC: crdt.NewTimestamp(wall.Now()+400, 7), Origin: []byte("node-b")}
 	changes, err := s.Apply(ctx, []crdt.Entry{remote})
 	if err != nil || len(changes) != 1 {
 		t.Fatalf("Apply = %d changes, %v; want 1", len(changes), err)
@@ -504,8 +477,8 @@ func TestDurabilityAcrossRestart(t *testing.T) {
 	}
 
 	// Reopen with a fresh clock whose wall clock is now behind the first run's.
-	wall2 := newFakeWall(5_000_000)
-	cfg.Clock = wall2.clock()
+	wall2 := testutil.NewFakeWall(5_000_000)
+	cfg.Clock = wallClock(wall2)
 	s2 := openStore(t, cfg)
 	if s2.Revision() != wantRev || s2.OldestRevision() != wantOldest {
 		t.Fatalf("after reopen Revision %d OldestRevision %d; want %d %d", s2.Revision(), s2.OldestRevision(), wantRev, wantOldest)
@@ -548,7 +521,7 @@ func TestDurabilityAcrossRestart(t *testing.T) {
 
 func TestCloseIdempotentAndRefusesWrites(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(Config{NodeID: localNode, Clock: newFakeWall(testWall).clock()})
+	s, err := Open(Config{NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -581,7 +554,7 @@ func TestPutRacingClose(t *testing.T) {
 	started := make(chan struct{})
 	var startOnce sync.Once
 	var committed atomic.Int64
-	cfg := Config{Path: path, NodeID: localNode, Clock: newFakeWall(testWall).clock(),
+	cfg := Config{Path: path, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall)),
 		OnCommit: func(cs []Change) {
 			if committed.Add(int64(len(cs))) >= 50 {
 				startOnce.Do(func() { close(started) })
@@ -673,7 +646,7 @@ func TestCloseLeavesNoGoroutine(t *testing.T) {
 				path = t.TempDir()
 			}
 			before := runtime.NumGoroutine()
-			s, err := Open(Config{Path: path, NodeID: localNode, Clock: newFakeWall(testWall).clock()})
+			s, err := Open(Config{Path: path, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -755,7 +728,7 @@ func TestContext(t *testing.T) {
 			_, err := s.Put(ctx2, []byte("second"), []byte("2"))
 			second <- err
 		}()
-		waitFor(t, "second write taken", func() bool { return s.taken.Load() == 2 })
+		testutil.Eventually(t, hangTimeout, "the second write is taken", func() bool { return s.taken.Load() == 2 })
 		fillers := make(chan error, 2)
 		for _, k := range []string{"filler1", "filler2"} {
 			go func() {
@@ -765,10 +738,10 @@ func TestContext(t *testing.T) {
 			// White box: the committer holds filler1 over the batch cap, and
 			// filler2 sits in the queue, which is then full.
 			if k == "filler1" {
-				waitFor(t, "filler1 taken", func() bool { return s.taken.Load() == 3 })
+				testutil.Eventually(t, hangTimeout, "filler1 is taken", func() bool { return s.taken.Load() == 3 })
 			}
 		}
-		waitFor(t, "the queue full", func() bool { return len(s.queue) == 1 })
+		testutil.Eventually(t, hangTimeout, "the queue is full", func() bool { return len(s.queue) == 1 })
 
 		cancelled, cancel3 := context.WithCancel(context.Background())
 		cancel3()
@@ -853,7 +826,7 @@ func TestCorruptState(t *testing.T) {
 	for _, key := range []string{metaRev, metaOldest, metaHLC} {
 		t.Run("meta "+key, func(t *testing.T) {
 			path := t.TempDir()
-			cfg := Config{Path: path, NodeID: localNode, Clock: newFakeWall(testWall).clock()}
+			cfg := Config{Path: path, NodeID: localNode, Clock: wallClock(testutil.NewFakeWall(testWall))}
 			s, err := Open(cfg)
 			if err != nil {
 				t.Fatal(err)

@@ -274,23 +274,9 @@ func (n *node) status() (*client.Status, error) {
 	return st, err
 }
 
-// waitFor polls cond until it holds or d passes, and returns how long it
-// took. why describes the last failed check.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() (ok bool, why string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(d)
-	for {
-		ok, why := cond()
-		if ok {
-			return time.Since(start)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s: %s", d, what, why)
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval, not synchronization
-	}
-}
+// labPoll is how often the lab checks a condition it waits for: each check
+// runs docker and the CLI, so it is not polled faster.
+const labPoll = 100 * time.Millisecond
 
 // each runs f on every node at once and returns the first error.
 func each(nodes []*node, f func(i int, n *node) error) error {

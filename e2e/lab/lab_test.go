@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestLab runs five containers through partitions, a pause, a kill and a
@@ -20,7 +22,7 @@ func TestLab(t *testing.T) {
 	for _, n := range nodes {
 		n.start(t)
 	}
-	took := waitFor(t, 2*time.Minute, "five nodes are alive, admitted and converged on every node", func() (bool, string) {
+	took := testutil.EventuallyWhy(t, 2*time.Minute, labPoll, "five nodes are alive, admitted and converged on every node", func() (bool, string) {
 		return allAliveConverged(nodes)
 	})
 	t.Logf("FIGURE formation: 5 containers started, all alive, admitted and converged on every node %v after the first docker run (%v of it waiting)",
@@ -44,7 +46,7 @@ func TestLab(t *testing.T) {
 				acked[k] = v
 			}
 		}
-		d := waitFor(t, time.Minute, "every node holds the 100 writes", func() (bool, string) { return allHave(nodes, "/lab/", acked) })
+		d := testutil.EventuallyWhy(t, time.Minute, labPoll, "every node holds the 100 writes", func() (bool, string) { return allHave(nodes, "/lab/", acked) })
 		t.Logf("FIGURE replication: 100 writes spread over 5 nodes were on every node %v after the last acknowledgement", d.Round(time.Millisecond))
 	})
 
@@ -102,7 +104,7 @@ func TestLab(t *testing.T) {
 			}
 		}
 		// The partition is real: the majority's writes have not reached the minority.
-		waitFor(t, time.Minute, "the majority holds its own partition writes", func() (bool, string) {
+		testutil.EventuallyWhy(t, time.Minute, labPoll, "the majority holds its own partition writes", func() (bool, string) {
 			want := map[string]string{}
 			for j := range 10 {
 				want[fmt.Sprintf("/lab/partition/major/%d", j)] = "major"
@@ -117,10 +119,10 @@ func TestLab(t *testing.T) {
 		for _, n := range minority {
 			n.closeClient() // its published port is looked up again
 		}
-		d := waitFor(t, 2*time.Minute, "every acknowledged write is on every node with the LWW winners", func() (bool, string) {
+		d := testutil.EventuallyWhy(t, 2*time.Minute, labPoll, "every acknowledged write is on every node with the LWW winners", func() (bool, string) {
 			return allHave(nodes, "/lab/", acked)
 		})
-		d2 := waitFor(t, 2*time.Minute, "all five alive and converged again", func() (bool, string) { return allAliveConverged(nodes) })
+		d2 := testutil.EventuallyWhy(t, 2*time.Minute, labPoll, "all five alive and converged again", func() (bool, string) { return allAliveConverged(nodes) })
 		t.Logf("FIGURE partition heal: every acknowledged write (26 during a 3+2 partition, 6 of them conflicts) on every node with the LWW winners %v after reconnecting; all alive and converged %v after that",
 			d.Round(time.Millisecond), d2.Round(time.Millisecond))
 	})
@@ -136,7 +138,7 @@ func TestLab(t *testing.T) {
 			}
 		}()
 		var seen string
-		d := waitFor(t, time.Minute, "n1 suspects the paused n3", func() (bool, string) {
+		d := testutil.EventuallyWhy(t, time.Minute, labPoll, "n1 suspects the paused n3", func() (bool, string) {
 			st, err := stateOf(observer, target.alias)
 			if err != nil {
 				return false, err.Error()
@@ -146,7 +148,7 @@ func TestLab(t *testing.T) {
 		})
 		mustDocker(t, "unpause", target.name)
 		paused = false
-		d2 := waitFor(t, time.Minute, "every node sees n3 alive again", func() (bool, string) {
+		d2 := testutil.EventuallyWhy(t, time.Minute, labPoll, "every node sees n3 alive again", func() (bool, string) {
 			for _, o := range nodes {
 				if o == target {
 					continue
@@ -192,7 +194,7 @@ func TestLab(t *testing.T) {
 			id  string
 			rev int64
 		}
-		waitFor(t, time.Minute, "the killed node serves again", func() (bool, string) {
+		testutil.EventuallyWhy(t, time.Minute, labPoll, "the killed node serves again", func() (bool, string) {
 			st, err := target.status()
 			if err != nil {
 				return false, err.Error()
@@ -219,9 +221,9 @@ func TestLab(t *testing.T) {
 				t.Fatalf("%s is at revision %d after the restart, %d before the kill: the node's data was not kept", kv.Key, revs[kv.Key], kv.ModRevision)
 			}
 		}
-		waitFor(t, time.Minute, "the restarted node caught up", func() (bool, string) { return allHave(nodes, "/lab/", acked) })
+		testutil.EventuallyWhy(t, time.Minute, labPoll, "the restarted node caught up", func() (bool, string) { return allHave(nodes, "/lab/", acked) })
 		caughtUp := time.Since(restarted)
-		d2 := waitFor(t, time.Minute, "all five alive and converged again", func() (bool, string) { return allAliveConverged(nodes) })
+		d2 := testutil.EventuallyWhy(t, time.Minute, labPoll, "all five alive and converged again", func() (bool, string) { return allAliveConverged(nodes) })
 		t.Logf("FIGURE kill: n2 came back with its identity and its %d keys at their revisions (revision %d, %d before the kill); every acknowledged write on every node %v after docker start, all alive and converged %v after that",
 			len(held), after.rev, before.Revision, caughtUp.Round(time.Millisecond), d2.Round(time.Millisecond))
 	})
@@ -270,7 +272,7 @@ func TestLab(t *testing.T) {
 			t0 := time.Now()
 			mustDocker(t, "restart", "-t", "10", n.name) // SIGTERM: a graceful stop, then start
 			n.closeClient()
-			waitFor(t, time.Minute, n.alias+" is ready again", func() (bool, string) { return n.ready(), "not ready" })
+			testutil.EventuallyWhy(t, time.Minute, labPoll, n.alias+" is ready again", func() (bool, string) { return n.ready(), "not ready" })
 			t.Logf("%s restarted and ready in %v", n.alias, time.Since(t0).Round(time.Millisecond))
 		}
 		close(stop)
@@ -285,7 +287,7 @@ func TestLab(t *testing.T) {
 		if n == 0 {
 			t.Fatal("no write was acknowledged during the rolling restart")
 		}
-		d := waitFor(t, 2*time.Minute, "every acknowledged write is on every node after the rolling restart", func() (bool, string) {
+		d := testutil.EventuallyWhy(t, 2*time.Minute, labPoll, "every acknowledged write is on every node after the rolling restart", func() (bool, string) {
 			return allHave(nodes, "/lab/", acked)
 		})
 		t.Logf("FIGURE rolling restart: 5 nodes restarted one by one in %v under 5 writers; %d writes acknowledged (%d refused while a node was down), none lost: all on every node %v after the last restart",

@@ -2,8 +2,6 @@ package etcdapi
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/watch"
 )
 
@@ -67,7 +66,7 @@ func TestReadSemaphore(t *testing.T) {
 	}
 	defer hub.Close()
 	s, err := Start(Config{Listen: "127.0.0.1:0", Store: st, Hub: hub, NodeID: "12D3KooWtest", MaxConcurrentRangeReads: 2,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: testutil.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/chorus-kv/chorus/internal/etcdapi"
 	"github.com/chorus-kv/chorus/internal/node"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // deepTxn is a Txn nesting depth levels of Txns, a put at the bottom.
@@ -127,7 +128,7 @@ func TestWatchKeyBound(t *testing.T) {
 // pages, count_only and RangeStream read everything.
 func TestRangeResponseBound(t *testing.T) {
 	const bound = 64 << 10
-	n := startNodeWith(t, node.Config{DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0", Logger: quiet,
+	n := startNodeWith(t, node.Config{DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0", Logger: testutil.QuietLogger(),
 		OpenAdmission: true, MaxRangeResponseBytes: bound})
 	c := dial(t, n)
 	kv := pb.NewKVClient(c.ActiveConnection())
@@ -219,7 +220,7 @@ func TestRangeResponseBound(t *testing.T) {
 // creation with the limit in the reason, and a canceled watch frees its
 // slot.
 func TestWatchBounds(t *testing.T) {
-	n := startNodeWith(t, node.Config{DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0", Logger: quiet,
+	n := startNodeWith(t, node.Config{DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0", Logger: testutil.QuietLogger(),
 		OpenAdmission: true, MaxWatchesPerStream: 3, MaxWatches: 5})
 	c := dial(t, n)
 	ctx := ctxT(t)

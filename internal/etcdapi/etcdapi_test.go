@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"runtime"
 	"strings"
 	"testing"
@@ -20,13 +18,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/chorus-kv/chorus/internal/node"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // waitTimeout bounds every wait for something that must happen; a healthy
 // run never comes close, even under the race detector.
 const waitTimeout = 20 * time.Second
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // startNode starts a real node with the etcd API on a free port; it is closed
 // when the test ends.
@@ -37,7 +34,7 @@ func startNode(tb testing.TB, bootstrap []string) *node.Node {
 		ListenClient: "127.0.0.1:0",
 		ListenEtcd:   "127.0.0.1:0",
 		Bootstrap:    bootstrap,
-		Logger:       quiet,
+		Logger:       testutil.QuietLogger(),
 		// These tests are about the etcd API; admission has its own.
 		OpenAdmission: true,
 	})
@@ -470,7 +467,7 @@ func TestMemberListStatusAndUnimplemented(t *testing.T) {
 	n1 := startNode(t, nil)
 	n2 := startNode(t, n1.P2PAddrs())
 	// A member that serves no etcd API is listed too, without a URL.
-	n3 := startNodeWith(t, node.Config{DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", Bootstrap: n1.P2PAddrs(), Logger: quiet, OpenAdmission: true})
+	n3 := startNodeWith(t, node.Config{DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", Bootstrap: n1.P2PAddrs(), Logger: testutil.QuietLogger(), OpenAdmission: true})
 	c := dial(t, n1)
 	ctx := ctxT(t)
 	deadline := time.Now().Add(waitTimeout)
@@ -576,7 +573,7 @@ func TestReservedKeysRefused(t *testing.T) {
 func TestCloseEndsStreams(t *testing.T) {
 	n, err := node.Start(node.Config{
 		DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0",
-		Logger: quiet, ShutdownTimeout: time.Minute,
+		Logger: testutil.QuietLogger(), ShutdownTimeout: time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -655,7 +652,7 @@ func TestWatchCancelAndSingleKey(t *testing.T) {
 // and the key is deleted when the lease expires after the restart.
 func TestLeasesSurviveARestart(t *testing.T) {
 	dir := t.TempDir()
-	cfg := node.Config{DataDir: dir, ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0", Logger: quiet}
+	cfg := node.Config{DataDir: dir, ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0", Logger: testutil.QuietLogger()}
 	n, err := node.Start(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/etcdapi"
 	"github.com/chorus-kv/chorus/internal/node"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/watch"
 )
 
@@ -99,7 +100,7 @@ func startBare(t *testing.T, dir string, cfg etcdapi.Config) *bareServer {
 	if b.hub, err = watch.NewHub(b.store, watch.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Listen, cfg.Store, cfg.Hub, cfg.NodeID, cfg.Logger = "127.0.0.1:0", b.store, b.hub, "12D3KooWtest", quiet
+	cfg.Listen, cfg.Store, cfg.Hub, cfg.NodeID, cfg.Logger = "127.0.0.1:0", b.store, b.hub, "12D3KooWtest", testutil.QuietLogger()
 	cfg.StorePath, cfg.LeaseFile = filepath.Join(dir, "db"), filepath.Join(dir, "etcd-leases.json")
 	if b.srv, err = etcdapi.Start(cfg); err != nil {
 		t.Fatal(err)
@@ -266,7 +267,7 @@ func TestRangeBelowCompactionRefused(t *testing.T) {
 func TestWatchProgressNotifyIntervalFromNodeConfig(t *testing.T) {
 	n, err := node.Start(node.Config{
 		DataDir: t.TempDir(), ListenClient: "127.0.0.1:0", ListenEtcd: "127.0.0.1:0",
-		Logger: quiet, OpenAdmission: true, WatchProgressNotifyInterval: 100 * time.Millisecond,
+		Logger: testutil.QuietLogger(), OpenAdmission: true, WatchProgressNotifyInterval: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)

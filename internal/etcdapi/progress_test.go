@@ -11,6 +11,7 @@ import (
 
 	"github.com/chorus-kv/chorus/crdt/store"
 	"github.com/chorus-kv/chorus/internal/etcdapi"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/watch"
 )
 
@@ -34,7 +35,7 @@ func TestWatchProgressNotify(t *testing.T) {
 	defer hub.Close()
 	srv, err := etcdapi.Start(etcdapi.Config{
 		Listen: "127.0.0.1:0", Store: st, Hub: hub, NodeID: "12D3KooWtest",
-		ProgressNotifyInterval: 100 * time.Millisecond, Logger: quiet,
+		ProgressNotifyInterval: 100 * time.Millisecond, Logger: testutil.QuietLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -3,8 +3,6 @@ package node
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p"
 )
 
@@ -22,7 +21,7 @@ func quietConfig(dir string, bootstrap []string) Config {
 		DataDir:      dir,
 		ListenClient: "127.0.0.1:0",
 		Bootstrap:    bootstrap,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:       testutil.QuietLogger(),
 		SyncInterval: 300 * time.Millisecond,
 	}
 }
@@ -70,7 +69,7 @@ func TestAdmission(t *testing.T) {
 		if _, err := dialNode(t, outsider).Put(ctx, "outsider/k", []byte("v")); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "node 0 refused the outsider's dials", func() bool {
+		testutil.Eventually(t, 10*time.Second, "node 0 refused the outsider's dials", func() bool {
 			return nodes[0].Host().Network().Connectedness(outsider.Host().ID()) != network.Connected
 		})
 		if _, err := clients[0].Get(ctx, "outsider/k"); !errors.Is(err, client.ErrNotFound) {
@@ -93,14 +92,14 @@ func TestAdmission(t *testing.T) {
 		if _, err := clients[2].Put(ctx, "before-removal", []byte("v")); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "the write before removal reached node 0", func() bool {
+		testutil.Eventually(t, 30*time.Second, "the write before removal reached node 0", func() bool {
 			_, err := clients[0].Get(ctx, "before-removal")
 			return err == nil
 		})
 		if _, err := clients[0].RemoveMember(ctx, victim.ID()); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "members closed their connections to the removed node", func() bool {
+		testutil.Eventually(t, 30*time.Second, "members closed their connections to the removed node", func() bool {
 			for _, n := range nodes[:2] {
 				if n.admission.IsMember(victim.Host().ID()) || n.Host().Network().Connectedness(victim.Host().ID()) == network.Connected ||
 					victim.Host().Network().Connectedness(n.Host().ID()) == network.Connected {
@@ -112,7 +111,7 @@ func TestAdmission(t *testing.T) {
 		// The dialler may see its handshake finish before the member's gater
 		// refuses the connection: the member is the side that must not let it in.
 		_ = connectErr(victim, nodes[1])
-		eventually(t, 10*time.Second, "the removed node's new connection is closed", func() bool {
+		testutil.Eventually(t, 10*time.Second, "the removed node's new connection is closed", func() bool {
 			return victim.Host().Network().Connectedness(nodes[1].Host().ID()) != network.Connected
 		})
 		if got := nodes[1].Host().Network().Connectedness(victim.Host().ID()); got == network.Connected {
@@ -126,7 +125,7 @@ func TestAdmission(t *testing.T) {
 		if _, err := clients[1].Put(ctx, "probe-after-removal", []byte("v")); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "node 1's write reached node 0", func() bool {
+		testutil.Eventually(t, 30*time.Second, "node 1's write reached node 0", func() bool {
 			_, err := clients[0].Get(ctx, "probe-after-removal")
 			return err == nil
 		})

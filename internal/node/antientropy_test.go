@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/chorus-kv/chorus/client"
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
@@ -95,7 +94,7 @@ func startMeshNodesTB(t testing.TB, o aeNodeOpts) ([]*Node, []*client.Client, *p
 			DataDir:      dir,
 			ListenClient: "127.0.0.1:0",
 			Bootstrap:    bootstrap,
-			Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Logger:       testutil.QuietLogger(),
 			SyncInterval: 300 * time.Millisecond,
 			Gater:        &gater{p: part, self: id.ID},
 		}
@@ -126,7 +125,7 @@ func startMeshNodesTB(t testing.TB, o aeNodeOpts) ([]*Node, []*client.Client, *p
 // waitMesh waits until every pair of nodes that should be is connected.
 func waitMesh(t testing.TB, nodes []*Node, should func(a, b int) bool) {
 	t.Helper()
-	eventually(t, 60*time.Second, "the nodes are connected", func() bool {
+	testutil.Eventually(t, 60*time.Second, "the nodes are connected", func() bool {
 		for i, a := range nodes {
 			for j, b := range nodes {
 				if i != j && should(i, j) && a.Host().Network().Connectedness(b.Host().ID()) != network.Connected {
@@ -211,7 +210,7 @@ func TestPartitionHealsToLWWWinners(t *testing.T) {
 
 	healed := time.Now()
 	part.set(false)
-	eventually(t, 90*time.Second, "every node has the same Merkle root", func() bool { return converged(nodes) })
+	testutil.Eventually(t, 90*time.Second, "every node has the same Merkle root", func() bool { return converged(nodes) })
 	t.Logf("converged %v after the partition healed", time.Since(healed).Round(time.Millisecond))
 
 	// Every key holds its LWW winner on every node, and every acknowledged
@@ -280,7 +279,7 @@ func TestNodeWithDroppedGossipCatchesUp(t *testing.T) {
 	if got := nodes[2].Replicator().Stats().ReceivedEntries; got != 0 {
 		t.Fatalf("node 2 accepted %d gossiped entries; the fault should drop them all", got)
 	}
-	eventually(t, 60*time.Second, "node 2 has every write", func() bool { return converged(nodes) })
+	testutil.Eventually(t, 60*time.Second, "node 2 has every write", func() bool { return converged(nodes) })
 	for k := range 200 {
 		if _, err := clients[2].Get(ctx, fmt.Sprintf("k/%d", k)); err != nil {
 			t.Fatalf("node 2: k/%d: %v", k, err)

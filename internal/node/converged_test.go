@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestWaitConvergedAcrossGossipGaps: node 2 loses half of the gossip it
@@ -25,7 +26,7 @@ func TestWaitConvergedAcrossGossipGaps(t *testing.T) {
 		return rng.IntN(2) == 0
 	}
 	nodes, clients, _ := startMeshNodes(t, aeNodeOpts{groups: []int{0, 0, 0}, dropGossip: []func() bool{nil, nil, drop}})
-	eventually(t, 60*time.Second, "every node knows every member's frontier", func() bool {
+	testutil.Eventually(t, 60*time.Second, "every node knows every member's frontier", func() bool {
 		for _, n := range nodes {
 			known := 0
 			for _, l := range n.Convergence().Lag() {
@@ -84,7 +85,7 @@ func TestWaitConvergedAcrossGossipGaps(t *testing.T) {
 // is named when a put that waits for it times out.
 func TestWaitConvergedNamesTheMissingMember(t *testing.T) {
 	nodes, clients, part := startMeshNodes(t, aeNodeOpts{groups: []int{0, 0, 1}})
-	eventually(t, 60*time.Second, "node 0 knows every member's frontier", func() bool {
+	testutil.Eventually(t, 60*time.Second, "node 0 knows every member's frontier", func() bool {
 		n := 0
 		for _, l := range nodes[0].Convergence().Lag() {
 			if l.Known {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
 
@@ -56,7 +57,7 @@ func BenchmarkFailureDetection(b *testing.B) {
 			b.Fatal(err)
 		}
 		others := nodes[:victimIdx]
-		eventually(b, 120*time.Second, "every node declares the killed node dead", func() bool {
+		testutil.Eventually(b, 120*time.Second, "every node declares the killed node dead", func() bool {
 			for _, n := range others {
 				if memberState(n, victim) != swim.Dead {
 					return false

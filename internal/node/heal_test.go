@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
 
@@ -39,7 +40,7 @@ func TestHealReadmitsAndRepairsQuickly(t *testing.T) {
 	}
 
 	partitionGroups(nodes, groups, part)
-	eventually(t, 2*time.Minute, "each side holds the other dead", func() bool {
+	testutil.Eventually(t, 2*time.Minute, "each side holds the other dead", func() bool {
 		return allInState(nodes, func(i, j int) swim.State {
 			if groups[i] != groups[j] {
 				return swim.Dead
@@ -67,11 +68,11 @@ func TestHealReadmitsAndRepairsQuickly(t *testing.T) {
 	// machine and stays well under the 20 s after which, without the
 	// redials, the first probe of a dead member would dial across.
 	bound := 10 * time.Second
-	eventually(t, bound, "every member holds every other alive", func() bool {
+	testutil.Eventually(t, bound, "every member holds every other alive", func() bool {
 		return allInState(nodes, func(i, j int) swim.State { return swim.Alive })
 	})
 	alive := time.Since(healed)
-	eventually(t, bound, "every node has the same Merkle root", func() bool { return converged(nodes) })
+	testutil.Eventually(t, bound, "every node has the same Merkle root", func() bool { return converged(nodes) })
 	t.Logf("after the heal: every member alive in %v, data converged in %v",
 		alive.Round(time.Millisecond), time.Since(healed).Round(time.Millisecond))
 }
@@ -122,7 +123,7 @@ func TestKilledInsidePartitionIsDeadEverywhere(t *testing.T) {
 	live := nodes[:victim]
 	liveGroups := groups[:victim]
 	// want: the crashed node dead; across the partition, dead too.
-	eventually(t, 2*time.Minute, "each side holds the other dead, and node 2 its crashed peer", func() bool {
+	testutil.Eventually(t, 2*time.Minute, "each side holds the other dead, and node 2 its crashed peer", func() bool {
 		return allInState(live, func(i, j int) swim.State {
 			if liveGroups[i] != liveGroups[j] {
 				return swim.Dead
@@ -137,7 +138,7 @@ func TestKilledInsidePartitionIsDeadEverywhere(t *testing.T) {
 	// would need its own alive update at a higher incarnation); with room
 	// for a loaded machine, as in TestHealReadmitsAndRepairsQuickly.
 	bound := 10 * time.Second
-	eventually(t, bound, "every live member holds every other alive and the crashed node dead", func() bool {
+	testutil.Eventually(t, bound, "every live member holds every other alive and the crashed node dead", func() bool {
 		if !allInState(live, func(i, j int) swim.State { return swim.Alive }) {
 			return false
 		}
@@ -155,7 +156,7 @@ func TestKilledInsidePartitionIsDeadEverywhere(t *testing.T) {
 	for i, n := range live {
 		start[i] = n.members.Stats().Probes
 	}
-	eventually(t, 30*time.Second, "every live member sent 10 more probes with the crashed node dead", func() bool {
+	testutil.Eventually(t, 30*time.Second, "every live member sent 10 more probes with the crashed node dead", func() bool {
 		for i, n := range live {
 			if st := memberState(n, nodes[victim]); st != swim.Dead {
 				t.Fatalf("node %d holds the crashed node %v after the heal", i, st)

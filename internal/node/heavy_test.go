@@ -11,11 +11,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/chorus-kv/chorus/crdt"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestHeavyNewNodeCatchesUpWith100kKeys: a node that joins a member holding
@@ -43,26 +43,18 @@ func TestHeavyNewNodeCatchesUpWith100kKeys(t *testing.T) {
 		DataDir:      joinerDir,
 		ListenClient: "127.0.0.1:0",
 		Bootstrap:    nodes[0].P2PAddrs(),
-		Logger:       slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:       testutil.TestLogger(t, slog.LevelWarn),
 		SyncInterval: 300 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = joiner.Close() })
-	eventually(t, 300*time.Second, "the new node has all 100,000 keys", func() bool {
+	testutil.Eventually(t, 300*time.Second, "the new node has all 100,000 keys", func() bool {
 		return joiner.Store().MerkleRoot() == nodes[0].Store().MerkleRoot()
 	})
 	if got, want := joiner.Store().Keys(), nodes[0].Store().Keys(); got != want || got < keys {
 		t.Fatalf("the new node holds %d keys; want %d (%d and the member list)", got, want, keys)
 	}
 	t.Logf("a new node caught up with %d keys in %v", keys, time.Since(start).Round(time.Millisecond))
-}
-
-// testLogWriter sends a node's log lines to the test's log.
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

@@ -16,6 +16,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p"
 )
 
@@ -57,14 +58,14 @@ func TestJoinSecret(t *testing.T) {
 	ctx := context.Background()
 	secret := writeSecret(t, "lab-secret-0123456789abcdef")
 	a := startNode(t, secretConfig(t.TempDir(), secret))
-	eventually(t, 10*time.Second, "a node alone with the secret founds the list", a.admission.Joined)
+	testutil.Eventually(t, 10*time.Second, "a node alone with the secret founds the list", a.admission.Joined)
 
 	b := startNode(t, secretConfig(t.TempDir(), secret, tcpAddr(t, a)))
 	// The explicit /p2p/ form keeps working next to the id-less one.
 	cDir := t.TempDir()
 	c := startNode(t, secretConfig(cDir, secret, a.P2PAddrs()[0], tcpAddr(t, b)))
 	nodes := []*Node{a, b, c}
-	eventually(t, 30*time.Second, "every node is on every node's member list", func() bool {
+	testutil.Eventually(t, 30*time.Second, "every node is on every node's member list", func() bool {
 		for _, n := range nodes {
 			for _, m := range nodes {
 				if !n.admission.IsMember(m.Host().ID()) {
@@ -81,7 +82,7 @@ func TestJoinSecret(t *testing.T) {
 	if _, err := cc.Put(ctx, "/from-c", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "c's write reached a", func() bool {
+	testutil.Eventually(t, 30*time.Second, "c's write reached a", func() bool {
 		_, err := ca.Get(ctx, "/from-c")
 		return err == nil
 	})
@@ -109,7 +110,7 @@ func TestJoinSecret(t *testing.T) {
 		if _, err := ca.Put(ctx, "/after-outsiders", []byte("1")); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "a's probe write reached c", func() bool {
+		testutil.Eventually(t, 30*time.Second, "a's probe write reached c", func() bool {
 			_, err := cc.Get(ctx, "/after-outsiders")
 			return err == nil
 		})
@@ -126,7 +127,7 @@ func TestJoinSecret(t *testing.T) {
 		if _, err := ca.RemoveMember(ctx, c.ID()); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "a and b cut c off", func() bool {
+		testutil.Eventually(t, 30*time.Second, "a and b cut c off", func() bool {
 			return !connected(a, c) && !connected(b, c) && !b.admission.IsMember(cID) && b.admission.IsRemoved(cID)
 		})
 		// Restarted with the same identity and the secret, it stays out.
@@ -136,12 +137,12 @@ func TestJoinSecret(t *testing.T) {
 		c2 := startNode(t, secretConfig(cDir, secret, tcpAddr(t, a), tcpAddr(t, b)))
 		if err := connectErr(c2, a); err == nil {
 			// The dialler may see its handshake finish before a's gater refuses.
-			eventually(t, 10*time.Second, "a refused the removed node", func() bool { return !connected(a, c2) })
+			testutil.Eventually(t, 10*time.Second, "a refused the removed node", func() bool { return !connected(a, c2) })
 		}
 		if _, err := ca.Put(ctx, "/after-removal-probe", []byte("1")); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "a's probe write reached b", func() bool {
+		testutil.Eventually(t, 30*time.Second, "a's probe write reached b", func() bool {
 			_, err := dialNode(t, b).Get(ctx, "/after-removal-probe")
 			return err == nil
 		})
@@ -152,7 +153,7 @@ func TestJoinSecret(t *testing.T) {
 		if _, err := ca.AddMember(ctx, c.ID(), "c"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "the re-added node connects again", func() bool {
+		testutil.Eventually(t, 30*time.Second, "the re-added node connects again", func() bool {
 			return (connected(c2, a) || connected(c2, b)) && !b.admission.IsRemoved(cID) && b.admission.IsMember(cID)
 		})
 	})
@@ -172,7 +173,7 @@ func TestIDLessBootstrapWithMemberAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := startNode(t, quietConfig(bDir, []string{tcpAddr(t, a)}))
-	eventually(t, 30*time.Second, "b joined through an id-less address", func() bool {
+	testutil.Eventually(t, 30*time.Second, "b joined through an id-less address", func() bool {
 		return b.admission.Joined() && connected(a, b) && b.Readiness().Ready
 	})
 }
@@ -209,7 +210,7 @@ func TestHealthEndpoints(t *testing.T) {
 	secret := writeSecret(t, "health-secret-abcdefghijk")
 	a := startNode(t, secretConfig(t.TempDir(), secret))
 	b := startNode(t, secretConfig(t.TempDir(), secret, tcpAddr(t, a)))
-	eventually(t, 30*time.Second, "b's /readyz turns 200 after its first sync", func() bool {
+	testutil.Eventually(t, 30*time.Second, "b's /readyz turns 200 after its first sync", func() bool {
 		code, r := get(b, ReadyzPath)
 		return code == http.StatusOK && r.Synced
 	})

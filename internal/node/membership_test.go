@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
 
@@ -26,7 +27,7 @@ func waitAllAlive(t *testing.T, nodes []*Node) {
 
 func waitAllAliveTB(t testing.TB, nodes []*Node, d time.Duration) {
 	t.Helper()
-	eventually(t, d, "every node sees every other alive", func() bool {
+	testutil.Eventually(t, d, "every node sees every other alive", func() bool {
 		for _, a := range nodes {
 			for _, b := range nodes {
 				if memberState(a, b) != swim.Alive {
@@ -67,7 +68,7 @@ func TestLeavingNodeIsMarkedLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	// At once: well before a suspicion could even start.
-	eventually(t, fd.ProbeInterval+2*time.Second, "node 0 marks node 2 left", func() bool {
+	testutil.Eventually(t, fd.ProbeInterval+2*time.Second, "node 0 marks node 2 left", func() bool {
 		return memberState(nodes[0], nodes[2]) == swim.Left
 	})
 	if s := memberState(nodes[1], nodes[2]); s != swim.Left && s != swim.Alive {
@@ -91,7 +92,7 @@ func TestLeavingNodeIsMarkedLeft(t *testing.T) {
 		DataDir: nodes[2].cfg.DataDir, ListenClient: "127.0.0.1:0", Bootstrap: nodes[0].P2PAddrs(),
 		Logger: nodes[2].cfg.Logger, FailureDetector: fd, SyncInterval: 300 * time.Millisecond,
 	})
-	eventually(t, 30*time.Second, "node 0 sees the restarted node alive", func() bool {
+	testutil.Eventually(t, 30*time.Second, "node 0 sees the restarted node alive", func() bool {
 		return memberState(nodes[0], restarted) == swim.Alive
 	})
 }

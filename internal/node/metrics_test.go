@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
 
@@ -107,7 +108,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	if _, err := clients[0].Delete(ctx, "m/00"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "b has a's writes", func() bool {
+	testutil.Eventually(t, 30*time.Second, "b has a's writes", func() bool {
 		r, err := b.Store().Get([]byte("m/19"))
 		return err == nil && r != nil
 	})
@@ -142,7 +143,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	// Until GossipSub's mesh has formed, anti-entropy may bring the writes
 	// first: one more write per poll gives gossip a message of its own.
 	extra := 0
-	eventually(t, 30*time.Second, "b counts the gossip it applied", func() bool {
+	testutil.Eventually(t, 30*time.Second, "b counts the gossip it applied", func() bool {
 		extra++
 		if _, err := clients[0].Put(ctx, fmt.Sprintf("m/gossip-%d", extra), []byte("v")); err != nil {
 			t.Fatal(err)
@@ -160,7 +161,7 @@ func TestMetricsEndpoint(t *testing.T) {
 
 	// Anti-entropy (every 300 ms here) and membership probes (loopback
 	// timing) go on by themselves; the convergence gauge sees b.
-	eventually(t, 30*time.Second, "sessions and probes are counted, and a sees b converged", func() bool {
+	testutil.Eventually(t, 30*time.Second, "sessions and probes are counted, and a sees b converged", func() bool {
 		s := scrape(t, a)
 		sessions, _ := s.get("chorus_antientropy_sessions_total", "outcome", "completed")
 		sessions0, _ := before.get("chorus_antientropy_sessions_total", "outcome", "completed")
@@ -173,7 +174,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	})
 	// Convergence bookkeeping: b announces its frontiers, a counts them and
 	// shows b's lag, which falls to 0 once b holds every write a knows of.
-	eventually(t, 30*time.Second, "a holds b's announced lag at 0 and no unannounced member", func() bool {
+	testutil.Eventually(t, 30*time.Second, "a holds b's announced lag at 0 and no unannounced member", func() bool {
 		s := scrape(t, a)
 		received, _ := s.get("chorus_convergence_announcements_total", "direction", "received")
 		sent, _ := s.get("chorus_convergence_announcements_total", "direction", "sent")
@@ -222,7 +223,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	if err := connectErr(a, stranger); err == nil {
 		t.Fatal("a connected to a node that is not a member")
 	}
-	eventually(t, 10*time.Second, "a counts the refused connection", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a counts the refused connection", func() bool {
 		v, _ := scrape(t, a).get("chorus_admission_refused_connections_total", "reason", "not_member")
 		return v >= 1
 	})

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/chorus-kv/chorus/client"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/testutil"
 )
 
 // TestDamagedJournalRefusedThenRepaired: a member whose journal was damaged
@@ -30,7 +29,7 @@ func TestDamagedJournalRefusedThenRepaired(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 30*time.Second, "node 1 has every key", func() bool { return nodes[1].Store().Keys() >= n })
+	testutil.Eventually(t, 30*time.Second, "node 1 has every key", func() bool { return nodes[1].Store().Keys() >= n })
 	dir := nodes[1].cfg.DataDir
 	bootstrap := nodes[0].P2PAddrs()
 	if err := nodes[1].Close(); err != nil {
@@ -48,7 +47,7 @@ func TestDamagedJournalRefusedThenRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := Config{DataDir: dir, ListenClient: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	cfg := Config{DataDir: dir, ListenClient: "127.0.0.1:0", Logger: testutil.QuietLogger(),
 		SyncInterval: 300 * time.Millisecond}
 	if nd, err := Start(cfg); err == nil {
 		nd.Close()
@@ -96,7 +95,7 @@ func TestDamagedJournalRefusedThenRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	eventually(t, 30*time.Second, "the repaired node serves reads", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the repaired node serves reads", func() bool {
 		_, err := c.Get(ctx, "k000")
 		return err == nil
 	})

@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/chorus-kv/chorus/client"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p"
 )
 
@@ -36,7 +35,7 @@ func startReplicaNodesTB(t testing.TB, n int) ([]*Node, []*client.Client) {
 			DataDir:      dirs[i],
 			ListenClient: "127.0.0.1:0",
 			Bootstrap:    bootstrap,
-			Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Logger:       testutil.QuietLogger(),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +54,7 @@ func startReplicaNodesTB(t testing.TB, n int) ([]*Node, []*client.Client) {
 	}
 	ctx := context.Background()
 	round := 0
-	eventually(t, 30*time.Second, "probe writes reach every node", func() bool {
+	testutil.Eventually(t, 30*time.Second, "probe writes reach every node", func() bool {
 		if round%20 == 0 {
 			for i, c := range clients {
 				if _, err := c.Put(ctx, fmt.Sprintf("probe/%d", i), fmt.Appendf(nil, "%d", round)); err != nil {
@@ -93,17 +92,6 @@ func admit(t testing.TB, founder *Node, dirs ...string) {
 		if _, err := founder.writeMember(context.Background(), id, id.String()); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronization
 	}
 }
 

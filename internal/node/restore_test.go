@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/chorus-kv/chorus/client"
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/internal/snapshot"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	maintenancev1 "github.com/chorus-kv/chorus/proto/chorus/maintenance/v1"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
@@ -80,10 +80,10 @@ func TestSnapshotRestoreJoinConverge(t *testing.T) {
 			acked = append(acked, k)
 		}
 	}()
-	eventually(t, 30*time.Second, "the writer is under way", func() bool { return src.Store().Revision() > 350 })
+	testutil.Eventually(t, 30*time.Second, "the writer is under way", func() bool { return src.Store().Revision() > 350 })
 	var file bytes.Buffer
 	err := c.Snapshot(ctx, &file, nil)
-	eventually(t, 30*time.Second, "writes after the snapshot", func() bool { return src.Store().Revision() > 420 })
+	testutil.Eventually(t, 30*time.Second, "writes after the snapshot", func() bool { return src.Store().Revision() > 420 })
 	close(stop)
 	wg.Wait()
 	if err != nil {
@@ -123,7 +123,7 @@ func TestSnapshotRestoreJoinConverge(t *testing.T) {
 	}
 
 	// Alone, the restored node serves every key of the snapshot.
-	alone, err := Start(Config{DataDir: dir, ListenClient: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	alone, err := Start(Config{DataDir: dir, ListenClient: "127.0.0.1:0", Logger: testutil.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,12 +160,12 @@ func TestSnapshotRestoreJoinConverge(t *testing.T) {
 		t.Fatal(err)
 	}
 	joined, err := Start(Config{DataDir: dir, ListenClient: "127.0.0.1:0", Bootstrap: src.P2PAddrs(),
-		SyncInterval: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		SyncInterval: 300 * time.Millisecond, Logger: testutil.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = joined.Close() })
-	eventually(t, time.Minute, "the restored node converges with the source", func() bool {
+	testutil.Eventually(t, time.Minute, "the restored node converges with the source", func() bool {
 		return converged([]*Node{src, joined})
 	})
 	if got, want := joined.Store().Keys(), src.Store().Keys(); got != want {

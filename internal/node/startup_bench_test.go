@@ -4,8 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -14,6 +12,7 @@ import (
 	"github.com/chorus-kv/chorus/client"
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p"
 )
 
@@ -80,7 +79,7 @@ func BenchmarkStartup(b *testing.B) {
 	var total time.Duration
 	for b.Loop() {
 		start := time.Now()
-		n, err := Start(Config{DataDir: dir, ListenClient: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		n, err := Start(Config{DataDir: dir, ListenClient: "127.0.0.1:0", Logger: testutil.QuietLogger()})
 		if err != nil {
 			b.Fatal(err)
 		}

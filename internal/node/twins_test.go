@@ -3,13 +3,12 @@ package node
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p"
 	"github.com/chorus-kv/chorus/p2p/swim"
 )
@@ -25,7 +24,7 @@ func TestCopiedDataFolderIsRefused(t *testing.T) {
 	if _, err := clients[0].Put(ctx, "before", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "node 1 has the key", func() bool { return nodes[1].Store().Keys() >= 1 })
+	testutil.Eventually(t, 30*time.Second, "node 1 has the key", func() bool { return nodes[1].Store().Keys() >= 1 })
 
 	// Copy node 0's folder while it runs.
 	copyDir := t.TempDir()
@@ -34,7 +33,7 @@ func TestCopiedDataFolderIsRefused(t *testing.T) {
 	}
 	started := time.Now()
 	twin, err := Start(Config{DataDir: copyDir, ListenClient: "127.0.0.1:0", Bootstrap: nodes[1].P2PAddrs(),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SyncInterval: 300 * time.Millisecond})
+		Logger: testutil.QuietLogger(), SyncInterval: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,11 +66,11 @@ func TestCopiedDataFolderIsRefused(t *testing.T) {
 	if _, err := clients[0].Put(ctx, "after", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the peer has the original's write after the copy stopped", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the peer has the original's write after the copy stopped", func() bool {
 		_, err := clients[1].Get(ctx, "after")
 		return err == nil
 	})
-	eventually(t, 30*time.Second, "the peer holds the original alive", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the peer holds the original alive", func() bool {
 		for _, m := range nodes[1].members.Members() {
 			if m.ID == nodes[0].ID() {
 				return m.State == swim.Alive

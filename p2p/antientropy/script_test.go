@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/chorus-kv/chorus/crdt"
 	"github.com/chorus-kv/chorus/crdt/merkle"
 	"github.com/chorus-kv/chorus/crdt/store"
+	"github.com/chorus-kv/chorus/internal/testutil"
 	"github.com/chorus-kv/chorus/p2p/antientropy"
 	replicationv1 "github.com/chorus-kv/chorus/proto/chorus/replication/v1"
 )
@@ -67,7 +67,7 @@ func TestDataDriven(t *testing.T) {
 type replica struct {
 	name  string
 	store *store.Store
-	wall  *atomic.Int64
+	wall  *testutil.FakeWall
 }
 
 type world struct {
@@ -104,7 +104,7 @@ func (w *world) run(t *testing.T, d *datadriven.TestData) string {
 			t.Fatal(err)
 		}
 		r.wall.Add(by.Milliseconds())
-		fmt.Fprintf(&b, "%s: wall %d\n", r.name, r.wall.Load())
+		fmt.Fprintf(&b, "%s: wall %d\n", r.name, r.wall.Now())
 	case "delete":
 		r := w.get(t, d)
 		if _, err := r.store.Delete(context.Background(), []byte(strArg(d, "key", ""))); err != nil {
@@ -138,13 +138,12 @@ func (w *world) replica(t *testing.T, d *datadriven.TestData) *replica {
 	if r, ok := w.replicas[name]; ok {
 		return r
 	}
-	r := &replica{name: name, wall: &atomic.Int64{}}
-	r.wall.Store(int64(intArg(t, d, "wall", int(startWall))))
+	r := &replica{name: name, wall: testutil.NewFakeWall(int64(intArg(t, d, "wall", int(startWall))))}
 	grace, err := time.ParseDuration(strArg(d, "grace", "24h"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := store.Open(store.Config{NodeID: []byte(name), Clock: crdt.NewClock(r.wall.Load, 0), TombstoneGrace: grace})
+	s, err := store.Open(store.Config{NodeID: []byte(name), Clock: crdt.NewClock(r.wall.Now, 0), TombstoneGrace: grace})
 	if err != nil {
 		t.Fatal(err)
 	}
