@@ -127,19 +127,8 @@ func TestStuckSessionHoldsUpNoOtherPeer(t *testing.T) {
 // On the simulated network and virtual time.
 func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
 	netsim.Run(t, func(t *testing.T) {
-		sn := startSimNet(t)
-		a, b := startTestNodeOn(t, sn, "test"), startTestNodeOn(t, sn, "test")
-		connect(t, a.host, b.host)
 		var probes atomic.Int32
-		b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) {
-			probes.Add(1)
-			_ = st.Reset()
-		})
-		first := a.host.Network().ConnsToPeer(b.host.ID())[0]
-		fd := swim.LoopbackConfig()
-		fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
-		ma := startPairMembership(t, a, b.host.ID(), fd)
-		testutil.Eventually(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
+		a, b, _, first := startMutedPair(t, startSimNet(t), deadLongConfig(), swim.Dead, func() { probes.Add(1) })
 		// a closes the connection once (TestDeadMemberWithConnectionIsDialledAfresh)
 		// and dials again: the new one stays open while b is dead.
 		testutil.Eventually(t, 10*time.Second, "a connected to b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
@@ -159,14 +148,7 @@ func TestDeadMemberWithConnectionIsProbedSoon(t *testing.T) {
 // alive again, and dials b afresh. b's host takes
 // the probes and answers none (it resets each stream).
 func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
-	a, b := startTestNode(t, "test"), startTestNode(t, "test")
-	connect(t, a.host, b.host)
-	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) { _ = st.Reset() })
-	first := a.host.Network().ConnsToPeer(b.host.ID())[0]
-	fd := swim.LoopbackConfig()
-	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
-	ma := startPairMembership(t, a, b.host.ID(), fd)
-	testutil.Eventually(t, 20*time.Second, "a holds b dead", func() bool { return memberState(ma, b.host.ID()) == swim.Dead })
+	a, b, ma, first := startMutedPair(t, nil, deadLongConfig(), swim.Dead, nil)
 	// The redial loop, or the next probe, dials afresh.
 	testutil.Eventually(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
 	// Once until b is alive again: the new connection stays.
@@ -190,14 +172,9 @@ func TestDeadMemberWithConnectionIsDialledAfresh(t *testing.T) {
 // afresh, as a dead one does. b stays suspect here (a
 // long suspicion timeout) and answers no probe.
 func TestSuspectMemberWithConnectionIsDialledAfresh(t *testing.T) {
-	a, b := startTestNode(t, "test"), startTestNode(t, "test")
-	connect(t, a.host, b.host)
-	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) { _ = st.Reset() })
-	first := a.host.Network().ConnsToPeer(b.host.ID())[0]
 	fd := swim.LoopbackConfig()
 	fd.SuspicionMult, fd.SuspicionMaxTimeoutMult = 1000, 1 // 200 s: b stays suspect
-	ma := startPairMembership(t, a, b.host.ID(), fd)
-	testutil.Eventually(t, 20*time.Second, "a holds b suspect", func() bool { return memberState(ma, b.host.ID()) == swim.Suspect })
+	a, b, ma, first := startMutedPair(t, nil, fd, swim.Suspect, nil)
 	testutil.Eventually(t, 10*time.Second, "a closed its connection to b and dialled b afresh", func() bool { return reconnected(a.host, b.host.ID(), first) })
 	if st := memberState(ma, b.host.ID()); st != swim.Suspect {
 		t.Errorf("b is %v; the test needs it suspect", st)
@@ -278,4 +255,32 @@ func hangSyncSessions(t *testing.T, h host.Host) {
 		_, _ = st.Read(buf)
 		<-hold
 	})
+}
+
+// startMutedPair starts a and b on sn (loopback when nil), connected, with
+// a running membership under fd and b's host resetting every probe (onProbe,
+// when set, counts them), and waits until a holds b in state. first is a's
+// connection to b from before.
+func startMutedPair(t *testing.T, sn *simNet, fd swim.Config, state swim.State, onProbe func()) (a, b *testNode, ma *Membership, first network.Conn) {
+	t.Helper()
+	a, b = startTestNodeOn(t, sn, "test"), startTestNodeOn(t, sn, "test")
+	connect(t, a.host, b.host)
+	b.host.SetStreamHandler(ProbeProtocol("test"), func(st network.Stream) {
+		if onProbe != nil {
+			onProbe()
+		}
+		_ = st.Reset()
+	})
+	first = a.host.Network().ConnsToPeer(b.host.ID())[0]
+	ma = startPairMembership(t, a, b.host.ID(), fd)
+	testutil.Eventually(t, 20*time.Second, "a holds b "+state.String(), func() bool { return memberState(ma, b.host.ID()) == state })
+	return a, b, ma, first
+}
+
+// deadLongConfig is a loopback detector whose dead members wait 20 s
+// between probes and are never reaped.
+func deadLongConfig() swim.Config {
+	fd := swim.LoopbackConfig()
+	fd.DeadRetryMin, fd.DeadRetryMax, fd.ReapAfter = 20*time.Second, 20*time.Second, time.Hour
+	return fd
 }
